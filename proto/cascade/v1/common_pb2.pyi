@@ -1,0 +1,71 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
+    FINISH_REASON_STOP: _ClassVar[FinishReason]
+    FINISH_REASON_LENGTH: _ClassVar[FinishReason]
+    FINISH_REASON_ERROR: _ClassVar[FinishReason]
+FINISH_REASON_UNSPECIFIED: FinishReason
+FINISH_REASON_STOP: FinishReason
+FINISH_REASON_LENGTH: FinishReason
+FINISH_REASON_ERROR: FinishReason
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("input_tokens", "output_tokens", "estimated")
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    input_tokens: int
+    output_tokens: int
+    estimated: bool
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
+
+class RouteSummary(_message.Message):
+    __slots__ = ("tier", "tiers_tried", "escalated", "router_score", "router_threshold", "router_model_version", "confidence", "policy")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    TIERS_TRIED_FIELD_NUMBER: _ClassVar[int]
+    ESCALATED_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_SCORE_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    tiers_tried: _containers.RepeatedScalarFieldContainer[str]
+    escalated: bool
+    router_score: float
+    router_threshold: float
+    router_model_version: str
+    confidence: float
+    policy: str
+    def __init__(self, tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., escalated: _Optional[bool] = ..., router_score: _Optional[float] = ..., router_threshold: _Optional[float] = ..., router_model_version: _Optional[str] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ...) -> None: ...
+
+class StageTimings(_message.Message):
+    __slots__ = ("route_ms", "first_token_ms", "small_ms", "large_ms", "total_ms")
+    ROUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
+    SMALL_MS_FIELD_NUMBER: _ClassVar[int]
+    LARGE_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    route_ms: float
+    first_token_ms: float
+    small_ms: float
+    large_ms: float
+    total_ms: float
+    def __init__(self, route_ms: _Optional[float] = ..., first_token_ms: _Optional[float] = ..., small_ms: _Optional[float] = ..., large_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...

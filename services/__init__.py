@@ -1,0 +1,1 @@
+"""prompt-cascade services: gateway, router, tier workers, outcomes, the client SDK and the CLI."""

@@ -1,0 +1,1 @@
+"""What every service shares: settings, NATS subjects and connection, errors, telemetry, lifecycle."""

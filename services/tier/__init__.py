@@ -1,0 +1,1 @@
+"""Tier workers: serve one configured tier (small, large, ...) over NATS through a backend."""
