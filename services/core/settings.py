@@ -1,0 +1,201 @@
+"""Configuration: one validated object, loaded once at process start and passed down.
+
+Sources, later ones winning: built-in defaults, a YAML file (``--config`` or
+``$CASCADE_CONFIG``), then environment variables ``CASCADE_<SECTION>__<KEY>``
+(for example ``CASCADE_NATS__URL=nats://10.0.0.5:4222``). Relative paths in the
+YAML file are resolved against the file's own folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from services.core.errors import ConfigError
+
+DEFAULT_ROUTER_MODEL = Path(__file__).resolve().parents[2] / "classifier" / "models" / "default"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmbeddedNatsSettings(_Section):
+    """The nats-server that `cascade up` starts when no URL is configured."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(4222, ge=0, le=65535)
+    data_dir: Path = Path(".cascade/nats")
+
+
+class NatsSettings(_Section):
+    # None: `cascade up` starts an embedded nats-server and points every service at it.
+    url: str | None = None
+    embedded: EmbeddedNatsSettings = EmbeddedNatsSettings()
+    connect_timeout_s: float = Field(2.0, gt=0)
+
+
+class PriceSettings(_Section):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
+
+class OpenAIBackendSettings(_Section):
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(120.0, gt=0)
+    connect_timeout_s: float = Field(2.0, gt=0)
+    max_connections: int = Field(256, ge=1)
+
+
+class ReplayBackendSettings(_Section):
+    data: Path
+    model: str
+
+
+class TierSettings(_Section):
+    backend: Literal["openai", "replay"]
+    openai: OpenAIBackendSettings | None = None
+    replay: ReplayBackendSettings | None = None
+    price: PriceSettings = PriceSettings()
+    # Requests one worker process runs at once; more are refused with RESOURCE_EXHAUSTED.
+    max_concurrency: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _backend_section_present(self) -> TierSettings:
+        if getattr(self, self.backend) is None:
+            raise ValueError(f"backend {self.backend!r} needs a '{self.backend}:' section")
+        return self
+
+
+class RouterSettings(_Section):
+    # A model folder (router.onnx + model_card.json) or an .onnx file.
+    model: Path = DEFAULT_ROUTER_MODEL
+    # Score at or above which a prompt goes to the large tier. Unset: taken from the model's
+    # threshold table for `target_large_share`, else the model's own default.
+    threshold: float | None = Field(None, ge=0, le=1)
+    target_large_share: float | None = Field(None, ge=0, le=1)
+    small_tier: str = "small"
+    large_tier: str = "large"
+    # Where a request goes when the router cannot score it.
+    fallback_tier: str = "large"
+    # Seconds between checks of the model file for a new version (0: never).
+    reload_interval_s: float = Field(10.0, ge=0)
+
+
+class EscalationSettings(_Section):
+    enabled: bool = True
+    # A small-tier answer whose confidence is below this escalates to the large tier.
+    min_confidence: float = Field(0.5, ge=0, le=1)
+    # A small-tier failure (server down, error) is retried on the large tier.
+    on_error: bool = True
+
+
+class GatewaySettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    max_prompt_chars: int = Field(200_000, ge=1)
+    max_tokens_limit: int = Field(8192, ge=1)
+    default_max_tokens: int = Field(512, ge=1)
+    # Deadline for calls that come without one.
+    default_timeout_s: float = Field(300.0, gt=0)
+    max_in_flight: int = Field(512, ge=1)
+    route_timeout_s: float = Field(1.0, gt=0)
+    tier_accept_timeout_s: float = Field(2.0, gt=0)
+    # Longest silence between two chunks of one answer before the tier is declared lost.
+    chunk_idle_timeout_s: float = Field(60.0, gt=0)
+    reflection: bool = True
+
+
+class OutcomeSettings(_Section):
+    stream: str = "CASCADE_OUTCOMES"
+    max_age_days: float = Field(30.0, gt=0)
+    max_bytes: int = Field(1 << 30, gt=0)
+    # Record the prompt text itself, not only its hash (off: prompts may hold personal data).
+    store_prompt_text: bool = False
+    publish_timeout_s: float = Field(5.0, gt=0)
+
+
+class TelemetrySettings(_Section):
+    # OTLP/gRPC collector endpoint, e.g. http://otel-collector:4317 (needs the `otlp` extra).
+    otlp_endpoint: str | None = None
+    console: bool = False
+
+
+class CascadeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CASCADE_", env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    nats: NatsSettings = NatsSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    router: RouterSettings = RouterSettings()
+    tiers: dict[str, TierSettings] = Field(default_factory=dict)
+    escalation: EscalationSettings = EscalationSettings()
+    outcomes: OutcomeSettings = OutcomeSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+
+    @model_validator(mode="after")
+    def _tiers_known(self) -> CascadeSettings:
+        r = self.router
+        missing = {r.small_tier, r.large_tier, r.fallback_tier} - set(self.tiers)
+        if missing:
+            raise ValueError(f"router names tiers that are not configured: {sorted(missing)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, **_: Any
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        from pydantic_settings import EnvSettingsSource
+
+        # Environment beats the file (passed as init values), which beats defaults.
+        return (EnvSettingsSource(settings_cls), init_settings)
+
+
+def load_settings(path: str | Path | None = None) -> CascadeSettings:
+    """Load and validate the configuration; raises ConfigError with every problem listed."""
+    path = path or os.environ.get("CASCADE_CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {path} must be a mapping at the top level")
+        data = _resolve_paths(data, path.resolve().parent)
+    try:
+        return CascadeSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}:\n{exc}") from exc
+
+
+_PATH_KEYS = {("router", "model"), ("nats", "embedded", "data_dir")}
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    def fix(value: Any) -> Any:
+        return str(base / value) if isinstance(value, str) and not Path(value).is_absolute() else value
+
+    for keys in _PATH_KEYS:
+        node = data
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None  # type: ignore[assignment]
+        if isinstance(node, dict) and keys[-1] in node:
+            node[keys[-1]] = fix(node[keys[-1]])
+    for tier in (data.get("tiers") or {}).values():
+        replay = tier.get("replay") if isinstance(tier, dict) else None
+        if isinstance(replay, dict) and "data" in replay:
+            replay["data"] = fix(replay["data"])
+    return data

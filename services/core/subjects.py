@@ -1,0 +1,36 @@
+"""NATS subject names and queue groups: the one place they are spelled.
+
+Subscribers outside the project depend on these names (see the README's event schemas).
+"""
+
+from __future__ import annotations
+
+# Request/reply: RouteRequest -> RouteDecision.
+ROUTE = "cascade.route"
+ROUTER_QUEUE = "router"
+
+# Every routing decision, published for observers (RouteDecision).
+DECISIONS = "cascade.events.decision"
+
+# Request/reply: TierRequest -> TierAccept, then TokenChunks on the request's chunk subject.
+TIER_PREFIX = "cascade.tier."
+
+# JetStream: OutcomeEvent and FeedbackEvent.
+OUTCOMES = "cascade.outcomes.request"
+FEEDBACK = "cascade.outcomes.feedback"
+OUTCOMES_ALL = "cascade.outcomes.>"
+
+# Inbox prefix for token chunks sent back to a gateway.
+CHUNK_INBOX_PREFIX = "_INBOX.cascade.chunks"
+
+
+def tier_subject(tier: str) -> str:
+    return f"{TIER_PREFIX}{tier}"
+
+
+def tier_queue(tier: str) -> str:
+    return f"tier.{tier}"
+
+
+# Fan-out (no queue group): a request id whose tier work should stop (the caller went away).
+CANCEL = "cascade.cancel"

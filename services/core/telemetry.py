@@ -1,0 +1,59 @@
+"""Tracing, set up once per process; W3C trace context carried in NATS headers and gRPC metadata."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from services.core.settings import TelemetrySettings
+
+log = logging.getLogger(__name__)
+_configured = False
+
+
+def setup_tracing(service_name: str, settings: TelemetrySettings, *, exporter: SpanExporter | None = None) -> None:
+    """Install the process's tracer provider (once; later calls are ignored)."""
+    global _configured
+    if _configured:
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    for exp in _exporters(settings, exporter):
+        provider.add_span_processor(BatchSpanProcessor(exp))
+    trace.set_tracer_provider(provider)
+    _configured = True
+
+
+def _exporters(settings: TelemetrySettings, extra: SpanExporter | None) -> Iterable[SpanExporter]:
+    if extra is not None:
+        yield extra
+    if settings.console:
+        yield ConsoleSpanExporter()
+    if settings.otlp_endpoint:
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        except ImportError:
+            log.error("telemetry.otlp_endpoint is set but the `otlp` extra is not installed; spans stay local")
+            return
+        yield OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
+    """The current trace context as message headers (traceparent, tracestate)."""
+    carrier = dict(headers or {})
+    propagate.inject(carrier)
+    return carrier
+
+
+def extract_context(headers: Mapping[str, str] | None) -> Context:
+    """The trace context a message or call came with (empty when none)."""
+    return propagate.extract(dict(headers or {}))

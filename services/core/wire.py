@@ -1,0 +1,24 @@
+"""Conversions between the project's errors and their wire form (cascade.v1.ErrorInfo)."""
+
+from __future__ import annotations
+
+from cascade.v1 import common_pb2, events_pb2
+
+from services.core.errors import CascadeError, error_for_code
+
+FINISH_REASONS = {
+    "stop": common_pb2.FINISH_REASON_STOP,
+    "length": common_pb2.FINISH_REASON_LENGTH,
+    "error": common_pb2.FINISH_REASON_ERROR,
+}
+FINISH_NAMES = {v: k for k, v in FINISH_REASONS.items()}
+
+
+def error_info(exc: CascadeError) -> events_pb2.ErrorInfo:
+    return events_pb2.ErrorInfo(code=int(exc.code), message=exc.message)
+
+
+def raise_if_error(info: events_pb2.ErrorInfo, *, has: bool) -> None:
+    """Raise the project error an ErrorInfo stands for (``has``: the field is present)."""
+    if has and info.code:
+        raise error_for_code(info.code, info.message)

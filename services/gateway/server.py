@@ -1,0 +1,77 @@
+"""The gateway process: gRPC server (Cascade, health, reflection) wired to NATS and JetStream."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from nats.aio.client import Client as NatsClient
+
+from services.core import subjects
+from services.core.settings import CascadeSettings
+from services.gateway.cascade import Cascade
+from services.gateway.clients import RouterClient, TierClient
+from services.gateway.interceptor import ErrorInterceptor
+from services.gateway.servicer import CascadeServicer
+from services.outcomes import OutcomePublisher, ensure_stream
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = cascade_pb2.DESCRIPTOR.services_by_name["Cascade"].full_name
+
+
+class GatewayService:
+    def __init__(self, *, nc: NatsClient, settings: CascadeSettings) -> None:
+        self._nc, self._settings = nc, settings
+        self._server: aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self.port: int = settings.gateway.port
+        js = nc.jetstream()
+        self._js = js
+        self.outcomes = OutcomePublisher(js, timeout_s=settings.outcomes.publish_timeout_s)
+
+    def _cascade(self) -> Cascade:
+        gw = self._settings.gateway
+        tiers = TierClient(self._nc, accept_timeout_s=gw.tier_accept_timeout_s, idle_timeout_s=gw.chunk_idle_timeout_s)
+        return Cascade(
+            router=RouterClient(self._nc),
+            tiers=tiers,
+            record_outcome=lambda e: self.outcomes.submit(
+                subjects.OUTCOMES, f"outcome:{e.request_id}", e.SerializeToString()
+            ),
+            settings=self._settings,
+        )
+
+    async def start(self) -> None:
+        await ensure_stream(self._js, self._settings.outcomes)
+        self.outcomes.start()
+        server = aio.server(interceptors=[ErrorInterceptor()])
+        servicer = CascadeServicer(cascade=self._cascade(), outcomes=self.outcomes, settings=self._settings)
+        cascade_pb2_grpc.add_CascadeServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        if self._settings.gateway.reflection:
+            names = (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            )
+            reflection.enable_server_reflection(names, server)
+        gw = self._settings.gateway
+        self.port = server.add_insecure_port(f"{gw.host}:{gw.port}")
+        await server.start()
+        self._server = server
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("gateway listening on %s:%d", gw.host, self.port)
+
+    async def stop(self, *, grace_s: float = 10.0) -> None:
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace_s)
+        await self.outcomes.close()
+
+
+__all__ = ["GatewayService", "grpc"]

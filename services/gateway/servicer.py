@@ -1,0 +1,90 @@
+"""gRPC edge of the gateway: wire messages in and out, the Cascade does the work."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc import aio
+
+from services.core import subjects
+from services.core.errors import Overloaded
+from services.core.settings import CascadeSettings
+from services.gateway.cascade import Cascade, TextChunk
+from services.gateway.record import RequestRecord
+from services.gateway.requests import parse_feedback, parse_generate
+from services.outcomes import OutcomePublisher
+
+
+class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
+    def __init__(self, *, cascade: Cascade, outcomes: OutcomePublisher, settings: CascadeSettings) -> None:
+        self._cascade, self._outcomes, self._settings = cascade, outcomes, settings
+        self._in_flight = 0
+
+    async def Generate(  # noqa: N802 - gRPC method name
+        self, request: cascade_pb2.GenerateRequest, context: aio.ServicerContext
+    ) -> cascade_pb2.GenerateResponse:
+        texts: list[str] = []
+        async for item in self._run(request, context):
+            if isinstance(item, TextChunk):
+                texts.append(item.text)
+            else:
+                return cascade_pb2.GenerateResponse(text="".join(texts), **_summary(item))
+        raise AssertionError("the cascade ended without a record")
+
+    async def GenerateStream(  # noqa: N802
+        self, request: cascade_pb2.GenerateRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[cascade_pb2.GenerateChunk]:
+        async for item in self._run(request, context):
+            if isinstance(item, TextChunk):
+                yield cascade_pb2.GenerateChunk(text=item.text, tier=item.tier)
+            else:
+                yield cascade_pb2.GenerateChunk(tier=item.route.tier, final=True, **_summary(item))
+
+    async def Feedback(  # noqa: N802
+        self, request: cascade_pb2.FeedbackRequest, context: aio.ServicerContext
+    ) -> cascade_pb2.FeedbackResponse:
+        fb = parse_feedback(request)
+        now = Timestamp()
+        now.GetCurrentTime()
+        event = events_pb2.FeedbackEvent(
+            schema_version=1,
+            request_id=fb.request_id,
+            time=now,
+            score=fb.score,
+            comment=fb.comment,
+            tenant=fb.tenant,
+        )
+        digest = hashlib.sha256(f"{fb.score!r}\0{fb.comment}".encode()).hexdigest()[:16]
+        accepted = await self._outcomes.publish_now(
+            subjects.FEEDBACK, f"feedback:{fb.request_id}:{digest}", event.SerializeToString()
+        )
+        return cascade_pb2.FeedbackResponse(accepted=accepted)
+
+    async def _run(
+        self, request: cascade_pb2.GenerateRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[TextChunk | RequestRecord]:
+        parsed = parse_generate(request, self._settings.gateway)
+        if self._in_flight >= self._settings.gateway.max_in_flight:
+            raise Overloaded(f"gateway is at its limit of {self._settings.gateway.max_in_flight} requests")
+        remaining = context.time_remaining()
+        timeout_s = remaining if remaining is not None else self._settings.gateway.default_timeout_s
+        self._in_flight += 1
+        try:
+            async for item in self._cascade.run(parsed, timeout_s=timeout_s):
+                yield item
+        finally:
+            self._in_flight -= 1
+
+
+def _summary(record: RequestRecord) -> dict[str, object]:
+    return {
+        "request_id": record.request.request_id,
+        "finish_reason": record.finish_reason(),
+        "route": record.route,
+        "usage": record.usage(),
+        "cost_usd": record.cost_usd(),
+        "timings": record.timings(),
+    }

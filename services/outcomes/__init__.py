@@ -1,0 +1,7 @@
+"""Outcome events on JetStream: the stream, the publisher the gateway uses, and a durable reader."""
+
+from services.outcomes.publisher import OutcomePublisher
+from services.outcomes.reader import read_events
+from services.outcomes.stream import ensure_stream
+
+__all__ = ["OutcomePublisher", "ensure_stream", "read_events"]

@@ -1,0 +1,77 @@
+"""The whole cascade in one test: gateway, router and tier workers as real services.
+
+Every hop is real: services talk through a real nats-server, the gateway is a real
+grpc.aio server on a free port, tiers call a real HTTP server (or replay files).
+They share the test's event loop only to keep the fixture simple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+
+from services.core.nats import NatsServer, connect_nats
+from services.core.settings import CascadeSettings
+from services.gateway.server import GatewayService
+from services.router.service import RouterService
+from services.tier.worker import TierWorker
+
+
+@dataclass
+class System:
+    settings: CascadeSettings
+    nats_url: str
+    gateway: GatewayService
+    router: RouterService
+    workers: dict[str, TierWorker] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.gateway.port}"
+
+
+def openai_tier(base_url: str, model: str = "fake-model", **price: float) -> dict[str, Any]:
+    return {
+        "backend": "openai",
+        "openai": {"base_url": base_url, "model": model, "timeout_s": 30, "connect_timeout_s": 1},
+        "price": price or {"input_per_mtok": 0.2, "output_per_mtok": 0.2},
+    }
+
+
+def make_settings(nats_url: str, tiers: dict[str, Any], **sections: Any) -> CascadeSettings:
+    sections.setdefault("gateway", {})
+    sections["gateway"] = {"port": 0, **sections["gateway"]}
+    sections.setdefault("router", {})
+    sections["router"] = {"reload_interval_s": 0, **sections["router"]}
+    return CascadeSettings(nats={"url": nats_url}, tiers=tiers, **sections)
+
+
+@asynccontextmanager
+async def run_system(
+    nats: NatsServer, settings: CascadeSettings, *, run_router: bool = True, run_tiers: tuple[str, ...] | None = None
+) -> AsyncIterator[System]:
+    async with AsyncExitStack() as stack:
+
+        async def connect(name: str) -> NatsClient:
+            nc = await connect_nats(nats.url, name=name)
+            stack.push_async_callback(nc.drain)
+            return nc
+
+        async def started(service: Any) -> Any:
+            await service.start()
+            stack.push_async_callback(service.stop)
+            return service
+
+        router = RouterService(nc=await connect("router"), settings=settings)
+        if run_router:
+            await started(router)
+        workers = {}
+        for tier in settings.tiers if run_tiers is None else run_tiers:
+            worker = TierWorker(nc=await connect(f"tier-{tier}"), tier=tier, settings=settings.tiers[tier])
+            workers[tier] = await started(worker)
+        gateway = await started(GatewayService(nc=await connect("gateway"), settings=settings))
+        yield System(settings=settings, nats_url=nats.url, gateway=gateway, router=router, workers=workers)

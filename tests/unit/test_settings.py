@@ -1,0 +1,58 @@
+"""Configuration is validated once, with clear errors; env beats file; paths resolve beside the file."""
+
+from pathlib import Path
+
+import pytest
+
+from services.core.errors import ConfigError
+from services.core.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+TIERS = """
+tiers:
+  small: {backend: replay, replay: {data: data/x.parquet, model: m}}
+  large: {backend: openai, openai: {model: big, base_url: "http://h:1/v1"}, price: {input_per_mtok: 1, output_per_mtok: 2}}
+"""
+
+
+def test_relative_paths_resolve_beside_the_file(tmp_path):
+    s = load_settings(write(tmp_path, TIERS + "router: {model: models/r}\n"))
+    assert s.tiers["small"].replay.data == tmp_path / "data/x.parquet"
+    assert s.router.model == tmp_path / "models/r"
+    assert s.tiers["large"].price.cost(1_000_000, 1_000_000) == 3.0
+
+
+def test_environment_overrides_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("CASCADE_NATS__URL", "nats://elsewhere:4222")
+    monkeypatch.setenv("CASCADE_GATEWAY__PORT", "6000")
+    s = load_settings(write(tmp_path, TIERS + "nats: {url: nats://file:4222}\n"))
+    assert s.nats.url == "nats://elsewhere:4222" and s.gateway.port == 6000
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tiers: {}\n", "not configured"),
+        (TIERS + "gateway: {port: -1}\n", "port"),
+        (TIERS + "bogus: 1\n", "bogus"),
+        ("tiers:\n  small: {backend: openai}\n", "openai"),
+        ("- a list\n", "mapping"),
+    ],
+)
+def test_bad_config_is_refused_with_the_reason(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("name", ["cascade.example.yaml", "cascade.replay.yaml"])
+def test_shipped_example_configs_are_valid(name):
+    s = load_settings(REPO / "configs" / name)
+    assert {"small", "large"} <= set(s.tiers)
