@@ -1,0 +1,1 @@
+"""The `cascade` command: run the system, ask it, train and check the router."""

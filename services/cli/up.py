@@ -1,0 +1,134 @@
+"""`cascade up`: a supervisor for the whole system on one machine.
+
+Starts a real nats-server with JetStream when no NATS URL is configured, then the router,
+one worker per configured tier and the gateway, each its own process (the same processes
+a deployment runs, `python -m services.<name>`). It waits until the gateway reports
+SERVING. Ctrl-C (or SIGTERM) stops the gateway first, so no accepted request loses its
+outcome, then the workers, the router and NATS. If any process dies, everything stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.core.errors import CascadeError, Unavailable
+from services.core.lifecycle import setup_logging, stop_event_on_signals
+from services.core.nats import NatsServer
+from services.core.settings import CascadeSettings, load_settings
+
+log = logging.getLogger("cascade.up")
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+
+def main(args: argparse.Namespace) -> int:
+    setup_logging("up")
+    try:
+        settings = load_settings(args.config)
+        return asyncio.run(_up(settings, args.config))
+    except CascadeError as exc:
+        log.error("%s", exc)
+        return 1
+
+
+async def _up(settings: CascadeSettings, config: Path | None) -> int:
+    stop = stop_event_on_signals()
+    nats: NatsServer | None = None
+    url = settings.nats.url
+    if url is None:
+        e = settings.nats.embedded
+        nats = NatsServer(data_dir=e.data_dir, host=e.host, port=e.port)
+        await nats.start()
+        url = nats.url
+    children: list[Child] = []
+    try:
+        env = {**os.environ, "CASCADE_NATS__URL": url}
+        if config is not None:
+            env["CASCADE_CONFIG"] = str(Path(config).resolve())
+        children.append(_spawn("router", ["services.router"], env))
+        for tier in settings.tiers:
+            children.append(_spawn(f"tier-{tier}", ["services.tier", "--tier", tier], env))
+        children.append(_spawn("gateway", ["services.gateway"], env))
+        await _wait_serving(settings, children)
+        log.info(
+            "prompt-cascade is up: gRPC on %s:%d, NATS at %s; Ctrl-C stops it",
+            settings.gateway.host,
+            settings.gateway.port,
+            url,
+        )
+        return await _supervise(children, stop)
+    finally:
+        await _stop_all(children)
+        if nats is not None:
+            await nats.stop()
+        log.info("prompt-cascade stopped")
+
+
+def _spawn(name: str, module_args: list[str], env: dict[str, str]) -> Child:
+    process = subprocess.Popen([sys.executable, "-m", *module_args], env=env)
+    return Child(name, process)
+
+
+async def _wait_serving(settings: CascadeSettings, children: list[Child], timeout_s: float = 120.0) -> None:
+    from grpc import aio
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    host = "127.0.0.1" if settings.gateway.host in ("0.0.0.0", "::") else settings.gateway.host
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with aio.insecure_channel(f"{host}:{settings.gateway.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while loop.time() < deadline:
+            _raise_if_dead(children)
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.2)
+    raise Unavailable(f"the gateway did not report SERVING within {timeout_s:.0f}s")
+
+
+def _raise_if_dead(children: list[Child]) -> None:
+    for child in children:
+        if child.process.poll() is not None:
+            raise Unavailable(f"{child.name} exited with code {child.process.returncode}; see its log above")
+
+
+async def _supervise(children: list[Child], stop: asyncio.Event) -> int:
+    while not stop.is_set():
+        try:
+            _raise_if_dead(children)
+        except Unavailable as exc:
+            log.error("%s; stopping everything", exc.message)
+            return 1
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except TimeoutError:
+            pass
+    return 0
+
+
+async def _stop_all(children: list[Child], grace_s: float = 30.0) -> None:
+    # Reverse start order: the gateway stops taking requests before the tiers go away.
+    for child in reversed(children):
+        if child.process.poll() is None:
+            child.process.terminate()
+            try:
+                await asyncio.to_thread(child.process.wait, grace_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0fs; killing it", child.name, grace_s)
+                child.process.kill()
+                await asyncio.to_thread(child.process.wait)

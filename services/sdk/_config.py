@@ -1,0 +1,92 @@
+"""Client options shared by the sync and async clients, validated once at construction."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from services.core.errors import CascadeError, ConfigError, InvalidRequest
+from services.sdk.types import PemSource, TlsConfig
+
+ChannelOptions = Sequence[tuple[str, Any]]
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """What a client was created with, checked and normalised."""
+
+    target: str
+    credentials: grpc.ChannelCredentials | None
+    timeout: float | None
+    metadata: Metadata
+    options: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        target: str,
+        tls: bool | TlsConfig,
+        timeout: float | None,
+        metadata: Mapping[str, str] | None,
+        options: ChannelOptions,
+    ) -> ClientConfig:
+        if not target or not isinstance(target, str):
+            raise ConfigError("`target` must be a non-empty 'host:port' string")
+        check_timeout(timeout, ConfigError)
+        options = tuple(options)
+        if isinstance(tls, TlsConfig) and tls.server_name:
+            options += (("grpc.ssl_target_name_override", tls.server_name),)
+        return cls(target, _credentials(tls), timeout, merge_metadata(metadata), options)
+
+    def call_args(self, timeout: float | None, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+        """Keyword arguments for one stub call: the deadline and the merged metadata."""
+        check_timeout(timeout, InvalidRequest)
+        return {
+            "timeout": self.timeout if timeout is None else timeout,
+            "metadata": merge_metadata(metadata, base=self.metadata),
+        }
+
+
+def check_timeout(timeout: float | None, error: type[CascadeError]) -> None:
+    if timeout is not None and not timeout > 0:
+        raise error(f"a timeout must be a positive number of seconds, not {timeout!r}")
+
+
+def merge_metadata(extra: Mapping[str, str] | None, *, base: Metadata = ()) -> Metadata:
+    """``base`` overridden key by key by ``extra``; keys lower-cased as gRPC requires."""
+    merged = dict(base)
+    for key, value in (extra or {}).items():
+        merged[key.lower()] = value
+    return tuple(merged.items())
+
+
+def _credentials(tls: bool | TlsConfig) -> grpc.ChannelCredentials | None:
+    if tls is False:
+        return None
+    if tls is True:
+        return grpc.ssl_channel_credentials()
+    if not isinstance(tls, TlsConfig):
+        raise ConfigError(f"`tls` must be a bool or a TlsConfig, not {type(tls).__name__}")
+    if (tls.private_key is None) != (tls.certificate_chain is None):
+        raise ConfigError("TLS `private_key` and `certificate_chain` must be given together")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(tls.root_certificates, "root_certificates"),
+        private_key=_read_pem(tls.private_key, "private_key"),
+        certificate_chain=_read_pem(tls.certificate_chain, "certificate_chain"),
+    )
+
+
+def _read_pem(source: PemSource | None, name: str) -> bytes | None:
+    if source is None or isinstance(source, bytes):
+        return source
+    try:
+        return Path(os.fspath(source)).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read TLS {name} from {source!s}: {exc}") from exc
