@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import subprocess
@@ -114,10 +115,8 @@ async def _supervise(children: list[Child], stop: asyncio.Event) -> int:
         except Unavailable as exc:
             log.error("%s; stopping everything", exc.message)
             return 1
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
-        except TimeoutError:
-            pass
     return 0
 
 
