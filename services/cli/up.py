@@ -19,9 +19,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from services.core import subjects
 from services.core.errors import CascadeError, Unavailable
 from services.core.lifecycle import setup_logging, stop_event_on_signals
-from services.core.nats import NatsServer
+from services.core.nats import NatsServer, connect_nats
 from services.core.settings import CascadeSettings, load_settings
 
 log = logging.getLogger("cascade.up")
@@ -61,6 +65,7 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
         for tier in settings.tiers:
             children.append(_spawn(f"tier-{tier}", ["services.tier", "--tier", tier], env))
         children.append(_spawn("gateway", ["services.gateway"], env))
+        await _wait_workers(url, settings, children)
         await _wait_serving(settings, children)
         log.info(
             "prompt-cascade is up: gRPC on %s:%d, NATS at %s; Ctrl-C stops it",
@@ -77,8 +82,33 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
 
 
 def _spawn(name: str, module_args: list[str], env: dict[str, str]) -> Child:
-    process = subprocess.Popen([sys.executable, "-m", *module_args], env=env)
+    # Own process group: Ctrl-C reaches only this supervisor, which then stops the children in order.
+    process = subprocess.Popen([sys.executable, "-m", *module_args], env=env, process_group=0)
     return Child(name, process)
+
+
+async def _wait_workers(url: str, settings: CascadeSettings, children: list[Child], timeout_s: float = 120.0) -> None:
+    """Wait until the router and a worker of every tier answer on NATS.
+
+    The probe is an empty request: the router answers it, a tier worker refuses it; either
+    reply proves a subscriber is there.
+    """
+    nc = await connect_nats(url, name="cascade-up")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    try:
+        for subject in [subjects.ROUTE, *(subjects.tier_subject(t) for t in settings.tiers)]:
+            while True:
+                _raise_if_dead(children)
+                if loop.time() > deadline:
+                    raise Unavailable(f"nothing answered on {subject} within {timeout_s:.0f}s")
+                try:
+                    await nc.request(subject, b"", timeout=1)
+                    break
+                except (NoRespondersError, NatsTimeoutError):
+                    await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
 
 
 async def _wait_serving(settings: CascadeSettings, children: list[Child], timeout_s: float = 120.0) -> None:

@@ -94,7 +94,8 @@ class NatsServer:
         log_path = self.log_file or self.data_dir / "nats-server.log"
         cmd = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
         with open(log_path, "ab") as out:
-            self._process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            # Own process group: a Ctrl-C meant for `cascade up` must not stop NATS before the services drain.
+            self._process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, process_group=0)
         await self._wait_ready(ready_timeout_s, log_path)
         log.info("nats-server listening on %s (JetStream in %s)", self.url, self.data_dir)
 

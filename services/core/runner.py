@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 
 from services.core.errors import CascadeError, ConfigError
 from services.core.lifecycle import run_service
@@ -75,5 +76,9 @@ async def run_until_stopped(
         await stop.wait()
     finally:
         await service.stop()
-        await nc.drain()
+        try:
+            await nc.drain()
+        except NatsError as exc:  # NATS already gone: nothing left to flush
+            log.warning("%s could not drain its NATS connection: %s", name, exc)
+            await nc.close()
         log.info("%s stopped", name)

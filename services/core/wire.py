@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from cascade.v1 import common_pb2, events_pb2
-
 from services.core.errors import CascadeError, error_for_code
 
 FINISH_REASONS = {

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cascade.v1 import events_pb2
-
 from services.core import subjects
 from services.core.errors import Cancelled, CascadeError, DeadlineExceeded, Unavailable
 from services.core.settings import CascadeSettings

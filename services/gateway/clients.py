@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
-from cascade.v1 import events_pb2
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.errors import InternalError, TierUnavailable, Unavailable, error_for_code
 from services.core.telemetry import inject_headers

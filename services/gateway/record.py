@@ -7,9 +7,9 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from cascade.v1 import common_pb2, events_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from cascade.v1 import common_pb2, events_pb2
 from services.core.errors import CascadeError
 from services.core.settings import PriceSettings
 from services.core.wire import error_info

@@ -8,7 +8,6 @@ import uuid
 from dataclasses import dataclass, field
 
 from cascade.v1 import cascade_pb2
-
 from services.core.errors import InvalidRequest, Overloaded
 from services.core.settings import GatewaySettings
 from services.tier.backends import Message

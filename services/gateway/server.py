@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 import grpc
-from cascade.v1 import cascade_pb2, cascade_pb2_grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NatsClient
 
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc
 from services.core import subjects
 from services.core.settings import CascadeSettings
 from services.gateway.cascade import Cascade

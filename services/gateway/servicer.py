@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 
-from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from services.core import subjects
 from services.core.errors import Overloaded
 from services.core.settings import CascadeSettings

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from cascade.v1 import events_pb2
 from google.protobuf.message import Message
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from cascade.v1 import events_pb2
 from services.core import subjects
 
 EVENT_TYPES: dict[str, type[Message]] = {

@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 import logging
 
-from cascade.v1 import events_pb2
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.settings import CascadeSettings
 from services.router.policy import ModelHolder, ThresholdPolicy
@@ -54,7 +54,8 @@ class RouterService:
         payload = reply.SerializeToString()
         if msg.reply:
             await msg.respond(payload)
-        await self._nc.publish(subjects.DECISIONS, payload)
+        if reply.request_id:  # an empty id is a liveness probe, not a decision worth publishing
+            await self._nc.publish(subjects.DECISIONS, payload)
 
     def _decide(self, data: bytes) -> events_pb2.RouteDecision:
         try:

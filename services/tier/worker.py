@@ -6,11 +6,11 @@ import asyncio
 import logging
 import time
 
-from cascade.v1 import common_pb2, events_pb2
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from cascade.v1 import common_pb2, events_pb2
 from services.core import subjects
 from services.core.errors import CascadeError, DeadlineExceeded, InternalError, InvalidRequest, Overloaded
 from services.core.settings import TierSettings
