@@ -28,8 +28,14 @@ def settings(**over) -> CascadeSettings:
 
 def request(policy: str = "auto", text: str = "q") -> CascadeRequest:
     return CascadeRequest(
-        request_id="r1", messages=(Message(role="user", content=text),), routed_text=text,
-        max_tokens=16, temperature=None, stop=(), policy=policy, tenant="t",
+        request_id="r1",
+        messages=(Message(role="user", content=text),),
+        routed_text=text,
+        max_tokens=16,
+        temperature=None,
+        stop=(),
+        policy=policy,
+        tenant="t",
     )
 
 
@@ -41,7 +47,9 @@ class Router:
         self.calls += 1
         if self.fail:
             raise Unavailable("no router is running")
-        return events_pb2.RouteDecision(request_id=request_id, tier=self.tier, score=0.3, threshold=0.5, model_version="v1")
+        return events_pb2.RouteDecision(
+            request_id=request_id, tier=self.tier, score=0.3, threshold=0.5, model_version="v1"
+        )
 
 
 class Tiers:
@@ -58,7 +66,9 @@ class Tiers:
         for i, word in enumerate([f"{tier}-a ", f"{tier}-b"]):
             yield events_pb2.TokenChunk(seq=i, tier=tier, text=word, token_logprobs=[lp])
         usage = common_pb2.Usage(input_tokens=100, output_tokens=2)
-        yield events_pb2.TokenChunk(seq=2, tier=tier, final=True, finish_reason=common_pb2.FINISH_REASON_STOP, usage=usage)
+        yield events_pb2.TokenChunk(
+            seq=2, tier=tier, final=True, finish_reason=common_pb2.FINISH_REASON_STOP, usage=usage
+        )
 
 
 async def run(cascade: Cascade, req: CascadeRequest, timeout_s: float = 5.0):

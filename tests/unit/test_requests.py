@@ -17,8 +17,10 @@ def test_plain_prompt_becomes_one_user_message_with_defaults():
 
 
 def test_routed_text_is_the_last_user_message():
-    msgs = [common_pb2.ChatMessage(role=role, content=c) for role, c in
-            [("system", "be brief"), ("user", "first"), ("assistant", "ok"), ("user", "second")]]
+    msgs = [
+        common_pb2.ChatMessage(role=role, content=c)
+        for role, c in [("system", "be brief"), ("user", "first"), ("assistant", "ok"), ("user", "second")]
+    ]
     r = parse_generate(cascade_pb2.GenerateRequest(messages=msgs, temperature=0.0), LIMITS)
     assert r.routed_text == "second" and r.temperature == 0.0
 

@@ -19,7 +19,10 @@ def write(tmp_path: Path, text: str) -> Path:
 TIERS = """
 tiers:
   small: {backend: replay, replay: {data: data/x.parquet, model: m}}
-  large: {backend: openai, openai: {model: big, base_url: "http://h:1/v1"}, price: {input_per_mtok: 1, output_per_mtok: 2}}
+  large:
+    backend: openai
+    openai: {model: big, base_url: "http://h:1/v1"}
+    price: {input_per_mtok: 1, output_per_mtok: 2}
 """
 
 
