@@ -98,6 +98,10 @@ class TierWorker:
         await self.backend.aclose()
 
     async def _on_request(self, msg: Msg) -> None:
+        if not msg.data:  # a liveness probe (`cascade up` sends these): say who serves this tier
+            probe = events_pb2.TierAccept(tier=self.tier, backend=self.backend.kind, model=self.backend.model)
+            await msg.respond(probe.SerializeToString())
+            return
         try:
             request = self._admit(msg.data)
         except CascadeError as exc:

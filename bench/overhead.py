@@ -1,0 +1,143 @@
+"""How much latency the cascade adds: the same requests straight to an OpenAI-compatible server,
+and through the cascade (gRPC -> gateway -> NATS -> router -> tier worker -> the same server).
+
+    python -m bench.overhead [--requests 400] [--concurrency 1 32] [--max-tokens 16]
+
+The cascade runs as `cascade up` runs it: a nats-server and one process per service. The LLM
+server is the project's fake OpenAI server (tests/support/openai_server.py), so the figures
+are the routing overhead alone. Both paths stream the answer with logprobs and read it whole.
+Prints p50/p99 latency of each path, the difference, and requests per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from services.core.nats import free_port
+from services.sdk import AsyncCascadeClient
+from tests.support.openai_server import start_fake_openai
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def timed(n: int, concurrency: int, call) -> tuple[list[float], float]:  # type: ignore[no-untyped-def]
+    latencies: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            start = time.perf_counter()
+            await call(i)
+            latencies.append((time.perf_counter() - start) * 1e3)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, n / (time.perf_counter() - start)
+
+
+def prompt(i: int) -> str:
+    return f"Question {i}: what is {i} plus {i * 7}? Explain briefly."
+
+
+async def direct_path(base_url: str, max_tokens: int):  # type: ignore[no-untyped-def]
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0)
+
+    async def call(i: int) -> None:
+        stream = await client.chat.completions.create(
+            model="fake-model",
+            messages=[{"role": "user", "content": prompt(i)}],
+            max_tokens=max_tokens,
+            stream=True,
+            logprobs=True,
+            stream_options={"include_usage": True},
+        )
+        text = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        assert "".join(text)
+
+    return client, call
+
+
+def write_config(base_url: str, workdir: Path) -> tuple[Path, int]:
+    port = free_port()
+    tier = {"backend": "openai", "openai": {"base_url": base_url, "model": "fake-model"}}
+    config = {
+        "nats": {"embedded": {"port": free_port(), "data_dir": str(workdir / "nats")}},
+        "gateway": {"port": port},
+        "router": {"reload_interval_s": 0},
+        "tiers": {"small": tier, "large": tier},
+    }
+    path = workdir / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, port
+
+
+async def run(args: argparse.Namespace) -> None:
+    server = start_fake_openai()
+    workdir = Path(tempfile.mkdtemp(prefix="cascade-bench-"))
+    config, port = write_config(server.base_url, workdir)
+    env = {**os.environ, "CASCADE_LOG_LEVEL": "WARNING"}
+    up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--config", str(config)], env=env)
+    try:
+        client, direct = await direct_path(server.base_url, args.max_tokens)
+        async with AsyncCascadeClient(target=f"127.0.0.1:{port}", timeout=30) as cascade:
+            await cascade.wait_ready(timeout=120)
+
+            async def through(i: int) -> None:
+                result = await cascade.generate(prompt(i), policy=args.policy, max_tokens=args.max_tokens)
+                assert result.text and not result.route.escalated
+
+            await timed(50, 8, direct)  # warm both paths (connections, code paths)
+            await timed(50, 8, through)
+            print(f"requests={args.requests} max_tokens={args.max_tokens} policy={args.policy} cores={os.cpu_count()}")
+            print(f"{'conc':>4} {'path':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+            for concurrency in args.concurrency:
+                rows = {}
+                for name, call in (("direct", direct), ("cascade", through)):
+                    lat, rps = await timed(args.requests, concurrency, call)
+                    rows[name] = (statistics.median(lat), percentile(lat, 0.99), rps)
+                    print(f"{concurrency:>4} {name:>8} {rows[name][0]:>8.2f} {rows[name][1]:>8.2f} {rps:>8.1f}")
+                d, c = rows["direct"], rows["cascade"]
+                print(
+                    f"{concurrency:>4} {'added':>8} {c[0] - d[0]:>8.2f} {c[1] - d[1]:>8.2f} "
+                    f"{'x%.2f' % (d[2] / c[2]):>8}  (throughput direct/cascade)"
+                )
+        await client.close()
+    finally:
+        up.terminate()
+        up.wait(60)
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=400, help="requests per path and concurrency level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument(
+        "--policy", default="auto", choices=["auto", "small", "large"], help="auto includes the router's decision"
+    )
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
