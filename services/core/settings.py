@@ -116,6 +116,16 @@ class GatewaySettings(_Section):
     # Longest silence between two chunks of one answer before the tier is declared lost.
     chunk_idle_timeout_s: float = Field(60.0, gt=0)
     reflection: bool = True
+    # TLS: PEM files. With both set the gateway serves TLS only; with client_ca too, it requires client certificates.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewaySettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("gateway.tls_cert and gateway.tls_key go together")
+        return self
 
 
 class OutcomeSettings(_Section):
@@ -181,7 +191,13 @@ def load_settings(path: str | Path | None = None) -> CascadeSettings:
         raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}:\n{exc}") from exc
 
 
-_PATH_KEYS = {("router", "model"), ("nats", "embedded", "data_dir")}
+_PATH_KEYS = {
+    ("router", "model"),
+    ("nats", "embedded", "data_dir"),
+    ("gateway", "tls_cert"),
+    ("gateway", "tls_key"),
+    ("gateway", "tls_client_ca"),
+}
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:

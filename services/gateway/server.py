@@ -12,7 +12,8 @@ from nats.aio.client import Client as NatsClient
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc
 from services.core import subjects
-from services.core.settings import CascadeSettings
+from services.core.errors import ConfigError
+from services.core.settings import CascadeSettings, GatewaySettings
 from services.gateway.cascade import Cascade
 from services.gateway.clients import RouterClient, TierClient
 from services.gateway.interceptor import ErrorInterceptor
@@ -60,7 +61,12 @@ class GatewayService:
             )
             reflection.enable_server_reflection(names, server)
         gw = self._settings.gateway
-        self.port = server.add_insecure_port(f"{gw.host}:{gw.port}")
+        address = f"{gw.host}:{gw.port}"
+        credentials = _server_credentials(gw)
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
         await server.start()
         self._server = server
         for name in ("", SERVICE_NAME):
@@ -74,4 +80,12 @@ class GatewayService:
         await self.outcomes.close()
 
 
-__all__ = ["GatewayService", "grpc"]
+def _server_credentials(gw: GatewaySettings) -> grpc.ServerCredentials | None:
+    if gw.tls_cert is None or gw.tls_key is None:
+        return None
+    try:
+        pair = (gw.tls_key.read_bytes(), gw.tls_cert.read_bytes())
+        client_ca = gw.tls_client_ca.read_bytes() if gw.tls_client_ca else None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the gateway's TLS files: {exc}") from exc
+    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)

@@ -284,3 +284,22 @@ async def test_no_tier_worker_is_unavailable(nats_server, fake_openai):
                 cascade_pb2.GenerateRequest(prompt="hi", policy=cascade_pb2.POLICY_LARGE), timeout=10
             )
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "no worker" in err.value.details()
+
+
+async def test_gateway_serves_tls_to_the_sdk(nats_server, fake_openai, self_signed):
+    from services.sdk import AsyncCascadeClient, TlsConfig, Unavailable
+
+    key, cert = self_signed
+    settings = make_settings(
+        nats_server.url,
+        {"small": openai_tier(fake_openai.base_url), "large": openai_tier(fake_openai.base_url)},
+        gateway={"tls_cert": cert, "tls_key": key},
+    )
+    async with run_system(nats_server, settings) as system:
+        tls = TlsConfig(root_certificates=cert)
+        async with AsyncCascadeClient(target=f"localhost:{system.gateway.port}", tls=tls, timeout=10) as client:
+            result = await client.generate("hello over TLS", policy="large")
+        assert result.text and result.route.tier == "large"
+        async with AsyncCascadeClient(target=f"localhost:{system.gateway.port}", timeout=2) as plain:
+            with pytest.raises(Unavailable):
+                await plain.generate("no TLS")

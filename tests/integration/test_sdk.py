@@ -10,9 +10,7 @@ Prompts steer it: "abort:NAME" aborts with that status, "sleep:S" sleeps S secon
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
@@ -530,22 +528,6 @@ def test_sync_wait_ready_and_close(threaded: Served) -> None:
 
 
 # ---------------------------------------------------------------------------- TLS
-
-
-@pytest.fixture
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A throwaway certificate for localhost and 127.0.0.1, made with the openssl CLI."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl CLI is not installed")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        + ["-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"]
-        + ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )
-    return key, cert
 
 
 async def test_tls_and_mutual_tls(self_signed: tuple[Path, Path]) -> None:

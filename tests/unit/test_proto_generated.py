@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[2]
 GENERATED = REPO / "proto" / "cascade" / "v1"
 

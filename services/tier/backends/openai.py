@@ -8,7 +8,6 @@ this module as a project error from ``services.core.errors``.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
@@ -20,6 +19,7 @@ import openai
 from services.core.errors import (
     CascadeError,
     DeadlineExceeded,
+    InternalError,
     InvalidRequest,
     Overloaded,
     TierUnavailable,
@@ -73,7 +73,7 @@ class OpenAIBackend:
             raise
         except TimeoutError:
             raise DeadlineExceeded(f"{self.model} at {self.base_url} did not finish within {timeout_s:.3g} s") from None
-        except Exception as exc:  # noqa: BLE001 - nothing raw from the SDK or httpx may escape
+        except Exception as exc:  # nothing raw from the SDK or httpx may escape
             raise self._map_error(exc) from exc
 
     async def aclose(self) -> None:
@@ -158,9 +158,10 @@ class OpenAIBackend:
             return TierUnavailable(f"cannot reach {self.base_url}: {type(cause).__name__}: {cause}")
         if isinstance(exc, openai.APIError):
             return TierUnavailable(f"{where} failed: {exc.message}")
-        if isinstance(exc, json.JSONDecodeError | openai.OpenAIError):
-            return TierUnavailable(f"{where} sent a malformed response: {exc}")
-        return TierUnavailable(f"{where} failed: {type(exc).__name__}: {exc}")
+        if isinstance(exc, openai.OpenAIError | httpx.HTTPError | ValueError):
+            # ValueError: a chunk that is not JSON or not a chat completion chunk.
+            return TierUnavailable(f"{where} sent a malformed response: {type(exc).__name__}: {exc}")
+        return InternalError(f"{where}: unexpected {type(exc).__name__}: {exc}")
 
     def _status_error(self, exc: openai.APIStatusError) -> CascadeError:
         status, message = exc.status_code, _server_message(exc)
