@@ -1,0 +1,165 @@
+"""Argument parsers for `cascade train ...` and `cascade classify` (wired in by services/cli)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from training.data import DEFAULT_PAIRS, LABELS
+from training.evaluation import DEFAULT_PRICES
+from training.featuresets import FAMILIES, FEATURE_SETS
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", action="append", required=True, metavar="FILE", help="outcome parquet file; repeat")
+    p.add_argument("--small", help="small-tier model name for every --data file")
+    p.add_argument("--large", help="large-tier model name for every --data file")
+    p.add_argument(
+        "--pair",
+        action="append",
+        metavar="FILE=SMALL,LARGE",
+        help="(small, large) pair for one file, by file name or stem; the shipped files have defaults: "
+        + "; ".join(f"{stem}={s},{lg}" for stem, (s, lg) in DEFAULT_PAIRS.items()),
+    )
+
+
+def _add_split_arg(p: argparse.ArgumentParser, held_out: str) -> None:
+    p.add_argument(
+        "--split",
+        choices=["auto", "all"],
+        default="auto",
+        help=f"auto: for a file the model was trained on, use only its {held_out} prompts "
+        "(the model's own prompt-id split); all: every prompt",
+    )
+
+
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="report AUC, APGR, CPT(50/80/95%%) and cost saving, with random and oracle baselines",
+        description="Score held-out prompts with a router model and report ROC AUC, APGR, CPT(50%%), "
+        "CPT(80%%), CPT(95%%) (as RouteLLM defines them) and the cost saving at 95%% of the large tier's "
+        "quality, beside a random and an oracle router. Writes evaluation.json and quality_curve.png. "
+        "Token counts are estimated as characters/4; answers without a recorded response count "
+        "256 output tokens.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model dir or .onnx file")
+    _add_data_args(p)
+    _add_split_arg(p, "test")
+    p.add_argument(
+        "--price",
+        action="append",
+        metavar="TIER=IN,OUT",
+        help="USD per million input,output tokens for tier small or large "
+        f"(defaults: small={DEFAULT_PRICES['small'].input},{DEFAULT_PRICES['small'].output}, "
+        f"large={DEFAULT_PRICES['large'].input},{DEFAULT_PRICES['large'].output})",
+    )
+    p.add_argument("--out", metavar="DIR", help="where to write the report (default: the model dir)")
+    p.set_defaults(func=_lazy("training.eval_cmd", "run_evaluate"))
+
+
+def _add_calibrate(sub: Any) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="pick the model's default threshold for a large-share or quality target",
+        description="Recompute the model's threshold table on held-out prompts and set its default "
+        "threshold for a target: large-share=X (send X of prompts to the large tier) or quality=X "
+        "(keep X of the large tier's quality at the lowest large share). Rewrites the metadata in "
+        "router.onnx and the model card; the weights and version stay the same.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model dir or .onnx file")
+    _add_data_args(p)
+    _add_split_arg(p, "validation")
+    p.add_argument("--target", required=True, metavar="large-share=X|quality=X", help="calibration target")
+    p.set_defaults(func=_lazy("training.eval_cmd", "run_calibrate"))
+
+
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare feature sets and model families in-distribution and cross-dataset",
+        description="For every feature set x model family: in-distribution APGR/AUC (split inside each "
+        "file) and cross-dataset APGR/AUC (fit on the other files, test on each file in turn), plus "
+        "ONNX size and single-prompt p99 latency. Writes compare.json and compare.md to --out.",
+    )
+    _add_data_args(p)
+    p.add_argument("--features", nargs="+", default=sorted(FEATURE_SETS), choices=sorted(FEATURE_SETS))
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
+    p.add_argument("--label", default="large-wins", choices=sorted(LABELS), help="training label")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits and fits")
+    p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts per file")
+    p.add_argument("--out", required=True, metavar="DIR", help="where to write compare.json and compare.md")
+    p.set_defaults(func=_lazy("training.experiments", "run_compare"))
+
+
+def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """Import the command's module only when it runs, so `--help` stays fast."""
+
+    def run(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(module), name)(args))
+
+    return run
+
+
+def _add_fit(sub: Any) -> None:
+    p = sub.add_parser(
+        "fit",
+        help="fit a router model on outcome data and write DIR/router.onnx + model card",
+        description="Fit a difficulty classifier on routing outcomes, export it to ONNX, check that the "
+        "ONNX graph scores like the fitted model (|diff| <= 1e-4 on up to 1,000 test prompts) and "
+        "write DIR/router.onnx and DIR/model_card.json. Split is by prompt id: 70%% train, 15%% "
+        "validation (thresholds), 15%% test (metrics).",
+    )
+    _add_data_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    p.add_argument("--features", default="word", choices=sorted(FEATURE_SETS), help="feature set")
+    p.add_argument("--family", default="logreg", choices=FAMILIES, help="model family")
+    p.add_argument("--label", default="large-wins", choices=sorted(LABELS), help="training label")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split and the fit")
+    p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts (smoke tests)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_lazy("training.fit_cmd", "run_fit"))
+
+
+def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `train` with its subcommands on an argparse subparsers object."""
+    train = subparsers.add_parser(
+        "train",
+        help="fit, evaluate and calibrate the router's difficulty classifier",
+        description="Retraining CLI for the router's difficulty classifier.",
+    )
+    sub = train.add_subparsers(dest="train_command", required=True, metavar="COMMAND")
+    _add_fit(sub)
+    _add_evaluate(sub)
+    _add_calibrate(sub)
+    _add_compare(sub)
+    return train
+
+
+def add_classify_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `classify`: JSON lines {"prompt": ...} on stdin -> {"score": ...} lines."""
+    p = subparsers.add_parser(
+        "classify",
+        help='score JSON lines {"prompt": ...} from stdin with a router model',
+        description='Read JSON lines {"prompt": "..."} on stdin and write {"score": ...} lines in the '
+        "same order, scoring in batches.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model dir or .onnx file")
+    p.add_argument("--batch-size", type=int, default=64, help="prompts per session run")
+    p.set_defaults(func=_lazy("training.classify_cmd", "run_classify"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cascade", description="prompt-cascade training commands")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_train_parser(sub)
+    add_classify_parser(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Score a held-out set and report routing quality, baselines and cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.data import PairData
+from training.metrics import (
+    Curve,
+    oracle_scores,
+    random_curve,
+    roc_auc,
+    routing_curve,
+    share_for_quality,
+    summary,
+)
+
+CHARS_PER_TOKEN = 4.0
+# Output length when the data has no response text (llmrouter, routellm_mmlu).
+DEFAULT_OUTPUT_TOKENS = 256.0
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million input and output tokens."""
+
+    input: float
+    output: float
+
+
+# Typical hosted prices for a 7B and a 70B open model (USD / 1M tokens), 2024-2025.
+DEFAULT_PRICES = {"small": Price(0.20, 0.20), "large": Price(0.90, 0.90)}
+
+
+def parse_price(spec: str) -> tuple[str, Price]:
+    """``small=0.2,0.2`` -> ("small", Price(0.2, 0.2))."""
+    tier, sep, values = spec.partition("=")
+    try:
+        inp, out = (float(v) for v in values.split(","))
+    except ValueError:
+        raise ValueError(f"--price wants TIER=IN,OUT (USD per 1M tokens), got {spec!r}") from None
+    if not sep or tier not in DEFAULT_PRICES or inp < 0 or out < 0:
+        raise ValueError(f"--price wants small=IN,OUT or large=IN,OUT, got {spec!r}")
+    return tier, Price(inp, out)
+
+
+def _tokens(chars: np.ndarray) -> np.ndarray:
+    chars = np.asarray(chars, dtype=np.float64)
+    return np.where(np.isnan(chars), DEFAULT_OUTPUT_TOKENS, chars / CHARS_PER_TOKEN)
+
+
+def per_prompt_cost(data: PairData, prices: dict[str, Price]) -> tuple[np.ndarray, np.ndarray]:
+    """USD per prompt if the small / the large tier answers it."""
+    tokens_in = data.frame["prompt"].str.len().to_numpy(dtype=np.float64) / CHARS_PER_TOKEN
+    out_small = _tokens(data.frame["out_small"].to_numpy(dtype=np.float64))
+    out_large = _tokens(data.frame["out_large"].to_numpy(dtype=np.float64))
+    small = (tokens_in * prices["small"].input + out_small * prices["small"].output) / 1e6
+    large = (tokens_in * prices["large"].input + out_large * prices["large"].output) / 1e6
+    return small, large
+
+
+def cost_at_quality(
+    *, data: PairData, scores: np.ndarray, curve: Curve, prices: dict[str, Price], fraction: float = 0.95
+) -> dict[str, float]:
+    """Cost of routing by ``scores`` at the lowest large share keeping ``fraction`` of quality."""
+    k = share_for_quality(curve, fraction=fraction)
+    small, large = per_prompt_cost(data, prices)
+    routed = np.zeros(len(scores), dtype=bool)
+    routed[np.argsort(-scores, kind="stable")[:k]] = True
+    cost = float(np.where(routed, large, small).sum())
+    all_large = float(large.sum())
+    return {
+        "quality_fraction": fraction,
+        "large_share": k / len(scores),
+        "cost_usd": cost,
+        "all_large_cost_usd": all_large,
+        "saving": 1.0 - cost / all_large if all_large else 0.0,
+    }
+
+
+def evaluate_scores(
+    *, data: PairData, scores: np.ndarray, labels: np.ndarray, prices: dict[str, Price]
+) -> dict[str, Any]:
+    small, large = data.small, data.large
+    curve = routing_curve(scores=scores, small=small, large=large)
+    oracle = oracle_scores(small=small, large=large)
+    oracle_curve = routing_curve(scores=oracle, small=small, large=large)
+    return {
+        "n_prompts": len(data),
+        "quality_small": float(small.mean()),
+        "quality_large": float(large.mean()),
+        "roc_auc": roc_auc(scores=scores, labels=labels),
+        **summary(curve),
+        "cost_at_95": cost_at_quality(data=data, scores=scores, curve=curve, prices=prices),
+        "random": summary(random_curve(small=small, large=large)),
+        "oracle": {
+            **summary(oracle_curve),
+            "cost_at_95": cost_at_quality(data=data, scores=oracle, curve=oracle_curve, prices=prices),
+        },
+    }
+
+
+def plot_curves(*, data: PairData, scores: np.ndarray, path: Path, title: str) -> None:
+    """PNG of quality vs large-tier share for the model, a random router and the oracle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    small, large = data.small, data.large
+    curves = {
+        "router": routing_curve(scores=scores, small=small, large=large),
+        "random": random_curve(small=small, large=large),
+        "oracle": routing_curve(scores=oracle_scores(small=small, large=large), small=small, large=large),
+    }
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, c in curves.items():
+        ax.plot(c.share, c.quality, label=name, linestyle="--" if name != "router" else "-")
+    ax.axhline(0.95 * large.mean(), color="grey", linewidth=0.8, label="95% of large")
+    ax.set(xlabel="share of prompts sent to the large tier", ylabel="mean quality", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
