@@ -55,7 +55,17 @@ def test_bad_config_is_refused_with_the_reason(tmp_path, text, message):
         load_settings(write(tmp_path, text))
 
 
-@pytest.mark.parametrize("name", ["cascade.example.yaml", "cascade.replay.yaml"])
-def test_shipped_example_configs_are_valid(name):
-    s = load_settings(REPO / "configs" / name)
+@pytest.mark.parametrize("name", ["configs/cascade.example.yaml", "configs/cascade.replay.yaml", "docker/cascade.yaml"])
+def test_shipped_configs_are_valid(name):
+    s = load_settings(REPO / name)
     assert {"small", "large"} <= set(s.tiers)
+
+
+def test_compose_file_runs_every_service_against_the_shipped_config():
+    import yaml
+
+    compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())["services"]
+    assert {"nats", "router", "tier-small", "tier-large", "gateway", "vllm-small", "vllm-large"} <= set(compose)
+    settings = load_settings(REPO / "docker" / "cascade.yaml")
+    for tier in settings.tiers:
+        assert compose[f"tier-{tier}"]["command"][-1] == tier
