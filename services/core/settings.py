@@ -143,13 +143,31 @@ class TelemetrySettings(_Section):
     console: bool = False
 
 
+# Without a config: the two servers `vllm serve MODEL --port 8000` / `--port 8001` start on this host.
+# Prices are list prices of hosted 7B and 70B models (USD per million tokens), for cost reports only.
+DEFAULT_TIERS = {
+    "small": TierSettings(
+        backend="openai",
+        openai=OpenAIBackendSettings(base_url="http://127.0.0.1:8000/v1", model="mistralai/Mistral-7B-Instruct-v0.2"),
+        price=PriceSettings(input_per_mtok=0.20, output_per_mtok=0.20),
+    ),
+    "large": TierSettings(
+        backend="openai",
+        openai=OpenAIBackendSettings(
+            base_url="http://127.0.0.1:8001/v1", model="meta-llama/Meta-Llama-3-70B-Instruct", timeout_s=300.0
+        ),
+        price=PriceSettings(input_per_mtok=0.90, output_per_mtok=0.90),
+    ),
+}
+
+
 class CascadeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CASCADE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     nats: NatsSettings = NatsSettings()
     gateway: GatewaySettings = GatewaySettings()
     router: RouterSettings = RouterSettings()
-    tiers: dict[str, TierSettings] = Field(default_factory=dict)
+    tiers: dict[str, TierSettings] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     escalation: EscalationSettings = EscalationSettings()
     outcomes: OutcomeSettings = OutcomeSettings()
     telemetry: TelemetrySettings = TelemetrySettings()

@@ -69,3 +69,12 @@ def test_compose_file_runs_every_service_against_the_shipped_config():
     settings = load_settings(REPO / "docker" / "cascade.yaml")
     for tier in settings.tiers:
         assert compose[f"tier-{tier}"]["command"][-1] == tier
+
+
+def test_built_in_defaults_run_the_two_local_vllm_servers(monkeypatch):
+    monkeypatch.delenv("CASCADE_CONFIG", raising=False)
+    s = load_settings(None)
+    assert s.nats.url is None  # `cascade up` starts its own nats-server
+    assert s.tiers["small"].openai.base_url == "http://127.0.0.1:8000/v1"
+    assert s.tiers["large"].openai.base_url == "http://127.0.0.1:8001/v1"
+    assert s.router.model.joinpath("router.onnx").exists()
