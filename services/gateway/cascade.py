@@ -108,7 +108,6 @@ class Cascade:
                     record.mark_first_token()
                     yield chunk
         except CascadeError as exc:
-            attempt.fail(exc)
             if not (may_escalate and esc.on_error):
                 raise
             log.warning("request %s: small tier failed (%s), escalating", request.request_id, exc.message)
@@ -140,10 +139,14 @@ class Cascade:
         )
         if request.temperature is not None:
             tier_request.temperature = request.temperature
-        async for chunk in self._tiers.stream(attempt.tier, tier_request):
-            attempt.add(chunk)
-            if chunk.text:
-                yield TextChunk(text=chunk.text, tier=attempt.tier)
+        try:
+            async for chunk in self._tiers.stream(attempt.tier, tier_request):
+                attempt.add(chunk)
+                if chunk.text:
+                    yield TextChunk(text=chunk.text, tier=attempt.tier)
+        except CascadeError as exc:
+            attempt.fail(exc)
+            raise
 
 
 __all__ = ["Cascade", "TextChunk", "subjects"]

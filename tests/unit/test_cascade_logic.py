@@ -160,3 +160,11 @@ async def test_record_is_the_last_item():
     cascade, _ = make(Router("small"), Tiers({"small": 0.9, "large": 0.9}))
     items = [i async for i in cascade.run(request(), timeout_s=5)]
     assert isinstance(items[-1], RequestRecord) and all(isinstance(i, TextChunk) for i in items[:-1])
+
+
+async def test_failed_escalation_records_both_failures():
+    cascade, sink = make(Router("small"), Tiers({}, fail={"small", "large"}))
+    with pytest.raises(TierUnavailable):
+        await run(cascade, request())
+    assert [a.tier for a in sink[0].attempts] == ["small", "large"]
+    assert all(a.error.code == events_pb2.ERROR_CODE_UNAVAILABLE for a in sink[0].attempts)
