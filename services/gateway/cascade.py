@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from opentelemetry.context import Context
+
 from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.errors import Cancelled, CascadeError, DeadlineExceeded, Unavailable
@@ -49,12 +51,18 @@ class Cascade:
         self._settings = settings
         self._prices = {name: t.price for name, t in settings.tiers.items()}
 
-    async def run(self, request: CascadeRequest, *, timeout_s: float) -> AsyncIterator[TextChunk | RequestRecord]:
-        """Yield the answer's text chunks, then the finished RequestRecord. Raises CascadeError."""
+    async def run(
+        self, request: CascadeRequest, *, timeout_s: float, trace_context: Context | None = None
+    ) -> AsyncIterator[TextChunk | RequestRecord]:
+        """Yield the answer's text chunks, then the finished RequestRecord. Raises CascadeError.
+
+        ``trace_context``: the caller's trace (from gRPC metadata); the request's span continues it.
+        """
         record = RequestRecord(request=request, prices=self._prices, small_tier=self._settings.router.small_tier)
         deadline = time.time() + timeout_s
-        with tracer(__name__).start_as_current_span("cascade.request") as span:
+        with tracer(__name__).start_as_current_span("cascade.request", context=trace_context) as span:
             span.set_attribute("cascade.request_id", request.request_id)
+            span.set_attribute("cascade.policy", request.policy)
             try:
                 async with asyncio.timeout(timeout_s):
                     first = await self._route(request, record)

@@ -12,6 +12,7 @@ from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from services.core import subjects
 from services.core.errors import Overloaded
 from services.core.settings import CascadeSettings
+from services.core.telemetry import extract_context
 from services.gateway.cascade import Cascade, TextChunk
 from services.gateway.record import RequestRecord
 from services.gateway.requests import parse_feedback, parse_generate
@@ -73,7 +74,8 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         timeout_s = remaining if remaining is not None else self._settings.gateway.default_timeout_s
         self._in_flight += 1
         try:
-            async for item in self._cascade.run(parsed, timeout_s=timeout_s):
+            trace_context = extract_context(dict(context.invocation_metadata() or ()))
+            async for item in self._cascade.run(parsed, timeout_s=timeout_s, trace_context=trace_context):
                 yield item
         finally:
             self._in_flight -= 1

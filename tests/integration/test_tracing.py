@@ -1,0 +1,39 @@
+"""One trace follows a request from the gRPC caller through the gateway and NATS into the tier worker."""
+
+from __future__ import annotations
+
+import pytest
+from grpc import aio
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc
+from tests.support.system import make_settings, openai_tier, run_system
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)  # once per process: OpenTelemetry refuses to replace it
+    return exporter
+
+
+async def test_trace_context_crosses_grpc_and_nats(spans, nats_server, fake_openai):
+    tier = openai_tier(fake_openai.base_url)
+    settings = make_settings(nats_server.url, {"small": tier, "large": tier})
+    async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
+        spans.clear()
+        metadata = (("traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-01"),)
+        request = cascade_pb2.GenerateRequest(prompt="trace me", policy=cascade_pb2.POLICY_LARGE)
+        await cascade_pb2_grpc.CascadeStub(channel).Generate(request, timeout=10, metadata=metadata)
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    assert {"cascade.request", "tier.large"} <= set(finished)
+    for name in ("cascade.request", "tier.large"):
+        assert format(finished[name].context.trace_id, "032x") == TRACE_ID, name
+    assert finished["tier.large"].parent.span_id == finished["cascade.request"].context.span_id
