@@ -50,7 +50,7 @@ def _route_line(r: GenerateResult) -> str:
         f"threshold={route.router_threshold:.3f} model={route.router_model_version or '-'} confidence={confidence} "
         f"tokens={r.usage.input_tokens}+{r.usage.output_tokens}{'~' if r.usage.estimated else ''} "
         f"cost=${r.cost_usd:.6f} total={r.timings.total_ms:.0f}ms route={r.timings.route_ms:.1f}ms"
-        + (f" router_error={route.router_error!r}" if getattr(route, "router_error", "") else "")
+        + (f" router_error={route.router_error!r}" if route.router_error else "")
     )
 
 

@@ -59,11 +59,8 @@ class OutcomePublisher:
         try:
             await asyncio.wait_for(self._queue.join(), timeout_s)
         except TimeoutError:
-            log.error(
-                "%d outcome events not acknowledged at shutdown: %s",
-                self._queue.qsize(),
-                [e.msg_id for e in list(self._queue._queue)],  # noqa: SLF001 - for the log only
-            )
+            lost = [self._queue.get_nowait().msg_id for _ in range(self._queue.qsize())]
+            log.error("%d outcome events not acknowledged at shutdown: %s", len(lost), lost)
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

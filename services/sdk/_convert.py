@@ -102,6 +102,7 @@ def route_from_wire(route: common_pb2.RouteSummary) -> Route:
         router_model_version=route.router_model_version,
         confidence=route.confidence if route.HasField("confidence") else None,
         policy=route.policy,
+        router_error=route.router_error,
     )
 
 

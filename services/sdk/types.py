@@ -72,6 +72,8 @@ class Route:
     """Confidence in the returned answer in [0, 1]; None when no signal was available."""
     policy: str = ""
     """The policy that was applied after defaults ("auto", "small" or "large")."""
+    router_error: str = ""
+    """Why the router could not decide (the fallback tier answered); empty when it did."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
