@@ -33,6 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--config", type=Path, help="with --sample: the config whose replay tier to draw from")
     ask.set_defaults(func=_run("services.cli.ask"))
 
+    events = sub.add_parser("outcomes", help="print outcome and feedback events from JetStream as JSON lines (for jq)")
+    events.add_argument("--config", type=Path, help="config whose NATS and stream to read (default: built-in)")
+    events.add_argument("--nats", help="NATS URL (default: the config's, else the embedded server's address)")
+    events.add_argument(
+        "--durable", help="durable consumer name: each run continues after the last event it acknowledged"
+    )
+    events.add_argument("--follow", action="store_true", help="keep waiting for new events (Ctrl-C stops)")
+    events.set_defaults(func=_run("services.cli.outcomes"))
+
     from training.cli import add_classify_parser, add_train_parser
 
     add_train_parser(sub)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -86,3 +88,25 @@ async def test_unknown_prompt_is_not_found(replay_system):
     with pytest.raises(aio.AioRpcError) as err:
         await stub.Generate(cascade_pb2.GenerateRequest(prompt="Never recorded"), timeout=10)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_cascade_outcomes_prints_events_as_json_lines(replay_system):
+    import json
+    import subprocess
+    import sys
+
+    system, stub = replay_system
+    await stub.Generate(cascade_pb2.GenerateRequest(prompt="What is the capital of France?", request_id="cli-1"))
+    for _ in range(100):
+        if system.gateway.outcomes.pending == 0:
+            break
+        await asyncio.sleep(0.02)
+    cmd = [sys.executable, "-m", "services.cli.main", "outcomes", "--nats", system.nats_url, "--durable", "ops"]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE)
+    out, _ = await proc.communicate()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert proc.returncode == 0
+    assert [(e["type"], e["request_id"]) for e in lines] == [("OutcomeEvent", "cli-1")]
+    assert lines[0]["route"]["tier"] in ("small", "large") and lines[0]["attempts"][0]["replay_score"] in (0.0, 1.0)
+    again = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE)
+    assert (await again.communicate())[0] == b""  # the durable consumer does not repeat itself

@@ -1,0 +1,39 @@
+"""`cascade outcomes`: print outcome and feedback events from JetStream as JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+
+from google.protobuf.json_format import MessageToDict
+
+from services.core.errors import CascadeError
+from services.core.nats import connect_nats
+from services.core.settings import load_settings
+from services.outcomes import read_events
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+        url = args.nats or settings.nats.url or f"nats://{settings.nats.embedded.host}:{settings.nats.embedded.port}"
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_print(url, settings.outcomes.stream, args))
+    except CascadeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _print(url: str, stream: str, args: argparse.Namespace) -> None:
+    nc = await connect_nats(url, name="cascade-outcomes")
+    try:
+        events = read_events(nc.jetstream(), stream=stream, durable=args.durable, follow=args.follow)
+        async for event in events:
+            record = {"type": type(event).__name__, **MessageToDict(event, preserving_proto_field_name=True)}
+            print(json.dumps(record), flush=True)
+    finally:
+        await nc.drain()
