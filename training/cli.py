@@ -12,8 +12,8 @@ from training.evaluation import DEFAULT_PRICES
 from training.featuresets import FAMILIES, FEATURE_SETS
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", action="append", required=True, metavar="FILE", help="outcome parquet file; repeat")
+def _add_data_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--data", action="append", required=required, metavar="FILE", help="outcome parquet file; repeat")
     p.add_argument("--small", help="small-tier model name for every --data file")
     p.add_argument("--large", help="large-tier model name for every --data file")
     p.add_argument(
@@ -123,11 +123,33 @@ def _add_fit(sub: Any) -> None:
     p.set_defaults(func=_lazy("training.fit_cmd", "run_fit"))
 
 
+def _add_publish(sub: Any) -> None:
+    p = sub.add_parser(
+        "publish",
+        help="publish a model to the JetStream object store if it beats the published one",
+        description="Upload a model folder to the NATS JetStream object store and point 'latest' at it; "
+        "routers configured with router.published: latest load it within router.reload_interval_s. "
+        "When a model is already published, both are scored on the --data prompts that neither was "
+        "trained on, and the candidate is published only if its APGR beats the published model's by "
+        "more than --min-gain (--force: publish without comparing). Exit status: 0 published (or "
+        "already the latest), 3 not published because it is not better, 1 error.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder (router.onnx + model_card.json)")
+    p.add_argument(
+        "--nats", metavar="URL", help="NATS server (default: $CASCADE_NATS__URL, else nats://127.0.0.1:4222)"
+    )
+    p.add_argument("--bucket", default="cascade-models", help="object store bucket (default: %(default)s)")
+    _add_data_args(p, required=False)
+    p.add_argument("--min-gain", type=float, default=0.0, help="APGR gain needed to publish (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="publish without comparing with the published model")
+    p.set_defaults(func=_lazy("training.publish_cmd", "run_publish"))
+
+
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `train` with its subcommands on an argparse subparsers object."""
     train = subparsers.add_parser(
         "train",
-        help="fit, evaluate and calibrate the router's difficulty classifier",
+        help="fit, evaluate, calibrate and publish the router's difficulty classifier",
         description="Retraining CLI for the router's difficulty classifier.",
     )
     sub = train.add_subparsers(dest="train_command", required=True, metavar="COMMAND")
@@ -135,6 +157,7 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_calibrate(sub)
     _add_compare(sub)
+    _add_publish(sub)
     return train
 
 

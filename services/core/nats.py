@@ -19,32 +19,37 @@ from services.core.errors import ConfigError, Unavailable
 log = logging.getLogger(__name__)
 
 
-async def connect_nats(url: str, *, name: str, connect_timeout_s: float = 2.0) -> NatsClient:
-    """Connect with reconnects forever (a NATS restart must not kill a service)."""
+async def connect_nats(url: str, *, name: str, connect_timeout_s: float = 2.0, wait_s: float = 10.0) -> NatsClient:
+    """Connect, waiting up to ``wait_s`` for NATS to come up; then reconnect forever.
+
+    Once connected, a NATS restart must not kill a service, so reconnects never give up.
+    The first connection is bounded: a wrong URL fails with Unavailable instead of hanging.
+    """
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error (%s): %s", name, exc)
 
     async def on_disconnect() -> None:
-        log.warning("nats disconnected (%s)", name)
+        log.info("nats disconnected (%s)", name)
 
     async def on_reconnect() -> None:
         log.info("nats reconnected (%s)", name)
 
+    connecting = nats.connect(
+        url,
+        name=name,
+        connect_timeout=connect_timeout_s,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        allow_reconnect=True,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
     try:
-        return await nats.connect(
-            url,
-            name=name,
-            connect_timeout=connect_timeout_s,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            allow_reconnect=True,
-            error_cb=on_error,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-        )
+        return await asyncio.wait_for(connecting, wait_s)
     except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-        raise Unavailable(f"cannot connect to NATS at {url}: {exc}") from exc
+        raise Unavailable(f"cannot connect to NATS at {url} within {wait_s:.0f}s: {exc!r}") from exc
 
 
 def nats_server_binary() -> str:

@@ -67,7 +67,10 @@ async def run_until_stopped(
         raise ConfigError("no NATS URL configured (nats.url or CASCADE_NATS__URL); `cascade up` sets one")
     setup_tracing(f"cascade-{name}", settings.telemetry)
     nc = await connect_nats(
-        settings.nats.url, name=f"cascade-{name}", connect_timeout_s=settings.nats.connect_timeout_s
+        settings.nats.url,
+        name=f"cascade-{name}",
+        connect_timeout_s=settings.nats.connect_timeout_s,
+        wait_s=settings.nats.connect_wait_s,
     )
     service = factory(nc, settings, args)
     try:

@@ -38,6 +38,8 @@ class NatsSettings(_Section):
     url: str | None = None
     embedded: EmbeddedNatsSettings = EmbeddedNatsSettings()
     connect_timeout_s: float = Field(2.0, gt=0)
+    # How long a starting service waits for NATS before it exits with an error.
+    connect_wait_s: float = Field(60.0, gt=0)
 
 
 class PriceSettings(_Section):
@@ -80,8 +82,16 @@ class TierSettings(_Section):
 
 
 class RouterSettings(_Section):
+    # Where the model comes from: a local path (`model`), or a version published to the JetStream
+    # object store with `cascade train publish` (`published`). Set one of the two, not both.
     # A model folder (router.onnx + model_card.json) or an .onnx file.
     model: Path = DEFAULT_ROUTER_MODEL
+    # "latest" (follow every new publication) or one version (pinned); set: `model` is not used.
+    published: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # The object store bucket of published models.
+    registry_bucket: str = Field(default="cascade-models", pattern=r"^[A-Za-z0-9_-]+$")
+    # Published versions are downloaded here, one folder per version.
+    cache_dir: Path = Path(".cascade/models")
     # Score at or above which a prompt goes to the large tier. Unset: taken from the model's
     # threshold table for `target_large_share`, else the model's own default.
     threshold: float | None = Field(None, ge=0, le=1)
@@ -90,8 +100,14 @@ class RouterSettings(_Section):
     large_tier: str = "large"
     # Where a request goes when the router cannot score it.
     fallback_tier: str = "large"
-    # Seconds between checks of the model file for a new version (0: never).
+    # Seconds between checks for a new model: a changed file, or a new "latest" publication (0: never).
     reload_interval_s: float = Field(10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_model_source(self) -> RouterSettings:
+        if self.published is not None and "model" in self.model_fields_set:
+            raise ValueError("set router.model (a path) or router.published (a version), not both")
+        return self
 
 
 class EscalationSettings(_Section):
@@ -182,12 +198,15 @@ class CascadeSettings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, **_: Any
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        from pydantic_settings import EnvSettingsSource
-
-        # Environment beats the file (passed as init values), which beats defaults.
-        return (EnvSettingsSource(settings_cls), init_settings)
+        # Environment beats the file (passed as init values), which beats defaults; no .env files.
+        return (env_settings, init_settings)
 
 
 def load_settings(path: str | Path | None = None) -> CascadeSettings:
@@ -211,6 +230,7 @@ def load_settings(path: str | Path | None = None) -> CascadeSettings:
 
 _PATH_KEYS = {
     ("router", "model"),
+    ("router", "cache_dir"),
     ("nats", "embedded", "data_dir"),
     ("gateway", "tls_cert"),
     ("gateway", "tls_key"),

@@ -27,18 +27,37 @@ class Decision:
 
 
 class ModelHolder:
-    """Holds the model in service; a new file replaces it only if it loads and validates."""
+    """Holds the model in service; a new model replaces it only if it loads and validates.
 
-    def __init__(self, path: Path) -> None:
+    Built with a path, it loads it at once; built without one (a published model, fetched
+    once the service has NATS), ``load`` must be called before ``model`` is read.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
         from classifier import load_model  # onnxruntime is imported once, here, at start-up
 
         self._load = load_model
-        self._path = path
-        self._stamp = self._file_stamp()
-        self.model: RouterModel = load_model(path)  # no fallback at start: a bad model must not serve
+        self._path: Path | None = None
+        self._stamp = (0.0, 0)
+        self._model: RouterModel | None = None
+        if path is not None:
+            self.load(path)
 
-    def _file_stamp(self) -> tuple[float, int]:
-        onnx = self._path / "router.onnx" if self._path.is_dir() else self._path
+    @property
+    def model(self) -> RouterModel:
+        if self._model is None:
+            raise ModelError("no router model loaded yet")
+        return self._model
+
+    def load(self, path: Path) -> RouterModel:
+        """Load ``path`` and serve it; raises ModelError (no fallback at start: a bad model must not serve)."""
+        model = self._load(path)
+        self._path, self._stamp, self._model = path, self._file_stamp(path), model
+        return model
+
+    @staticmethod
+    def _file_stamp(path: Path) -> tuple[float, int]:
+        onnx = path / "router.onnx" if path.is_dir() else path
         try:
             st = onnx.stat()
         except OSError:
@@ -47,17 +66,29 @@ class ModelHolder:
 
     def reload_if_changed(self) -> bool:
         """Swap in a changed model file; keep the old model (and say why) when it is bad."""
-        stamp = self._file_stamp()
+        if self._path is None:
+            return False
+        stamp = self._file_stamp(self._path)
         if stamp == self._stamp:
             return False
         self._stamp = stamp
+        return self._replace(self._path)
+
+    def switch_to(self, path: Path) -> bool:
+        """Serve the model at another path (a newly published version), unless it is bad."""
+        if not self._replace(path):
+            return False
+        self._path, self._stamp = path, self._file_stamp(path)
+        return True
+
+    def _replace(self, path: Path) -> bool:
         try:
-            model = self._load(self._path)
+            model = self._load(path)
         except ModelError as exc:
-            log.error("refused new router model at %s, still serving %s: %s", self._path, self.model.version, exc)
+            log.error("refused new router model at %s, still serving %s: %s", path, self.model.version, exc)
             return False
         log.info("router model %s replaced by %s", self.model.version, model.version)
-        self.model = model
+        self._model = model
         return True
 
 

@@ -12,7 +12,9 @@ from nats.aio.msg import Msg
 
 from cascade.v1 import events_pb2
 from services.core import subjects
+from services.core.errors import ModelError, Unavailable
 from services.core.settings import CascadeSettings
+from services.router import registry
 from services.router.policy import ModelHolder, ThresholdPolicy
 
 log = logging.getLogger(__name__)
@@ -22,13 +24,18 @@ class RouterService:
     def __init__(self, *, nc: NatsClient, settings: CascadeSettings) -> None:
         self._nc = nc
         self._settings = settings.router
-        self._holder = ModelHolder(settings.router.model)
+        # A model path loads now; a published model is fetched in start(), once NATS is there.
+        self._holder = ModelHolder(None if self._settings.published else self._settings.model)
         self.policy = ThresholdPolicy(holder=self._holder, settings=settings.router)
         self._reloader: asyncio.Task[None] | None = None
+        self._seen_version: str | None = None  # the last published version tried, good or bad
 
     async def start(self) -> None:
+        if self._settings.published:
+            await self._load_published()
         await self._nc.subscribe(subjects.ROUTE, queue=subjects.ROUTER_QUEUE, cb=self._on_request)
-        if self._settings.reload_interval_s > 0:
+        # A pinned published version never changes: only a path or "latest" is worth watching.
+        if self._settings.reload_interval_s > 0 and self._settings.published in (None, registry.LATEST):
             self._reloader = asyncio.create_task(self._reload_loop())
         model = self._holder.model
         log.info(
@@ -44,10 +51,46 @@ class RouterService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reloader
 
+    async def _load_published(self) -> None:
+        s = self._settings
+        assert s.published is not None
+        path = await registry.fetch(
+            self._nc.jetstream(), bucket=s.registry_bucket, version=s.published, cache_dir=s.cache_dir
+        )
+        model = await asyncio.to_thread(self._holder.load, path)
+        self._seen_version = path.name  # the registry's name for it (fetch keeps one folder per version)
+        log.info("router model %s fetched from bucket %s (%s)", model.version, s.registry_bucket, s.published)
+
     async def _reload_loop(self) -> None:
         while True:
             await asyncio.sleep(self._settings.reload_interval_s)
-            await asyncio.to_thread(self._holder.reload_if_changed)
+            try:
+                if self._settings.published:
+                    await self._follow_latest()
+                else:
+                    await asyncio.to_thread(self._holder.reload_if_changed)
+            except (Unavailable, ModelError) as exc:  # NATS hiccup, or a bad `latest`: try again next time
+                log.warning("cannot check for a new router model, still serving %s: %s", self._version(), exc)
+            except Exception:  # the loop must outlive any one bad check
+                log.exception("router model check failed, still serving %s", self._version())
+
+    async def _follow_latest(self) -> None:
+        s = self._settings
+        js = self._nc.jetstream()
+        version = await registry.current_version(js, bucket=s.registry_bucket)
+        if version is None or version in (self._seen_version, self._version()):
+            return
+        try:
+            path = await registry.fetch(js, bucket=s.registry_bucket, version=version, cache_dir=s.cache_dir)
+        except ModelError as exc:
+            self._seen_version = version  # refused once, said once: not retried every interval
+            log.error("refused published router model %s, still serving %s: %s", version, self._version(), exc)
+            return
+        self._seen_version = version
+        await asyncio.to_thread(self._holder.switch_to, path)
+
+    def _version(self) -> str:
+        return self._holder.model.version
 
     async def _on_request(self, msg: Msg) -> None:
         reply = self._decide(msg.data)
