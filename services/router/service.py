@@ -14,6 +14,7 @@ from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.errors import ModelError, Unavailable
 from services.core.settings import CascadeSettings
+from services.core.telemetry import extract_context, tracer
 from services.router import registry
 from services.router.policy import ModelHolder, ThresholdPolicy
 
@@ -93,7 +94,10 @@ class RouterService:
         return self._holder.model.version
 
     async def _on_request(self, msg: Msg) -> None:
-        reply = self._decide(msg.data)
+        with tracer(__name__).start_as_current_span("router.route", context=extract_context(msg.headers)) as span:
+            reply = self._decide(msg.data)
+            span.set_attribute("cascade.tier", reply.tier)
+            span.set_attribute("cascade.router_score", reply.score)
         payload = reply.SerializeToString()
         if msg.reply:
             await msg.respond(payload)
