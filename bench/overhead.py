@@ -5,7 +5,9 @@ and through the cascade (gRPC -> gateway -> NATS -> router -> tier worker -> the
 
 The cascade runs as `cascade up` runs it: a nats-server and one process per service. The LLM
 server is the project's fake OpenAI server (tests/support/openai_server.py), so the figures
-are the routing overhead alone. Both paths stream the answer with logprobs and read it whole.
+are the routing overhead alone. Both paths stream the answer with logprobs and read it whole, and
+both reach the server through the tier's own client (`OpenAIBackend`), so "added" is the cascade's
+hops and nothing else.
 Prints p50/p99 latency of each path, the difference, and requests per second.
 """
 
@@ -19,12 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import yaml
 
 from services.core.nats import free_port
 from services.sdk import AsyncCascadeClient
+from services.tier.backends.base import Generation, Message
+from services.tier.backends.openai import OpenAIBackend
 from tests.support.openai_server import start_fake_openai
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,24 +62,17 @@ def prompt(i: int) -> str:
     return f"Question {i}: what is {i} plus {i * 7}? Explain briefly."
 
 
-async def direct_path(base_url: str, max_tokens: int):  # type: ignore[no-untyped-def]
-    from openai import AsyncOpenAI
-
-    client = AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0)
+def direct_path(base_url: str, max_tokens: int) -> tuple[OpenAIBackend, Callable[[int], Awaitable[None]]]:
+    backend = OpenAIBackend(base_url=base_url, model="fake-model")
 
     async def call(i: int) -> None:
-        stream = await client.chat.completions.create(
-            model="fake-model",
-            messages=[{"role": "user", "content": prompt(i)}],
-            max_tokens=max_tokens,
-            stream=True,
-            logprobs=True,
-            stream_options={"include_usage": True},
+        generation = Generation(
+            request_id=str(i), messages=[Message(role="user", content=prompt(i))], max_tokens=max_tokens
         )
-        text = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        text = [delta.text async for delta in backend.stream(generation)]
         assert "".join(text)
 
-    return client, call
+    return backend, call
 
 
 def write_config(base_url: str, workdir: Path) -> tuple[Path, int]:
@@ -97,8 +95,8 @@ async def run(args: argparse.Namespace) -> None:
     config, port = write_config(server.base_url, workdir)
     env = {**os.environ, "CASCADE_LOG_LEVEL": "WARNING"}
     up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--config", str(config)], env=env)
+    backend, direct = direct_path(server.base_url, args.max_tokens)
     try:
-        client, direct = await direct_path(server.base_url, args.max_tokens)
         async with AsyncCascadeClient(target=f"127.0.0.1:{port}", timeout=30) as cascade:
             await cascade.wait_ready(timeout=120)
 
@@ -121,8 +119,8 @@ async def run(args: argparse.Namespace) -> None:
                     f"{concurrency:>4} {'added':>8} {c[0] - d[0]:>8.2f} {c[1] - d[1]:>8.2f} "
                     f"{'x%.2f' % (d[2] / c[2]):>8}  (throughput direct/cascade)"
                 )
-        await client.close()
     finally:
+        await backend.aclose()
         up.terminate()
         up.wait(60)
         server.stop()
