@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from cascade.v1 import common_pb2, events_pb2
 from services.core.errors import CascadeError, error_for_code
 
@@ -21,3 +23,10 @@ def raise_if_error(info: events_pb2.ErrorInfo, *, has: bool) -> None:
     """Raise the project error an ErrorInfo stands for (``has``: the field is present)."""
     if has and info.code:
         raise error_for_code(info.code, info.message)
+
+
+def now_timestamp() -> Timestamp:
+    """The current time, for the ``time`` field of events."""
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts

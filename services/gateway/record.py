@@ -7,12 +7,10 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cascade.v1 import common_pb2, events_pb2
 from services.core.errors import CascadeError
 from services.core.settings import PriceSettings
-from services.core.wire import error_info
+from services.core.wire import error_info, now_timestamp
 from services.gateway.requests import CascadeRequest
 
 
@@ -144,12 +142,10 @@ class RequestRecord:
 
     def outcome(self, *, store_prompt_text: bool) -> events_pb2.OutcomeEvent:
         req = self.request
-        now = Timestamp()
-        now.GetCurrentTime()
         event = events_pb2.OutcomeEvent(
             schema_version=1,
             request_id=req.request_id,
-            time=now,
+            time=now_timestamp(),
             tenant=req.tenant,
             tags=req.tags,
             policy=req.policy,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
@@ -13,6 +12,7 @@ from services.core import subjects
 from services.core.errors import Overloaded
 from services.core.settings import CascadeSettings
 from services.core.telemetry import extract_context
+from services.core.wire import now_timestamp
 from services.gateway.cascade import Cascade, TextChunk
 from services.gateway.record import RequestRecord
 from services.gateway.requests import parse_feedback, parse_generate
@@ -48,12 +48,10 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         self, request: cascade_pb2.FeedbackRequest, context: aio.ServicerContext
     ) -> cascade_pb2.FeedbackResponse:
         fb = parse_feedback(request)
-        now = Timestamp()
-        now.GetCurrentTime()
         event = events_pb2.FeedbackEvent(
             schema_version=1,
             request_id=fb.request_id,
-            time=now,
+            time=now_timestamp(),
             score=fb.score,
             comment=fb.comment,
             tenant=fb.tenant,

@@ -19,14 +19,16 @@ SMALL_PRICE = {"input_per_mtok": 0.2, "output_per_mtok": 0.2}
 LARGE_PRICE = {"input_per_mtok": 0.9, "output_per_mtok": 0.9}
 
 
+def tiers(base_url: str) -> dict:
+    """A small and a large tier on the same OpenAI-compatible server, priced differently."""
+    return {"small": openai_tier(base_url, **SMALL_PRICE), "large": openai_tier(base_url, **LARGE_PRICE)}
+
+
 @pytest.fixture
 async def system(nats_server, fake_openai):
     settings = make_settings(
         nats_server.url,
-        {
-            "small": openai_tier(fake_openai.base_url, **SMALL_PRICE),
-            "large": openai_tier(fake_openai.base_url, **LARGE_PRICE),
-        },
+        tiers(fake_openai.base_url),
         escalation={"min_confidence": 0.5},
     )
     async with run_system(nats_server, settings) as system:
@@ -85,10 +87,7 @@ async def always_small_first(nats_server, fake_openai):
     """The router sends everything to the small tier (threshold above any score)."""
     settings = make_settings(
         nats_server.url,
-        {
-            "small": openai_tier(fake_openai.base_url, **SMALL_PRICE),
-            "large": openai_tier(fake_openai.base_url, **LARGE_PRICE),
-        },
+        tiers(fake_openai.base_url),
         router={"threshold": 1.0},
     )
     async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
@@ -258,9 +257,7 @@ async def test_health_and_reflection_are_served(system):
 
 
 async def test_no_router_running_falls_back_to_the_large_tier(nats_server, fake_openai):
-    settings = make_settings(
-        nats_server.url, {"small": openai_tier(fake_openai.base_url), "large": openai_tier(fake_openai.base_url)}
-    )
+    settings = make_settings(nats_server.url, tiers(fake_openai.base_url))
     async with (
         run_system(nats_server, settings, run_router=False) as system,
         aio.insecure_channel(system.target) as channel,
@@ -272,9 +269,7 @@ async def test_no_router_running_falls_back_to_the_large_tier(nats_server, fake_
 
 
 async def test_no_tier_worker_is_unavailable(nats_server, fake_openai):
-    settings = make_settings(
-        nats_server.url, {"small": openai_tier(fake_openai.base_url), "large": openai_tier(fake_openai.base_url)}
-    )
+    settings = make_settings(nats_server.url, tiers(fake_openai.base_url))
     async with (
         run_system(nats_server, settings, run_tiers=()) as system,
         aio.insecure_channel(system.target) as channel,
@@ -292,7 +287,7 @@ async def test_gateway_serves_tls_to_the_sdk(nats_server, fake_openai, self_sign
     key, cert = self_signed
     settings = make_settings(
         nats_server.url,
-        {"small": openai_tier(fake_openai.base_url), "large": openai_tier(fake_openai.base_url)},
+        tiers(fake_openai.base_url),
         gateway={"tls_cert": cert, "tls_key": key},
     )
     async with run_system(nats_server, settings) as system:
