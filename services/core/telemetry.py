@@ -22,11 +22,14 @@ def setup_tracing(service_name: str, settings: TelemetrySettings, *, exporter: S
     global _configured
     if _configured:
         return
+    _configured = True
+    exporters = list(_exporters(settings, exporter))
+    if not exporters:
+        return  # nobody collects spans: keep OpenTelemetry's no-op tracer, which costs nothing per request
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    for exp in _exporters(settings, exporter):
+    for exp in exporters:
         provider.add_span_processor(BatchSpanProcessor(exp))
     trace.set_tracer_provider(provider)
-    _configured = True
 
 
 def _exporters(settings: TelemetrySettings, extra: SpanExporter | None) -> Iterable[SpanExporter]:
