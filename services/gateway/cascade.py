@@ -18,7 +18,6 @@ from typing import Protocol
 from opentelemetry.context import Context
 
 from cascade.v1 import events_pb2
-from services.core import subjects
 from services.core.errors import Cancelled, CascadeError, DeadlineExceeded, Unavailable
 from services.core.settings import CascadeSettings
 from services.core.telemetry import tracer
@@ -155,6 +154,3 @@ class Cascade:
         except CascadeError as exc:
             attempt.fail(exc)
             raise
-
-
-__all__ = ["Cascade", "TextChunk", "subjects"]

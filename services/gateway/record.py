@@ -55,12 +55,15 @@ class Attempt:
     def usage(self) -> common_pb2.Usage:
         return self.final.usage if self.final else common_pb2.Usage()
 
-    def to_proto(self, price: PriceSettings) -> events_pb2.TierAttempt:
+    def cost_usd(self, price: PriceSettings) -> float:
         usage = self.usage()
+        return price.cost(usage.input_tokens, usage.output_tokens)
+
+    def to_proto(self, price: PriceSettings) -> events_pb2.TierAttempt:
         out = events_pb2.TierAttempt(
             tier=self.tier,
-            usage=usage,
-            cost_usd=price.cost(usage.input_tokens, usage.output_tokens),
+            usage=self.usage(),
+            cost_usd=self.cost_usd(price),
             latency_ms=self.latency_ms,
             finish_reason=self.final.finish_reason if self.final else common_pb2.FINISH_REASON_ERROR,
         )
@@ -119,7 +122,7 @@ class RequestRecord:
         )
 
     def cost_usd(self) -> float:
-        return sum(a.to_proto(self.prices[a.tier]).cost_usd for a in self.attempts)
+        return sum(a.cost_usd(self.prices[a.tier]) for a in self.attempts)
 
     def timings(self) -> common_pb2.StageTimings:
         t = common_pb2.StageTimings(
