@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from services.core.errors import ConfigError
 
 DEFAULT_ROUTER_MODEL = Path(__file__).resolve().parents[2] / "classifier" / "models" / "default"
+# The shipped answer scorer (scorer.onnx + model_card.json), used by escalation.confidence: scorer.
+DEFAULT_CONFIDENCE_MODEL = Path(__file__).resolve().parents[2] / "classifier" / "models" / "confidence"
 
 
 class _Section(BaseModel):
@@ -110,12 +112,38 @@ class RouterSettings(_Section):
         return self
 
 
+class SecondOpinionSettings(_Section):
+    """Another cheap tier answers the same prompt; agreement with it is a confidence signal."""
+
+    # A configured tier (e.g. Llama-3.1-8B beside Mistral-7B); unset: no second opinion.
+    tier: str | None = None
+    # never; parallel (asked beside the small tier); when_unsure (asked only when the first
+    # confidence, without it, lies in [unsure_low, unsure_high)).
+    mode: Literal["never", "parallel", "when_unsure"] = "when_unsure"
+    unsure_low: float = Field(0.0, ge=0, le=1)
+    unsure_high: float = Field(1.0, ge=0, le=1)
+
+
 class EscalationSettings(_Section):
     enabled: bool = True
+    # Which confidence model scores a small answer (a name in classifier.confidence's registry):
+    # scorer (learned, every signal), logprob (geometric-mean token probability), agreement.
+    confidence: str = "scorer"
+    # The confidence model's files; unset: the shipped default for `confidence`.
+    confidence_model: Path | None = None
     # A small-tier answer whose confidence is below this escalates to the large tier.
     min_confidence: float = Field(0.5, ge=0, le=1)
+    # Self-consistency: answers the small tier samples in one call (vLLM's n), at this temperature.
+    samples: int = Field(1, ge=1, le=16)
+    sample_temperature: float = Field(0.7, ge=0, le=2)
+    second_opinion: SecondOpinionSettings = SecondOpinionSettings()
     # A small-tier failure (server down, error) is retried on the large tier.
     on_error: bool = True
+    # Escalations per request (one step up the tier list each).
+    max_escalations: int = Field(1, ge=0)
+    # A policy file from `cascade train calibrate` (router and escalation thresholds, second-opinion
+    # mode); when set, its values win over min_confidence, second_opinion and router.threshold.
+    calibration: Path | None = None
 
 
 class GatewaySettings(_Section):
@@ -235,6 +263,8 @@ _PATH_KEYS = {
     ("gateway", "tls_cert"),
     ("gateway", "tls_key"),
     ("gateway", "tls_client_ca"),
+    ("escalation", "confidence_model"),
+    ("escalation", "calibration"),
 }
 
 

@@ -11,16 +11,29 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class Policy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     POLICY_UNSPECIFIED: _ClassVar[Policy]
+    POLICY_CASCADE: _ClassVar[Policy]
     POLICY_AUTO: _ClassVar[Policy]
     POLICY_SMALL: _ClassVar[Policy]
     POLICY_LARGE: _ClassVar[Policy]
+    POLICY_ROUTE: _ClassVar[Policy]
+
+class StreamMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_MODE_UNSPECIFIED: _ClassVar[StreamMode]
+    STREAM_MODE_HELD: _ClassVar[StreamMode]
+    STREAM_MODE_SPECULATIVE: _ClassVar[StreamMode]
 POLICY_UNSPECIFIED: Policy
+POLICY_CASCADE: Policy
 POLICY_AUTO: Policy
 POLICY_SMALL: Policy
 POLICY_LARGE: Policy
+POLICY_ROUTE: Policy
+STREAM_MODE_UNSPECIFIED: StreamMode
+STREAM_MODE_HELD: StreamMode
+STREAM_MODE_SPECULATIVE: StreamMode
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "messages", "max_tokens", "temperature", "stop", "policy", "tenant", "tags", "request_id")
+    __slots__ = ("prompt", "messages", "max_tokens", "temperature", "stop", "policy", "tenant", "tags", "request_id", "stream_mode")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +50,7 @@ class GenerateRequest(_message.Message):
     TENANT_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAM_MODE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]
     max_tokens: int
@@ -46,7 +60,8 @@ class GenerateRequest(_message.Message):
     tenant: str
     tags: _containers.ScalarMap[str, str]
     request_id: str
-    def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., tenant: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    stream_mode: StreamMode
+    def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., tenant: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., stream_mode: _Optional[_Union[StreamMode, str]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("request_id", "text", "finish_reason", "route", "usage", "cost_usd", "timings")
@@ -67,7 +82,7 @@ class GenerateResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., route: _Optional[_Union[_common_pb2.RouteSummary, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., timings: _Optional[_Union[_common_pb2.StageTimings, _Mapping]] = ...) -> None: ...
 
 class GenerateChunk(_message.Message):
-    __slots__ = ("request_id", "text", "tier", "final", "finish_reason", "route", "usage", "cost_usd", "timings")
+    __slots__ = ("request_id", "text", "tier", "final", "finish_reason", "route", "usage", "cost_usd", "timings", "retract")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +92,7 @@ class GenerateChunk(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     COST_USD_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    RETRACT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
     tier: str
@@ -86,7 +102,8 @@ class GenerateChunk(_message.Message):
     usage: _common_pb2.Usage
     cost_usd: float
     timings: _common_pb2.StageTimings
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., tier: _Optional[str] = ..., final: _Optional[bool] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., route: _Optional[_Union[_common_pb2.RouteSummary, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., timings: _Optional[_Union[_common_pb2.StageTimings, _Mapping]] = ...) -> None: ...
+    retract: bool
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., tier: _Optional[str] = ..., final: _Optional[bool] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., route: _Optional[_Union[_common_pb2.RouteSummary, _Mapping]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., timings: _Optional[_Union[_common_pb2.StageTimings, _Mapping]] = ..., retract: _Optional[bool] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("request_id", "score", "comment", "tenant")

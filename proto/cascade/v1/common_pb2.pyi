@@ -3,7 +3,7 @@ from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -13,10 +13,35 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_STOP: _ClassVar[FinishReason]
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_ERROR: _ClassVar[FinishReason]
+
+class PathReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PATH_REASON_UNSPECIFIED: _ClassVar[PathReason]
+    PATH_REASON_POLICY: _ClassVar[PathReason]
+    PATH_REASON_ROUTED: _ClassVar[PathReason]
+    PATH_REASON_ROUTED_LARGE: _ClassVar[PathReason]
+    PATH_REASON_ROUTER_FALLBACK: _ClassVar[PathReason]
+    PATH_REASON_CONFIDENT: _ClassVar[PathReason]
+    PATH_REASON_LOW_CONFIDENCE: _ClassVar[PathReason]
+    PATH_REASON_DISAGREEMENT: _ClassVar[PathReason]
+    PATH_REASON_SMALL_ERROR: _ClassVar[PathReason]
+    PATH_REASON_BUDGET: _ClassVar[PathReason]
+    PATH_REASON_NO_ESCALATION: _ClassVar[PathReason]
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_ERROR: FinishReason
+PATH_REASON_UNSPECIFIED: PathReason
+PATH_REASON_POLICY: PathReason
+PATH_REASON_ROUTED: PathReason
+PATH_REASON_ROUTED_LARGE: PathReason
+PATH_REASON_ROUTER_FALLBACK: PathReason
+PATH_REASON_CONFIDENT: PathReason
+PATH_REASON_LOW_CONFIDENCE: PathReason
+PATH_REASON_DISAGREEMENT: PathReason
+PATH_REASON_SMALL_ERROR: PathReason
+PATH_REASON_BUDGET: PathReason
+PATH_REASON_NO_ESCALATION: PathReason
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -37,7 +62,7 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
 
 class RouteSummary(_message.Message):
-    __slots__ = ("tier", "tiers_tried", "escalated", "router_score", "router_threshold", "router_model_version", "confidence", "policy", "router_error")
+    __slots__ = ("tier", "tiers_tried", "escalated", "router_score", "router_threshold", "router_model_version", "confidence", "policy", "router_error", "reason", "confidence_threshold", "agreement", "samples", "second_opinion_tier", "confidence_model_version", "budget_limited")
     TIER_FIELD_NUMBER: _ClassVar[int]
     TIERS_TRIED_FIELD_NUMBER: _ClassVar[int]
     ESCALATED_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +72,13 @@ class RouteSummary(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     ROUTER_ERROR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SECOND_OPINION_TIER_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_LIMITED_FIELD_NUMBER: _ClassVar[int]
     tier: str
     tiers_tried: _containers.RepeatedScalarFieldContainer[str]
     escalated: bool
@@ -56,7 +88,14 @@ class RouteSummary(_message.Message):
     confidence: float
     policy: str
     router_error: str
-    def __init__(self, tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., escalated: _Optional[bool] = ..., router_score: _Optional[float] = ..., router_threshold: _Optional[float] = ..., router_model_version: _Optional[str] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., router_error: _Optional[str] = ...) -> None: ...
+    reason: PathReason
+    confidence_threshold: float
+    agreement: float
+    samples: int
+    second_opinion_tier: str
+    confidence_model_version: str
+    budget_limited: bool
+    def __init__(self, tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., escalated: _Optional[bool] = ..., router_score: _Optional[float] = ..., router_threshold: _Optional[float] = ..., router_model_version: _Optional[str] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., router_error: _Optional[str] = ..., reason: _Optional[_Union[PathReason, str]] = ..., confidence_threshold: _Optional[float] = ..., agreement: _Optional[float] = ..., samples: _Optional[int] = ..., second_opinion_tier: _Optional[str] = ..., confidence_model_version: _Optional[str] = ..., budget_limited: _Optional[bool] = ...) -> None: ...
 
 class StageTimings(_message.Message):
     __slots__ = ("route_ms", "first_token_ms", "small_ms", "large_ms", "total_ms")

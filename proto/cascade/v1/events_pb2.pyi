@@ -57,7 +57,7 @@ class RouteDecision(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
 
 class TierRequest(_message.Message):
-    __slots__ = ("request_id", "messages", "max_tokens", "temperature", "stop", "want_logprobs", "chunk_subject", "deadline_unix_ms")
+    __slots__ = ("request_id", "messages", "max_tokens", "temperature", "stop", "want_logprobs", "chunk_subject", "deadline_unix_ms", "n")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class TierRequest(_message.Message):
     WANT_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SUBJECT_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]
     max_tokens: int
@@ -74,7 +75,18 @@ class TierRequest(_message.Message):
     want_logprobs: bool
     chunk_subject: str
     deadline_unix_ms: int
-    def __init__(self, request_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., want_logprobs: _Optional[bool] = ..., chunk_subject: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ...) -> None: ...
+    n: int
+    def __init__(self, request_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., want_logprobs: _Optional[bool] = ..., chunk_subject: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., n: _Optional[int] = ...) -> None: ...
+
+class Sample(_message.Message):
+    __slots__ = ("text", "token_logprobs", "finish_reason")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    token_logprobs: _containers.RepeatedScalarFieldContainer[float]
+    finish_reason: _common_pb2.FinishReason
+    def __init__(self, text: _Optional[str] = ..., token_logprobs: _Optional[_Iterable[float]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ...) -> None: ...
 
 class TierAccept(_message.Message):
     __slots__ = ("request_id", "tier", "backend", "model", "error")
@@ -91,7 +103,7 @@ class TierAccept(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., backend: _Optional[str] = ..., model: _Optional[str] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ...) -> None: ...
 
 class TokenChunk(_message.Message):
-    __slots__ = ("request_id", "seq", "tier", "text", "token_logprobs", "final", "finish_reason", "usage", "error", "replay_score")
+    __slots__ = ("request_id", "seq", "tier", "text", "token_logprobs", "final", "finish_reason", "usage", "error", "replay_score", "samples")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +114,7 @@ class TokenChunk(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     REPLAY_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     seq: int
     tier: str
@@ -112,7 +125,8 @@ class TokenChunk(_message.Message):
     usage: _common_pb2.Usage
     error: ErrorInfo
     replay_score: float
-    def __init__(self, request_id: _Optional[str] = ..., seq: _Optional[int] = ..., tier: _Optional[str] = ..., text: _Optional[str] = ..., token_logprobs: _Optional[_Iterable[float]] = ..., final: _Optional[bool] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., replay_score: _Optional[float] = ...) -> None: ...
+    samples: _containers.RepeatedCompositeFieldContainer[Sample]
+    def __init__(self, request_id: _Optional[str] = ..., seq: _Optional[int] = ..., tier: _Optional[str] = ..., text: _Optional[str] = ..., token_logprobs: _Optional[_Iterable[float]] = ..., final: _Optional[bool] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., replay_score: _Optional[float] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
 
 class ErrorInfo(_message.Message):
     __slots__ = ("code", "message")
@@ -123,7 +137,7 @@ class ErrorInfo(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class TierAttempt(_message.Message):
-    __slots__ = ("tier", "backend", "model", "usage", "cost_usd", "latency_ms", "confidence", "finish_reason", "error", "replay_score")
+    __slots__ = ("tier", "backend", "model", "usage", "cost_usd", "latency_ms", "confidence", "finish_reason", "error", "replay_score", "purpose", "samples")
     TIER_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +148,8 @@ class TierAttempt(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     REPLAY_SCORE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
     tier: str
     backend: str
     model: str
@@ -144,7 +160,9 @@ class TierAttempt(_message.Message):
     finish_reason: _common_pb2.FinishReason
     error: ErrorInfo
     replay_score: float
-    def __init__(self, tier: _Optional[str] = ..., backend: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., confidence: _Optional[float] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., replay_score: _Optional[float] = ...) -> None: ...
+    purpose: str
+    samples: int
+    def __init__(self, tier: _Optional[str] = ..., backend: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., confidence: _Optional[float] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., replay_score: _Optional[float] = ..., purpose: _Optional[str] = ..., samples: _Optional[int] = ...) -> None: ...
 
 class OutcomeEvent(_message.Message):
     __slots__ = ("schema_version", "request_id", "time", "tenant", "tags", "policy", "prompt_sha256", "prompt_text", "route", "attempts", "usage", "cost_usd", "timings", "finish_reason", "error", "answer_chars")
