@@ -52,3 +52,22 @@ class LogprobConfidence:
 @register("logprob")
 def _logprob(model: Path | None) -> ConfidenceModel:
     return LogprobConfidence()
+
+
+class AgreementConfidence:
+    """Share of the other answers whose final answer agrees; 0.5 (no information) without others."""
+
+    name = "agreement"
+    version = "agreement-1"
+
+    def confidence(self, evidence: Sequence[Evidence]) -> np.ndarray:
+        from classifier.answers import agreement
+
+        return np.array(
+            [a if (a := agreement(e.answer, e.others)) is not None else 0.5 for e in evidence], dtype=np.float64
+        )
+
+
+@register("agreement")
+def _agreement(model: Path | None) -> ConfidenceModel:
+    return AgreementConfidence()
