@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 
 from google.protobuf.json_format import MessageToDict
@@ -25,15 +26,21 @@ def main(args: argparse.Namespace) -> int:
     except CascadeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`cascade outcomes | head -1`): that is an ordinary end, not an error.
+        # Point stdout at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
 async def _print(url: str, stream: str, args: argparse.Namespace) -> None:
     nc = await connect_nats(url, name="cascade-outcomes")
     try:
+        # aclosing: the consumer is unsubscribed before the connection drains, also when printing fails.
         events = read_events(nc.jetstream(), stream=stream, durable=args.durable, follow=args.follow)
-        async for event in events:
-            record = {"type": type(event).__name__, **MessageToDict(event, preserving_proto_field_name=True)}
-            print(json.dumps(record), flush=True)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                record = {"type": type(event).__name__, **MessageToDict(event, preserving_proto_field_name=True)}
+                print(json.dumps(record), flush=True)
     finally:
         await nc.drain()
