@@ -45,7 +45,7 @@ def parse_policy_target(spec: str) -> Target:
     return Target(_TARGETS[key], number)
 
 
-def router_thresholds(scores: np.ndarray, *, steps: int = 20) -> np.ndarray:
+def router_thresholds(scores: np.ndarray, *, steps: int = 50) -> np.ndarray:
     """Thresholds sending 0, 1/steps, ..., all of the prompts straight to the large tier."""
     ordered = np.sort(np.asarray(scores, dtype=np.float64))[::-1]
     n = len(ordered)

@@ -24,10 +24,10 @@ _COLUMNS = [
 
 
 def curves(r: Replay, *, cascade: CalibratedPolicy) -> dict[str, dict[str, list[float]]]:
-    """Cascade over escalation thresholds (its own second-opinion mode, and never), route over
+    """Cascade over escalation thresholds (its own second-opinion mode, never and parallel), route over
     router thresholds: cost per 1k and quality at each point."""
     out = {}
-    for mode in dict.fromkeys([cascade.second_opinion, "never"]):
+    for mode in dict.fromkeys([cascade.second_opinion, "never", "parallel"]):
         m = sweep(r, replace(cascade, second_opinion=mode), escalation_thresholds(r))
         out[f"cascade ({mode})"] = {"cost_per_1k_usd": m["cost"].tolist(), "quality": m["quality"].tolist()}
     route = [summarise(simulate_route(r, t), large_quality=1.0) for t in router_thresholds(r.router)]
