@@ -18,7 +18,7 @@ from classifier.policy import CalibratedPolicy, load_policy, save_policy
 from services.core.errors import CascadeError
 from services.core.settings import DEFAULT_CONFIDENCE_MODEL, CascadeSettings, load_settings
 from training.evaluation import prices_from_settings
-from training.policy_calibrate import bootstrap, calibrate, parse_policy_target
+from training.policy_calibrate import Target, bootstrap, calibrate, parse_policy_target
 from training.policy_data import (
     filter_categories,
     held_out_mask,
@@ -62,18 +62,21 @@ def _setup(args: argparse.Namespace) -> Setup | None:
         return None
     model, conf_path = confidence
     router = load_model(args.model or settings.router.model)
-    cards = [router.card, model_card(model, conf_path)]
+    files, models = _load_files(args, cards=[router.card, model_card(model, conf_path)])
+    return Setup(settings=settings, router=router, confidence=model, files=files, models=models)
+
+
+def _load_files(
+    args: argparse.Namespace, *, cards: list[dict[str, Any]]
+) -> tuple[list[tuple[Path, pd.DataFrame, list[int]]], dict[str, str]]:
     files, models = [], {}
     for path in map(Path, args.data):
         triple = triple_for(path, small=args.small, second=args.second, large=args.large)
-        frame = filter_categories(
-            load_replay(path, triple),
-            keep=parse_categories(args.categories),
-            drop=parse_categories(args.holdout_categories),
-        )
+        keep, drop = parse_categories(args.categories), parse_categories(args.holdout_categories)
+        frame = filter_categories(load_replay(path, triple), keep=keep, drop=drop)
         files.append((path, frame, split_seeds(cards, stem=path.stem)))
         models = triple.names()
-    return Setup(settings=settings, router=router, confidence=model, files=files, models=models)
+    return files, models
 
 
 def _load_confidence(args: argparse.Namespace, settings: CascadeSettings) -> tuple[ConfidenceModel, Path | None] | None:
@@ -179,12 +182,22 @@ def run_policy_calibrate(args: argparse.Namespace) -> int:
     out = args.out or setup.settings.escalation.calibration
     if out is None:
         raise ValueError("give --out POLICY.json (or set escalation.calibration in the config)")
-    modes = set(args.second_opinion_modes.split(","))
     validation, n_val = setup.replay(args, split="validation")
-    policy, on_validation = calibrate(validation, target=target, modes=modes)
+    policy, on_validation = calibrate(validation, target=target, modes=set(args.second_opinion_modes.split(",")))
     test, n_test = setup.replay(args, split="test")
+    policy = _stamped(policy, args=args, setup=setup, target=target, test=test)
+    save_policy(policy, out)
+    _print_calibration(policy, on_validation, n_val=n_val, n_test=n_test, setup=setup)
+    print(f"wrote {out}")
+    return 0
+
+
+def _stamped(
+    policy: CalibratedPolicy, *, args: argparse.Namespace, setup: Setup, target: Target, test: Replay
+) -> CalibratedPolicy:
+    """The chosen policy with what it is expected to do on ``test`` and where it came from."""
     expected = bootstrap(simulate_cascade(test, policy), q_large=test.q_large, resamples=args.resamples, seed=args.seed)
-    policy = replace(
+    return replace(
         policy,
         router_model_version=setup.router.version,
         confidence_model_version=setup.confidence.version,
@@ -193,10 +206,6 @@ def run_policy_calibrate(args: argparse.Namespace) -> int:
         data=[str(p) for p in args.data],
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    save_policy(policy, out)
-    _print_calibration(policy, on_validation, n_val=n_val, n_test=n_test, setup=setup)
-    print(f"wrote {out}")
-    return 0
 
 
 def _print_calibration(
