@@ -42,13 +42,16 @@ def model_card(model: Any, path: Path | None) -> dict[str, Any]:
 
 
 def split_seeds(cards: Sequence[dict[str, Any]], *, stem: str) -> list[int]:
-    """Split seeds of the models trained on file ``stem`` (seed 0 when none was)."""
-    seeds = [int(c.get("split", {}).get("seed", 0)) for c in cards if stem in _trained_on(c)]
+    """Split seeds of the models that may have trained on file ``stem`` (seed 0 when none did).
+
+    A card with a split but no ``training_data`` counts as trained on every file, to be safe."""
+    seeds = [int(c["split"].get("seed", 0)) for c in cards if "split" in c and _may_have_trained_on(c, stem)]
     return list(dict.fromkeys(seeds)) or [0]
 
 
-def _trained_on(card: dict[str, Any]) -> set[str]:
-    return {Path(p).stem for p in card.get("training_data", [])}
+def _may_have_trained_on(card: dict[str, Any], stem: str) -> bool:
+    files = card.get("training_data")
+    return files is None or stem in {Path(p).stem for p in files}
 
 
 def router_scores(router: RouterModel, prompts: list[str]) -> np.ndarray:

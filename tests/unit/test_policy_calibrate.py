@@ -6,11 +6,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from classifier.policy import load_policy, save_policy
 from tests.unit.test_policy_sim import four_prompts, random_replay
+from training.data import PairData, split_masks
 from training.policy_calibrate import ABOVE_ALL, bootstrap, calibrate, parse_policy_target
+from training.policy_data import held_out_mask
+from training.policy_signals import split_seeds
 from training.policy_sim import simulate_cascade, summarise
 
 
@@ -89,3 +93,17 @@ def test_bootstrap_is_seeded_and_brackets_the_point_estimate() -> None:
     assert a == b
     assert a["quality"]["low"] < a["quality"]["value"] < a["quality"]["high"]
     assert np.isfinite(ABOVE_ALL) and ABOVE_ALL > 1.0
+
+
+def test_prompts_any_model_trained_on_are_left_out() -> None:
+    router = {"split": {"seed": 0}, "training_data": ["../data/mmlu_pro.parquet"]}
+    scorer = {"split": {"seed": 5}}  # no training_data: assume it saw every file
+    other = {"split": {"seed": 9}, "training_data": ["llmrouter.parquet"]}
+    assert split_seeds([router, scorer, other, {}], stem="mmlu_pro") == [0, 5]
+    assert split_seeds([other], stem="mmlu_pro") == [0]
+    frame = pd.DataFrame({"source": "mmlu_pro", "prompt_id": [f"p{i}" for i in range(2000)]})
+    test = held_out_mask(frame, split="test", seeds=[0, 5])
+    masks = {seed: split_masks(PairData(frame), seed=seed) for seed in (0, 5)}
+    assert test.sum() > 0
+    assert not (test & masks[5]["train"]).any()
+    assert (test <= masks[0]["test"]).all()
