@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from training.data import DEFAULT_PAIRS, LABELS
-from training.evaluation import DEFAULT_PRICES
 from training.featuresets import FAMILIES, FEATURE_SETS
 
 
@@ -35,27 +35,63 @@ def _add_split_arg(p: argparse.ArgumentParser, held_out: str) -> None:
     )
 
 
-def _add_evaluate(sub: Any) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="report AUC, APGR, CPT(50/80/95%%) and cost saving, with random and oracle baselines",
-        description="Score held-out prompts with a router model and report ROC AUC, APGR, CPT(50%%), "
-        "CPT(80%%), CPT(95%%) (as RouteLLM defines them) and the cost saving at 95%% of the large tier's "
-        "quality, beside a random and an oracle router. Writes evaluation.json and quality_curve.png. "
-        "Token counts are estimated as characters/4; answers without a recorded response count "
-        "256 output tokens.",
+def _add_policy_args(p: argparse.ArgumentParser) -> None:
+    """Options of the policy replay shared by `evaluate --policy` and the joint `calibrate`."""
+    p.add_argument("--config", type=Path, help="YAML config: tier prices, router, escalation (default: built-in)")
+    p.add_argument("--second", help="second-opinion model name (mmlu_pro default: Meta-Llama-3_1-8B-Instruct)")
+    p.add_argument(
+        "--confidence", metavar="NAME", help="confidence model by registry name (default: escalation.confidence)"
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="model dir or .onnx file")
-    _add_data_args(p)
-    _add_split_arg(p, "test")
+    p.add_argument(
+        "--confidence-model", type=Path, metavar="DIR", help="its files (default: escalation.confidence_model)"
+    )
+    p.add_argument("--categories", metavar="A,B", help="only these categories (MMLU-Pro subtasks)")
+    p.add_argument("--holdout-categories", metavar="A,B", help="leave these categories out")
+    p.add_argument("--sample", type=int, metavar="N", help="only N random prompts of the split (smoke tests)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --sample and the bootstrap (default: 0)")
+    p.add_argument("--small-tps", type=float, default=80.0, help="assumed small-tier decoding tokens/s (default: 80)")
+    p.add_argument(
+        "--second-tps", type=float, default=80.0, help="assumed second-opinion decoding tokens/s (default: 80)"
+    )
     p.add_argument(
         "--price",
         action="append",
-        metavar="TIER=IN,OUT",
-        help="USD per million input,output tokens for tier small or large "
-        f"(defaults: small={DEFAULT_PRICES['small'].input},{DEFAULT_PRICES['small'].output}, "
-        f"large={DEFAULT_PRICES['large'].input},{DEFAULT_PRICES['large'].output})",
+        metavar="ROLE=IN,OUT",
+        help="override the config's price (USD per million input,output tokens) of role small, second or large; "
+        "default: tiers.<name>.price of router.small_tier, escalation.second_opinion.tier (else the small "
+        "tier) and router.large_tier",
     )
+
+
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="router metrics (AUC, APGR, CPT, cost), or whole policies replayed (--policy)",
+        description="Without --policy: score held-out prompts with a router model and report ROC AUC, APGR, "
+        "CPT(50%%), CPT(80%%), CPT(95%%) (as RouteLLM defines them) and the cost saving at 95%% of the large "
+        "tier's quality, beside a random and an oracle router; writes evaluation.json and quality_curve.png. "
+        "With --policy: replay serving policies (cascade, route, small, large, random) on recorded answers of "
+        "the test prompts, exactly as the gateway applies them, and report quality, quality relative to the "
+        "large tier, cost per 1,000 requests, large-tier share, second-opinion share and added latency; "
+        "writes policies.json and policies.png. Token counts are estimated as characters/4; answers without "
+        "a recorded response count 256 output tokens.",
+    )
+    p.add_argument("--model", metavar="DIR", help="router model dir or .onnx file (--policy default: router.model)")
+    _add_data_args(p)
+    _add_split_arg(p, "test")
+    p.add_argument(
+        "--policy",
+        action="append",
+        choices=["cascade", "route", "small", "large", "random"],
+        help="replay this policy; repeat (random escalates the cascade's large share at random)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FILE",
+        help="the cascade's policy file (default: escalation.calibration if it exists, else the config's thresholds)",
+    )
+    _add_policy_args(p)
     p.add_argument("--out", metavar="DIR", help="where to write the report (default: the model dir)")
     p.set_defaults(func=_lazy("training.eval_cmd", "run_evaluate"))
 
@@ -63,16 +99,29 @@ def _add_evaluate(sub: Any) -> None:
 def _add_calibrate(sub: Any) -> None:
     p = sub.add_parser(
         "calibrate",
-        help="pick the model's default threshold for a large-share or quality target",
-        description="Recompute the model's threshold table on held-out prompts and set its default "
-        "threshold for a target: large-share=X (send X of prompts to the large tier) or quality=X "
-        "(keep X of the large tier's quality at the lowest large share). Rewrites the metadata in "
-        "router.onnx and the model card; the weights and version stay the same.",
+        help="choose router threshold, escalation threshold and second-opinion mode together for a target",
+        description="Joint calibration: on the validation prompts, try every router threshold x second-opinion "
+        "mode (never, parallel, when_unsure with a band) x escalation threshold and keep the policy meeting "
+        "the target at the lowest cost: quality=X (cheapest keeping X of the large tier's quality), "
+        "large-share=X (best quality with at most X of requests on the large tier) or cost=X (best quality "
+        "at most X USD per 1,000 requests). Reports what it does on the test prompts with 95%% bootstrap "
+        "intervals and writes the policy file the gateway and router read. --router-only: the old "
+        "calibration of the router model's own default threshold (rewrites its metadata and card).",
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="model dir or .onnx file")
+    p.add_argument("--model", metavar="DIR", help="router model dir or .onnx file (default: router.model)")
     _add_data_args(p)
     _add_split_arg(p, "validation")
-    p.add_argument("--target", required=True, metavar="large-share=X|quality=X", help="calibration target")
+    p.add_argument("--target", required=True, metavar="quality=X|large-share=X|cost=X", help="calibration target")
+    p.add_argument("--out", metavar="POLICY.json", help="policy file to write (default: escalation.calibration)")
+    p.add_argument(
+        "--second-opinion-modes",
+        default="never,parallel,when_unsure",
+        metavar="M,M",
+        help="modes to consider (default: %(default)s)",
+    )
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--router-only", action="store_true", help="only the router model's default threshold")
+    _add_policy_args(p)
     p.set_defaults(func=_lazy("training.eval_cmd", "run_calibrate"))
 
 

@@ -13,8 +13,9 @@ import onnx
 from classifier import RouterModel, load_model
 from classifier.contract import CARD_FILE, ONNX_FILE
 from classifier.thresholds import pick_threshold
+from services.core.settings import load_settings
 from training.data import PairData, load_pair, pair_for, split_masks
-from training.evaluation import DEFAULT_PRICES, Price, evaluate_scores, parse_price, plot_curves
+from training.evaluation import evaluate_scores, plot_curves, prices_from_settings
 from training.export import set_metadata
 from training.fit_cmd import pair_overrides
 from training.metrics import routing_curve, threshold_table
@@ -38,10 +39,6 @@ def held_out(*, model: RouterModel, args: argparse.Namespace, split: str) -> Pai
     return PairData(pd.concat(parts, ignore_index=True))
 
 
-def _prices(specs: list[str] | None) -> dict[str, Price]:
-    return {**DEFAULT_PRICES, **dict(map(parse_price, specs or []))}
-
-
 def _scores(model: RouterModel, data: PairData, batch: int = 256) -> np.ndarray:
     prompts = data.prompts
     from tqdm import tqdm
@@ -51,10 +48,16 @@ def _scores(model: RouterModel, data: PairData, batch: int = 256) -> np.ndarray:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.policy:
+        from training.policy_cmd import run_policy_evaluate
+
+        return run_policy_evaluate(args)
+    if not args.model:
+        raise ValueError("train evaluate needs --model DIR (router metrics) or --policy NAME (policy replay)")
     model = load_model(args.model)
     data = held_out(model=model, args=args, split="test")
     scores = _scores(model, data)
-    prices = _prices(args.price)
+    prices = prices_from_settings(load_settings(args.config), args.price)
     report = {
         "model_version": model.version,
         "data": [str(p) for p in args.data],
@@ -97,6 +100,12 @@ def parse_target(spec: str) -> dict[str, float]:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    if not args.router_only:
+        from training.policy_cmd import run_policy_calibrate
+
+        return run_policy_calibrate(args)
+    if not args.model:
+        raise ValueError("train calibrate --router-only needs --model DIR")
     target = parse_target(args.target)
     model = load_model(args.model)
     data = held_out(model=model, args=args, split="validation")

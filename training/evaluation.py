@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from services.core.settings import CascadeSettings, PriceSettings
 from training.data import PairData
 from training.metrics import (
     Curve,
@@ -32,8 +33,28 @@ class Price:
     output: float
 
 
-# Typical hosted prices for a 7B and a 70B open model (USD / 1M tokens), 2024-2025.
-DEFAULT_PRICES = {"small": Price(0.20, 0.20), "large": Price(0.90, 0.90)}
+# Price roles: the tier that answers first, the second-opinion tier and the large tier.
+PRICE_ROLES = ("small", "second", "large")
+
+
+def prices_from_settings(settings: CascadeSettings, overrides: list[str] | None = None) -> dict[str, Price]:
+    """Prices by role from the config's tiers (``tiers.<name>.price``), then ``--price`` overrides.
+
+    The second-opinion tier is ``escalation.second_opinion.tier``; unset, it is priced as the small tier.
+    """
+    r = settings.router
+    second = settings.escalation.second_opinion.tier
+    names = {
+        "small": r.small_tier,
+        "second": second if second in settings.tiers else r.small_tier,
+        "large": r.large_tier,
+    }
+    prices = {role: _price(settings.tiers[name].price) for role, name in names.items()}
+    return {**prices, **dict(map(parse_price, overrides or []))}
+
+
+def _price(p: PriceSettings) -> Price:
+    return Price(p.input_per_mtok, p.output_per_mtok)
 
 
 def parse_price(spec: str) -> tuple[str, Price]:
@@ -43,12 +64,12 @@ def parse_price(spec: str) -> tuple[str, Price]:
         inp, out = (float(v) for v in values.split(","))
     except ValueError:
         raise ValueError(f"--price wants TIER=IN,OUT (USD per 1M tokens), got {spec!r}") from None
-    if not sep or tier not in DEFAULT_PRICES or inp < 0 or out < 0:
-        raise ValueError(f"--price wants small=IN,OUT or large=IN,OUT, got {spec!r}")
+    if not sep or tier not in PRICE_ROLES or inp < 0 or out < 0:
+        raise ValueError(f"--price wants ROLE=IN,OUT with ROLE one of {PRICE_ROLES}, got {spec!r}")
     return tier, Price(inp, out)
 
 
-def _tokens(chars: np.ndarray) -> np.ndarray:
+def estimate_tokens(chars: np.ndarray) -> np.ndarray:
     chars = np.asarray(chars, dtype=np.float64)
     return np.where(np.isnan(chars), DEFAULT_OUTPUT_TOKENS, chars / CHARS_PER_TOKEN)
 
@@ -56,8 +77,8 @@ def _tokens(chars: np.ndarray) -> np.ndarray:
 def per_prompt_cost(data: PairData, prices: dict[str, Price]) -> tuple[np.ndarray, np.ndarray]:
     """USD per prompt if the small / the large tier answers it."""
     tokens_in = data.frame["prompt"].str.len().to_numpy(dtype=np.float64) / CHARS_PER_TOKEN
-    out_small = _tokens(data.frame["out_small"].to_numpy(dtype=np.float64))
-    out_large = _tokens(data.frame["out_large"].to_numpy(dtype=np.float64))
+    out_small = estimate_tokens(data.frame["out_small"].to_numpy(dtype=np.float64))
+    out_large = estimate_tokens(data.frame["out_large"].to_numpy(dtype=np.float64))
     small = (tokens_in * prices["small"].input + out_small * prices["small"].output) / 1e6
     large = (tokens_in * prices["large"].input + out_large * prices["large"].output) / 1e6
     return small, large

@@ -12,8 +12,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from classifier.contract import CARD_FILE, ONNX_FILE
+from services.core.settings import load_settings
 from training.data import PairData, load_files, pair_for, parse_pair, sample, split_masks
-from training.evaluation import DEFAULT_PRICES, evaluate_scores
+from training.evaluation import evaluate_scores, prices_from_settings
 from training.fit import check_parity, fit, make_card, write_model
 
 
@@ -54,7 +55,9 @@ def run_fit(args: argparse.Namespace) -> int:
     )
     steps.update()
     val_scores, test_scores = fitted.score(val.prompts), fitted.score(test.prompts)
-    metrics = evaluate_scores(data=test, scores=test_scores, labels=test.labels(args.label), prices=DEFAULT_PRICES)
+    metrics = evaluate_scores(
+        data=test, scores=test_scores, labels=test.labels(args.label), prices=prices_from_settings(load_settings())
+    )
     steps.update()
     extra = {
         "pairs": {stem: list(p) for stem, p in pairs.items()},
