@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from google.protobuf.message import DecodeError, Message
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -29,7 +29,7 @@ async def read_events(
     batch: int = 256,
     idle_timeout_s: float = 1.0,
     follow: bool = False,
-) -> AsyncIterator[Message]:
+) -> AsyncGenerator[Message, None]:
     """Yield events not yet acknowledged by ``durable``, acknowledging each after it is yielded.
 
     Stops when no new event arrives within ``idle_timeout_s`` (unless ``follow``); a later call
