@@ -102,3 +102,19 @@ EXTRACTORS: dict[str, Callable[[Sequence[str]], np.ndarray]] = {
 }
 
 EXTRA_DIMS: dict[str, int] = {"hand": len(HAND_FEATURE_NAMES), "hash": HASH_DIM}
+
+
+def ascii_words(text: str) -> str:
+    """The text's lowercase ``[a-z0-9]+`` words joined by single spaces.
+
+    Word models see their text through this before the ONNX graph (and, in training, before
+    scikit-learn): onnxruntime's StringNormalizer and Tokenizer disagree with Python's
+    ``str.lower`` and ``re`` on some non-ASCII text ("İ", the Kelvin sign, ligatures), and a
+    pure ASCII, pre-split string leaves them nothing to disagree on. Scikit-learn finds the
+    same words in it as in the raw text, so the features do not change.
+    """
+    return " ".join(_WORD.findall(text.lower()))
+
+
+# By the name a model's ``text_normalisation`` metadata gives; a model without one sees raw text.
+TEXT_NORMALISERS: dict[str, Callable[[str], str]] = {"ascii-words": ascii_words}

@@ -19,7 +19,7 @@ from classifier.contract import (
     SCORE_OUTPUT,
     TEXT_INPUT,
 )
-from classifier.features import EXTRA_DIMS, EXTRACTORS
+from classifier.features import EXTRA_DIMS, EXTRACTORS, TEXT_NORMALISERS
 from classifier.thresholds import pick_threshold
 from services.core.errors import ModelError
 
@@ -56,6 +56,8 @@ class RouterModel:
             EXTRACTORS[card["extra_features"]] if card["extra_features"] else None
         )
         self._text_input = TEXT_INPUT in {i.name for i in session.get_inputs()}
+        normalisation = card.get("text_normalisation")
+        self._normalise: Callable[[str], str] | None = TEXT_NORMALISERS[normalisation] if normalisation else None
         self._table: list[dict[str, Any]] = list(card["threshold_table"])
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
@@ -66,7 +68,8 @@ class RouterModel:
             return np.zeros(0, dtype=np.float32)
         feeds: dict[str, np.ndarray] = {}
         if self._text_input:
-            feeds[TEXT_INPUT] = np.asarray(texts, dtype=object).reshape(-1, 1)
+            graph_texts = [self._normalise(t) for t in texts] if self._normalise else texts
+            feeds[TEXT_INPUT] = np.asarray(graph_texts, dtype=object).reshape(-1, 1)
         if self._extra is not None:
             feeds[FEATURES_INPUT] = self._extra(texts)
         (scores,) = self._session.run([SCORE_OUTPUT], feeds)
@@ -128,6 +131,9 @@ def _read_metadata(session: ort.InferenceSession, onnx_path: Path) -> dict[str, 
             f"router model {onnx_path} has schema version {card['schema_version']!r}; "
             f"this code reads {SCHEMA_VERSION!r}"
         )
+    normalisation = card.get("text_normalisation")
+    if normalisation and normalisation not in TEXT_NORMALISERS:
+        raise ModelError(f"router model {onnx_path} needs text normalisation {normalisation!r}, unknown to this code")
     if not card["threshold_table"] or len(card["pair"]) != 2:
         raise ModelError(f"router model {onnx_path} has an empty threshold table or a bad pair")
     return card

@@ -15,7 +15,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
-from classifier.features import EXTRA_DIMS, HASH_DIM, hand_features, hash_indices
+from classifier.features import EXTRA_DIMS, HASH_DIM, TEXT_NORMALISERS, hand_features, hash_indices
 
 # The graph tokenizer must split exactly like sklearn: lowercase, then runs of [a-z0-9].
 TOKEN_PATTERN = r"[a-z0-9]+"
@@ -27,6 +27,14 @@ class FeatureSet:
     vectorizer: Callable[[], TfidfVectorizer] | None
     extra: str | None  # a key of classifier.features.EXTRACTORS
     description: str
+    # A key of classifier.features.TEXT_NORMALISERS: what the vectorizer (and the graph) is given.
+    normalisation: str | None = None
+
+    def vectorizer_texts(self, texts: Sequence[str]) -> Sequence[str]:
+        if self.normalisation is None:
+            return texts
+        normalise = TEXT_NORMALISERS[self.normalisation]
+        return [normalise(t) for t in texts]
 
 
 def _word() -> TfidfVectorizer:
@@ -42,13 +50,31 @@ def _char() -> TfidfVectorizer:
 FEATURE_SETS: dict[str, FeatureSet] = {
     fs.name: fs
     for fs in [
-        FeatureSet("word", _word, None, "TF-IDF of word uni+bigrams (in the ONNX graph)"),
+        FeatureSet("word", _word, None, "TF-IDF of word uni+bigrams (in the ONNX graph)", "ascii-words"),
         FeatureSet("char", _char, None, "TF-IDF of character 2-4-grams (in the ONNX graph)"),
         FeatureSet("hash", None, "hash", f"hashed word uni+bigrams, {HASH_DIM} dims (numpy)"),
         FeatureSet("hand", None, "hand", "hand-made difficulty features (numpy)"),
-        FeatureSet("word+hand", _word, "hand", "word TF-IDF plus hand-made features"),
+        FeatureSet("word+hand", _word, "hand", "word TF-IDF plus hand-made features", "ascii-words"),
     ]
 }
+
+
+def fit_vectorizer(vectorizer: TfidfVectorizer, texts: Sequence[str]) -> TfidfVectorizer:
+    """Fit, then keep only the n-grams whose every word is in the vocabulary on its own.
+
+    ``max_features`` can keep a bigram and drop one of its words, and onnxruntime's
+    TfIdfVectorizer then never counts that bigram (it looks n-grams up through their words),
+    so the graph disagreed with scikit-learn. Refitting on the pruned vocabulary recomputes
+    the IDF over the same texts.
+    """
+    vectorizer.fit(texts)
+    if vectorizer.analyzer != "word" or vectorizer.ngram_range[1] == 1:
+        return vectorizer
+    vocabulary = vectorizer.vocabulary_
+    kept = sorted(gram for gram in vocabulary if all(word in vocabulary for word in gram.split(" ")))
+    if len(kept) == len(vocabulary):
+        return vectorizer
+    return vectorizer.set_params(vocabulary={gram: i for i, gram in enumerate(kept)}).fit(texts)
 
 
 def make_estimator(family: str, *, seed: int) -> LogisticRegression | MLPClassifier:

@@ -21,7 +21,7 @@ from classifier.features import EXTRA_DIMS
 from classifier.thresholds import pick_threshold
 from training.data import LABELS, PairData
 from training.export import build_onnx, set_metadata
-from training.featuresets import FEATURE_SETS, extra_matrix, make_estimator
+from training.featuresets import FEATURE_SETS, extra_matrix, fit_vectorizer, make_estimator
 from training.metrics import routing_curve, threshold_table
 
 PARITY_TOLERANCE = 1e-4
@@ -45,9 +45,10 @@ class Fitted:
 
     def matrix(self, texts: Sequence[str]) -> sp.csr_matrix:
         parts = []
+        fs = FEATURE_SETS[self.feature_set]
         if self.vectorizer is not None:
-            parts.append(self.vectorizer.transform(texts))
-        extra = FEATURE_SETS[self.feature_set].extra
+            parts.append(self.vectorizer.transform(fs.vectorizer_texts(texts)))
+        extra = fs.extra
         if extra is not None:
             m = extra_matrix(extra, texts)
             if self.extra_mean is not None and self.extra_scale is not None:
@@ -76,9 +77,7 @@ class Fitted:
 
 def fit(*, texts: Sequence[str], labels: np.ndarray, feature_set: str, family: str, seed: int) -> Fitted:
     fs = FEATURE_SETS[feature_set]
-    vectorizer = fs.vectorizer() if fs.vectorizer else None
-    if vectorizer is not None:
-        vectorizer.fit(texts)
+    vectorizer = fit_vectorizer(fs.vectorizer(), fs.vectorizer_texts(texts)) if fs.vectorizer else None
     mean = scale = None
     if fs.extra == "hand":
         dense = extra_matrix("hand", texts).toarray()
@@ -122,6 +121,7 @@ def make_card(
         "feature_set_description": FEATURE_SETS[fitted.feature_set].description,
         "family": fitted.family,
         "extra_features": FEATURE_SETS[fitted.feature_set].extra,
+        "text_normalisation": FEATURE_SETS[fitted.feature_set].normalisation,
         "inputs": fitted.inputs,
         "threshold_table": table,
         "default_threshold": pick_threshold(table, quality=0.95),

@@ -16,9 +16,11 @@ from services.core.errors import CascadeError, DeadlineExceeded, InternalError, 
 from services.core.settings import TierSettings
 from services.core.telemetry import extract_context, tracer
 from services.core.wire import FINISH_REASONS, error_info
-from services.tier.backends import Delta, Generation, Message, TierBackend, create_backend
+from services.tier.backends import Delta, Generation, Message, SampleAnswer, TierBackend, create_backend
 
 log = logging.getLogger(__name__)
+# Samples per request (vLLM's `n`): beyond a handful, agreement gains little and the call costs n times.
+MAX_SAMPLES = 16
 
 
 class ChunkSender:
@@ -48,6 +50,7 @@ class ChunkSender:
             )
             if d.replay_score is not None:
                 chunk.replay_score = d.replay_score
+            chunk.samples.extend(_sample(s) for s in d.samples)
         await self.send(chunk)
 
     async def fail(self, exc: CascadeError) -> None:
@@ -65,6 +68,15 @@ def generation_from(request: events_pb2.TierRequest, timeout_s: float) -> Genera
         stop=tuple(request.stop),
         want_logprobs=request.want_logprobs,
         timeout_s=timeout_s,
+        n=max(request.n, 1),
+    )
+
+
+def _sample(sample: SampleAnswer) -> events_pb2.Sample:
+    return events_pb2.Sample(
+        text=sample.text,
+        token_logprobs=sample.token_logprobs,
+        finish_reason=FINISH_REASONS.get(sample.finish_reason, common_pb2.FINISH_REASON_STOP),
     )
 
 
@@ -123,6 +135,8 @@ class TierWorker:
             raise InvalidRequest("malformed TierRequest") from None
         if not request.request_id or not request.chunk_subject or not request.messages:
             raise InvalidRequest("TierRequest needs request_id, chunk_subject and messages")
+        if request.n > MAX_SAMPLES:
+            raise InvalidRequest(f"TierRequest asks for {request.n} samples; at most {MAX_SAMPLES}")
         if len(self._tasks) >= self._settings.max_concurrency:
             raise Overloaded(f"tier {self.tier} is at its limit of {self._settings.max_concurrency} requests")
         if _seconds_left(request) <= 0:

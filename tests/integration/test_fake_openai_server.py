@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.openai_server import DEFAULT_TOKENS, FakeOpenAI, answer_tokens
+from tests.support.openai_server import DEFAULT_TOKENS, MAX_N, FakeOpenAI, answer_tokens
 
 
 @pytest.fixture
@@ -169,3 +169,39 @@ async def test_stats_count_requests_and_reset_zeroes_them(http: httpx.AsyncClien
 async def test_control_rejects_unknown_faults(fake_openai: FakeOpenAI) -> None:
     with pytest.raises(httpx.HTTPStatusError):
         await fake_openai.control(explode=True)
+
+
+async def test_n_choices_whole_each_with_its_own_answer_and_logprobs(http: httpx.AsyncClient) -> None:
+    answer = (await http.post("/chat/completions", json=_chat("pick one", n=3, logprobs=True))).json()
+    choices = answer["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2]
+    texts = [c["message"]["content"] for c in choices]
+    assert texts == ["".join(answer_tokens("pick one", choice=i)) for i in range(3)]
+    assert texts[0] == "".join(answer_tokens("pick one")) and len(set(texts)) == 3
+    assert all(len(c["logprobs"]["content"]) == DEFAULT_TOKENS for c in choices)
+    assert answer["usage"]["completion_tokens"] == 3 * DEFAULT_TOKENS
+
+
+async def test_n_choices_stream_interleaved_with_scripted_answers(
+    http: httpx.AsyncClient, fake_openai: FakeOpenAI
+) -> None:
+    await fake_openai.control(answers=["The answer is B", "It is C [[confidence=0.5]]", "B"])
+    body = _chat("pick", n=3, stream=True, logprobs=True, stream_options={"include_usage": True})
+    async with http.stream("POST", "/chat/completions", json=body) as response:
+        events = await _events(response)
+    choices = [c for e in events for c in e["choices"]]
+    assert all(len(e["choices"]) <= 1 for e in events)  # one choice per chunk, as vLLM sends them
+    order = [c["index"] for c in choices if c["delta"].get("content")]
+    assert order[:3] == [0, 1, 2] and order != sorted(order)  # interleaved, not one after another
+    for index, text in enumerate(["The answer is B", "It is C", "B"]):
+        mine = [c for c in choices if c["index"] == index]
+        assert "".join(c["delta"].get("content", "") for c in mine) == text
+        assert [c["finish_reason"] for c in mine if c["finish_reason"]] == ["stop"]
+    logprobs = [lp["logprob"] for c in choices if c["index"] == 1 and c["logprobs"] for lp in c["logprobs"]["content"]]
+    assert logprobs == pytest.approx([math.log(0.5)] * 3)
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 4 + 3 + 1
+
+
+async def test_n_beyond_the_limit_is_rejected(http: httpx.AsyncClient) -> None:
+    response = await http.post("/chat/completions", json=_chat("x", n=MAX_N + 1))
+    assert response.status_code == 400 and "n" in response.json()["error"]["message"]

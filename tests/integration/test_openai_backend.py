@@ -165,3 +165,61 @@ async def test_abandoned_stream_releases_its_connection(fake_openai: FakeOpenAI)
         await stream.aclose()  # type: ignore[attr-defined]
     assert (await _collect(backend, _generation(timeout_s=2)))[-1].finish_reason == "stop"
     await backend.aclose()
+
+
+SCRIPTED = ["The answer is B", "It is C [[confidence=0.5]]", "Surely B [[confidence=0.2]]"]
+
+
+async def test_n_samples_arrive_on_the_final_delta(backend: OpenAIBackend, fake_openai: FakeOpenAI) -> None:
+    await fake_openai.control(answers=SCRIPTED)
+    *pieces, final = await _collect(backend, _generation("pick [[confidence=0.3]]", n=3, temperature=0.7))
+    assert "".join(d.text for d in pieces) == "The answer is B"  # only choice 0 streams
+    assert all(not d.samples and d.finish_reason is None for d in pieces)
+    assert [s.text for s in final.samples] == ["It is C", "Surely B"]
+    assert [s.finish_reason for s in final.samples] == ["stop", "stop"]
+    assert final.samples[0].token_logprobs == pytest.approx([math.log(0.5)] * 3)
+    assert final.samples[1].token_logprobs == pytest.approx([math.log(0.2)] * 2)
+    assert [lp for d in pieces for lp in d.token_logprobs] == pytest.approx([math.log(0.3)] * 4)
+    assert (final.finish_reason, final.output_tokens, final.usage_estimated) == ("stop", 4 + 3 + 2, False)
+
+
+async def test_final_delta_waits_for_every_choice(backend: OpenAIBackend, fake_openai: FakeOpenAI) -> None:
+    # Choice 0 finishes first; the longer samples must still arrive whole, cut at max_tokens.
+    await fake_openai.control(answers=["B", " ".join(["word"] * 12), " ".join(["more"] * 30)])
+    final = (await _collect(backend, _generation(n=3, max_tokens=20)))[-1]
+    assert final.finish_reason == "stop"
+    assert [s.text for s in final.samples] == [" ".join(["word"] * 12), " ".join(["more"] * 20)]
+    assert [s.finish_reason for s in final.samples] == ["stop", "length"]
+    assert final.output_tokens == 1 + 12 + 20
+
+
+async def test_n_defaults_to_distinct_hashed_answers(backend: OpenAIBackend) -> None:
+    final = (await _collect(backend, _generation("What is 2+2?", n=2)))[-1]
+    assert [s.text for s in final.samples] == ["".join(answer_tokens("What is 2+2?", choice=1))]
+    assert len(final.samples[0].token_logprobs) == DEFAULT_TOKENS
+
+
+async def test_n_of_one_has_no_samples(backend: OpenAIBackend) -> None:
+    assert (await _collect(backend, _generation(n=1)))[-1].samples == ()
+
+
+async def test_missing_usage_with_n_counts_every_choice(backend: OpenAIBackend, fake_openai: FakeOpenAI) -> None:
+    await fake_openai.control(omit_usage=True, answers=SCRIPTED)
+    final = (await _collect(backend, _generation(n=3)))[-1]
+    assert (final.output_tokens, final.usage_estimated) == (4 + 3 + 2, True)
+
+
+async def test_dropped_stream_with_n_is_tier_unavailable(backend: OpenAIBackend, fake_openai: FakeOpenAI) -> None:
+    await fake_openai.control(drop_after_tokens=5, answers=SCRIPTED)
+    received: list[Delta] = []
+    with pytest.raises(TierUnavailable):
+        async for delta in backend.stream(_generation(n=3)):
+            received.append(delta)
+    # Tokens 0..4 interleave choices 0,1,2,0,1: choice 0 streamed two pieces, and no final delta came.
+    assert [d.text for d in received] == ["The", " answer"]
+
+
+async def test_deadline_bounds_a_call_with_n(backend: OpenAIBackend, fake_openai: FakeOpenAI) -> None:
+    await fake_openai.control(delay_per_token_s=0.1, tokens=20)  # 3 x 20 tokens: 6 s in all
+    with pytest.raises(DeadlineExceeded):
+        await _collect(backend, _generation(n=3, timeout_s=0.6))

@@ -6,6 +6,9 @@ with logprobs, usage, ``max_tokens`` and ``stop``, and errors in OpenAI's shape.
 
 Answers are deterministic: the words come from a hash of the prompt, and every token's logprob is
 ``ln(confidence)`` where the prompt may set the confidence with ``[[confidence=0.3]]`` (default 0.9).
+``n`` answers per call are served like vLLM does: one choice per chunk, interleaved by ``index``, each
+with its own finish reason, and usage summed over the choices. Choice 0 is the one-answer reply; the
+others hash the prompt with their index, unless ``POST /_control`` scripts them (``answers``).
 Tests inject faults through ``POST /_control`` (see :class:`Faults`), clear them with
 ``POST /_control/reset`` and count the generation calls that reached the server with ``GET /_stats``.
 
@@ -18,154 +21,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import logging
-import math
 import os
-import re
 import select
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 import uvicorn
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-DEFAULT_MODELS = ("fake-model", "fake-small", "fake-large")
-DEFAULT_CONFIDENCE = 0.9
-DEFAULT_TOKENS = 16
-_CONFIDENCE = re.compile(r"\[\[confidence=([0-9.eE+-]+)\]\]")
-_VOCABULARY = (
-    *("the", "answer", "is", "clear", "because", "each", "step", "follows", "from", "previous"),
-    *("one", "and", "we", "check", "every", "case", "carefully", "so", "that", "nothing"),
-    *("important", "missed", "here", "result", "holds", "given", "premise", "therefore", "option", "B"),
+from tests.support.openai_model import (
+    DEFAULT_TOKENS,
+    MAX_N,
+    Answer,
+    ChatCompletionRequest,
+    CompletionRequest,
+    Faults,
+    answer_tokens,
+    generate,
+    scripted_tokens,
 )
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "DEFAULT_TOKENS",
+    "MAX_N",
+    "FakeOpenAI",
+    "answer_tokens",
+    "scripted_tokens",
+    "start_fake_openai",
+]
+DEFAULT_MODELS = ("fake-model", "fake-small", "fake-large")
 _ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 422: "BadRequestError", 429: "RateLimitError"}
-
-
-# ---- protocol models -------------------------------------------------------------------------
-
-
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    stop: str | list[str] | None = None
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    n: int = Field(default=1, ge=1, le=1)
-
-    def stops(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else [s for s in self.stop if s]
-
-    def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.get("include_usage"))
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(str(part.get("text", "")) for part in self.content)
-        return self.content or ""
-
-
-class ChatCompletionRequest(_Request):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-
-
-class CompletionRequest(_Request):
-    prompt: str | list[str]
-    logprobs: int | None = Field(default=None, ge=0, le=20)
-
-
-class Faults(BaseModel):
-    """What ``POST /_control`` sets; fields left out keep their value."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    delay_first_token_s: float = Field(default=0.0, ge=0)
-    delay_per_token_s: float = Field(default=0.0, ge=0)
-    status_code: int | None = Field(default=None, ge=400, le=599)
-    drop_after_tokens: int | None = Field(default=None, ge=0)
-    tokens: int | None = Field(default=None, ge=0)
-    omit_usage: bool = False
-
-
-# ---- the fake model --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    tokens: list[str]
-    logprob: float
-    finish_reason: Literal["stop", "length"]
-    prompt_tokens: int
-
-
-def answer_tokens(prompt: str, count: int = DEFAULT_TOKENS) -> list[str]:
-    """The deterministic answer to ``prompt``: ``count`` words, each token after the first led by a space."""
-    seed = hashlib.sha256(_CONFIDENCE.sub("", prompt).strip().encode()).digest()
-    words = [_VOCABULARY[(seed[i % len(seed)] + i) % len(_VOCABULARY)] for i in range(count)]
-    return [word if i == 0 else " " + word for i, word in enumerate(words)]
-
-
-def _confidence_of(prompt: str) -> float:
-    match = _CONFIDENCE.search(prompt)
-    value = float(match.group(1)) if match else DEFAULT_CONFIDENCE
-    if not 0.0 < value <= 1.0:
-        raise ValueError(f"confidence must be in (0, 1], got {value}")
-    return value
-
-
-def _generate(prompt: str, all_text: str, *, max_tokens: int | None, stops: Sequence[str], faults: Faults) -> Answer:
-    tokens = answer_tokens(prompt, DEFAULT_TOKENS if faults.tokens is None else faults.tokens)
-    finish: Literal["stop", "length"] = "stop"
-    tokens, stopped = _cut_at_stop(tokens, stops)
-    if not stopped and max_tokens is not None and len(tokens) > max_tokens:
-        tokens, finish = tokens[:max_tokens], "length"
-    return Answer(tokens, math.log(_confidence_of(prompt)), finish, len(all_text.split()))
-
-
-def _cut_at_stop(tokens: list[str], stops: Sequence[str]) -> tuple[list[str], bool]:
-    """Tokens up to the first stop string (which is not returned, as in OpenAI's API)."""
-    text = "".join(tokens)
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-    if cut < 0:
-        return tokens, False
-    kept: list[str] = []
-    length = 0
-    for token in tokens:
-        if length + len(token) > cut:
-            if cut > length:
-                kept.append(token[: cut - length])
-            break
-        kept.append(token)
-        length += len(token)
-    return kept, True
 
 
 # ---- wire shapes ------------------------------------------------------------------------------
@@ -192,12 +92,11 @@ def _completion_logprobs(tokens: list[str], logprob: float, offset: int = 0) -> 
     }
 
 
-def _usage(answer: Answer, emitted: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": emitted,
-        "total_tokens": answer.prompt_tokens + emitted,
-    }
+def _usage(answers: Sequence[Answer]) -> dict[str, int]:
+    """Usage of a call: the prompt once, the completion tokens of every choice (as vLLM counts)."""
+    emitted = sum(len(answer.tokens) for answer in answers)
+    prompt = answers[0].prompt_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": emitted, "total_tokens": prompt + emitted}
 
 
 def _error_body(status: int, message: str) -> dict[str, Any]:
@@ -219,7 +118,7 @@ class _Call:
 
     kind: Literal["chat", "text"]
     request: ChatCompletionRequest | CompletionRequest
-    answer: Answer
+    answers: list[Answer]  # one per choice
     faults: Faults
     id: str = field(default_factory=lambda: f"fake-{uuid.uuid4().hex[:16]}")
     created: int = field(default_factory=lambda: int(time.time()))
@@ -228,18 +127,22 @@ class _Call:
     def object(self) -> str:
         return "chat.completion" if self.kind == "chat" else "text_completion"
 
-    def logprobs(self, tokens: list[str], offset: int = 0) -> dict[str, Any] | None:
+    def logprobs(self, index: int, tokens: list[str], offset: int = 0) -> dict[str, Any] | None:
+        logprob = self.answers[index].logprob
         if isinstance(self.request, ChatCompletionRequest):
             if not self.request.logprobs:
                 return None
-            return _chat_logprobs(tokens, self.answer.logprob, self.request.top_logprobs)
+            return _chat_logprobs(tokens, logprob, self.request.top_logprobs)
         if self.request.logprobs is None:
             return None
-        return _completion_logprobs(tokens, self.answer.logprob, offset)
+        return _completion_logprobs(tokens, logprob, offset)
 
-    def choice(self, tokens: list[str], finish: str | None, *, offset: int = 0, streamed: bool) -> dict[str, Any]:
+    def choice(
+        self, index: int, tokens: list[str], finish: str | None, *, offset: int = 0, streamed: bool
+    ) -> dict[str, Any]:
         text = "".join(tokens)
-        choice: dict[str, Any] = {"index": 0, "logprobs": self.logprobs(tokens, offset), "finish_reason": finish}
+        logprobs = self.logprobs(index, tokens, offset)
+        choice: dict[str, Any] = {"index": index, "logprobs": logprobs, "finish_reason": finish}
         if self.kind == "text":
             choice["text"] = text
         elif streamed:
@@ -261,13 +164,11 @@ class _Call:
 
 
 async def _full(call: _Call) -> Response:
-    faults, tokens = call.faults, call.answer.tokens
-    await asyncio.sleep(faults.delay_first_token_s + faults.delay_per_token_s * len(tokens))
-    body = call.envelope(
-        [call.choice(tokens, call.answer.finish_reason, streamed=False)],
-        None if faults.omit_usage else _usage(call.answer, len(tokens)),
-        chunk=False,
-    )
+    faults = call.faults
+    longest = max(len(answer.tokens) for answer in call.answers)
+    await asyncio.sleep(faults.delay_first_token_s + faults.delay_per_token_s * longest)
+    choices = [call.choice(i, a.tokens, a.finish_reason, streamed=False) for i, a in enumerate(call.answers)]
+    body = call.envelope(choices, None if faults.omit_usage else _usage(call.answers), chunk=False)
     if faults.drop_after_tokens is not None:
         return StreamingResponse(_truncated(json.dumps(body).encode()), media_type="application/json")
     return JSONResponse(body)
@@ -279,25 +180,42 @@ async def _truncated(body: bytes) -> AsyncIterator[bytes]:
 
 
 async def _events(call: _Call) -> AsyncIterator[bytes]:
-    faults, answer = call.faults, call.answer
+    faults = call.faults
     if call.kind == "chat":
-        first = call.choice([], None, streamed=True) | {"delta": {"role": "assistant", "content": ""}}
-        yield _sse(call.envelope([first], None, chunk=True))
+        for index in range(len(call.answers)):
+            first = call.choice(index, [], None, streamed=True) | {"delta": {"role": "assistant", "content": ""}}
+            yield _sse(call.envelope([first], None, chunk=True))
     await asyncio.sleep(faults.delay_first_token_s)
-    offset = 0
-    for emitted, token in enumerate(answer.tokens):
+    emitted = 0
+    for index, token, offset in _interleaved(call.answers):
+        if token is None and faults.drop_after_tokens is not None:
+            raise _Dropped  # a drop always comes before any choice finishes
+        if token is None:
+            finish = call.answers[index].finish_reason
+            yield _sse(call.envelope([call.choice(index, [], finish, streamed=True)], None, chunk=True))
+            continue
         if faults.drop_after_tokens is not None and emitted >= faults.drop_after_tokens:
             raise _Dropped
         if emitted and faults.delay_per_token_s:
             await asyncio.sleep(faults.delay_per_token_s)
-        yield _sse(call.envelope([call.choice([token], None, offset=offset, streamed=True)], None, chunk=True))
-        offset += len(token)
-    if faults.drop_after_tokens is not None:
-        raise _Dropped
-    yield _sse(call.envelope([call.choice([], answer.finish_reason, streamed=True)], None, chunk=True))
+        yield _sse(call.envelope([call.choice(index, [token], None, offset=offset, streamed=True)], None, chunk=True))
+        emitted += 1
     if call.request.include_usage() and not faults.omit_usage:
-        yield _sse(call.envelope([], _usage(answer, len(answer.tokens)), chunk=True))
+        yield _sse(call.envelope([], _usage(call.answers), chunk=True))
     yield b"data: [DONE]\n\n"
+
+
+def _interleaved(answers: Sequence[Answer]) -> Iterator[tuple[int, str | None, int]]:
+    """(choice, token, text offset) round-robin over the choices, as vLLM's engine steps them;
+    token None marks a choice's end."""
+    offsets = [0] * len(answers)
+    for position in range(max(len(answer.tokens) for answer in answers) + 1):
+        for index, answer in enumerate(answers):
+            if position < len(answer.tokens):
+                yield index, answer.tokens[position], offsets[index]
+                offsets[index] += len(answer.tokens[position])
+            elif position == len(answer.tokens):
+                yield index, None, offsets[index]
 
 
 def _sse(body: dict[str, Any]) -> bytes:
@@ -348,8 +266,11 @@ def _call(request: ChatCompletionRequest | CompletionRequest, faults: Faults) ->
             raise ValueError("this server answers exactly one prompt per request")
         prompt = everything = prompts[0]
         max_tokens, kind = request.max_tokens, "text"
-    answer = _generate(prompt, everything, max_tokens=max_tokens, stops=request.stops(), faults=faults)
-    return _Call(kind=kind, request=request, answer=answer, faults=faults)
+    answers = [
+        generate(prompt, everything, max_tokens=max_tokens, stops=request.stops(), faults=faults, choice=i)
+        for i in range(request.n)
+    ]
+    return _Call(kind=kind, request=request, answers=answers, faults=faults)
 
 
 def _validation_message(exc: Exception) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from pathlib import Path
@@ -185,3 +186,13 @@ async def test_real_mmlu_pro_answer_of_mistral() -> None:
     assert "".join(d.text for d in deltas) == row["response"]
     assert deltas[-1].replay_score == pytest.approx(row["score"])
     assert deltas[-1].extra == {"replay": "true"} and deltas[-1].finish_reason == "stop"
+
+
+async def test_n_samples_get_the_one_recorded_answer_and_no_samples(data: Path) -> None:
+    # A replay tier cannot sample: asked for n answers, it gives the recorded one, once.
+    backend = ReplayBackend(data_path=data, model="small")
+    one = await _collect(backend, _generation("What is the capital of France?"))
+    generation = dataclasses.replace(_generation("What is the capital of France?"), n=5)
+    many = await _collect(backend, generation)
+    assert many == one
+    assert many[-1].samples == () and many[-1].output_tokens == math.ceil(len(ANSWER) / 4)

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from services.core.errors import ConfigError
 from services.core.settings import TierSettings
-from services.tier.backends.base import Delta, Generation, Message, TierBackend
+from services.tier.backends.base import Delta, Generation, Message, SampleAnswer, TierBackend
 
-__all__ = ["BACKENDS", "Delta", "Generation", "Message", "TierBackend", "create_backend"]
+__all__ = ["BACKENDS", "Delta", "Generation", "Message", "SampleAnswer", "TierBackend", "create_backend"]
 
 
 def _openai(settings: TierSettings) -> TierBackend:

@@ -25,6 +25,18 @@ class Generation:
     want_logprobs: bool = True
     # Seconds left until the request's deadline; backends bound their I/O by it.
     timeout_s: float | None = None
+    # Answers to sample in one call (self-consistency); the first streams, the others come
+    # whole on the final delta. A backend that cannot sample answers once.
+    n: int = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SampleAnswer:
+    """One further answer of a generation with ``n > 1``, sampled beside the streamed one."""
+
+    text: str
+    token_logprobs: Sequence[float] = ()
+    finish_reason: str = "stop"  # "stop" or "length"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -40,6 +52,8 @@ class Delta:
     usage_estimated: bool = False
     # Replay backends only: the recorded benchmark score of the answer.
     replay_score: float | None = None
+    # Last delta of a generation with n > 1 only: the other n - 1 answers, in the server's order.
+    samples: tuple[SampleAnswer, ...] = ()
     extra: dict[str, str] = field(default_factory=dict)
 
 

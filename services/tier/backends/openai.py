@@ -17,6 +17,7 @@ import json
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import AsyncExitStack, aclosing, suppress
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -30,13 +31,74 @@ from services.core.errors import (
     Overloaded,
     TierUnavailable,
 )
-from services.tier.backends.base import Delta, Generation
+from services.tier.backends.base import Delta, Generation, SampleAnswer
 
 _T = TypeVar("_T")
 # How long to wait for the end of the body after `[DONE]`, so the connection can be reused.
 _DRAIN_S = 0.1
-# What one chunk carries: its text/logprobs delta, its finish reason, its (prompt, completion) usage.
-_Chunk = tuple[Delta | None, str | None, tuple[int, int] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    """What one chunk says about one choice (vLLM sends one choice per chunk, interleaved by index)."""
+
+    index: int
+    text: str
+    token_logprobs: tuple[float, ...]
+    finish_reason: str | None
+
+
+# What one chunk carries: its pieces of choices and its (prompt, completion) usage.
+_Chunk = tuple[list[_Piece], tuple[int, int] | None]
+
+
+@dataclass(slots=True)
+class _Answer:
+    text: list[str] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+class _Choices:
+    """The ``n`` answers of one call: choice 0 streams on, the others are kept for the final delta."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._answers = [_Answer() for _ in range(n)]
+        self.logprob_count = self.text_chars = 0
+
+    def add(self, piece: _Piece) -> Delta | None:
+        """Record ``piece``; the delta to stream when it belongs to choice 0 and carries something."""
+        answer = self._answers[piece.index]
+        answer.finish_reason = piece.finish_reason or answer.finish_reason
+        self.logprob_count += len(piece.token_logprobs)
+        self.text_chars += len(piece.text)
+        if not (piece.text or piece.token_logprobs):
+            return None
+        if piece.index == 0:
+            return Delta(text=piece.text, token_logprobs=piece.token_logprobs)
+        answer.text.append(piece.text)
+        answer.token_logprobs.extend(piece.token_logprobs)
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return all(answer.finish_reason is not None for answer in self._answers)
+
+    def first_reason(self) -> str:
+        return _reason(self._answers[0].finish_reason)
+
+    def samples(self) -> tuple[SampleAnswer, ...]:
+        return tuple(
+            SampleAnswer(
+                text="".join(a.text), token_logprobs=tuple(a.token_logprobs), finish_reason=_reason(a.finish_reason)
+            )
+            for a in self._answers[1:]
+        )
+
+
+def _reason(finish_reason: str | None) -> str:
+    return "length" if finish_reason == "length" else "stop"
 
 
 class OpenAIBackend:
@@ -86,9 +148,8 @@ class OpenAIBackend:
     async def _stream(self, generation: Generation, deadline: float) -> AsyncGenerator[Delta, None]:
         # Each await is bounded by the same absolute deadline; no timeout scope spans a `yield`,
         # so a cancellation is never delivered into the consumer's code.
-        finish_reason: str | None = None
+        choices = _Choices(max(generation.n, 1))
         usage: tuple[int, int] | None = None
-        logprob_count = text_chars = 0
         async with AsyncExitStack() as stack:
             connect = aconnect_sse(self._client, "POST", self._url, json=self._body(generation))
             source = await _before(deadline, stack.enter_async_context(connect))
@@ -100,16 +161,16 @@ class OpenAIBackend:
                 if event.data.startswith("[DONE]"):
                     await _drain(events, deadline)
                     break
-                delta, reason, chunk_usage = self._read_chunk(event)
-                finish_reason = reason or finish_reason
+                pieces, chunk_usage = self._read_chunk(event, choices.n)
                 usage = chunk_usage or usage
-                if delta is not None:
-                    logprob_count += len(delta.token_logprobs)
-                    text_chars += len(delta.text)
-                    yield delta
-        if finish_reason is None:
+                for piece in pieces:
+                    if (delta := choices.add(piece)) is not None:
+                        yield delta
+        # With n > 1 the other choices may still be running when choice 0 finishes: the
+        # final delta waits for the end of the stream, so it carries every sample.
+        if not choices.finished:
             raise TierUnavailable(f"{self.model} at {self.base_url}: stream ended early")
-        yield self._final_delta(generation, finish_reason, usage, logprob_count, text_chars)
+        yield self._final_delta(generation, choices, usage)
 
     def _body(self, generation: Generation) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -123,39 +184,35 @@ class OpenAIBackend:
             body["logprobs"] = True
         if generation.temperature is not None:
             body["temperature"] = generation.temperature
+        if generation.n > 1:
+            body["n"] = generation.n
         if generation.stop:
             body["stop"] = list(generation.stop)
         return body
 
-    def _read_chunk(self, event: ServerSentEvent) -> _Chunk:
+    def _read_chunk(self, event: ServerSentEvent, n: int) -> _Chunk:
         where = f"{self.model} at {self.base_url}"
         try:
             chunk = json.loads(event.data)
             if isinstance(chunk, dict) and chunk.get("error"):
                 raise TierUnavailable(f"{where} failed: {_error_message(chunk['error'])}")
-            return _parse_chunk(chunk)
+            return _parse_chunk(chunk, n)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise TierUnavailable(f"{where} sent a malformed response: {type(exc).__name__}: {exc}") from exc
 
-    def _final_delta(
-        self,
-        generation: Generation,
-        finish_reason: str,
-        usage: tuple[int, int] | None,
-        logprob_count: int,
-        text_chars: int,
-    ) -> Delta:
-        reason = "length" if finish_reason == "length" else "stop"
+    def _final_delta(self, generation: Generation, choices: _Choices, usage: tuple[int, int] | None) -> Delta:
+        reason, samples = choices.first_reason(), choices.samples()
         if usage is not None:
-            return Delta(finish_reason=reason, input_tokens=usage[0], output_tokens=usage[1])
-        # No usage chunk: count what we saw (one logprob per token), else ~4 characters a token.
+            return Delta(finish_reason=reason, input_tokens=usage[0], output_tokens=usage[1], samples=samples)
+        # No usage chunk: count what we saw (one logprob per token), else ~4 characters a token;
+        # over all choices, as the server's usage counts them.
         prompt_chars = sum(len(m.content) for m in generation.messages)
-        output_tokens = logprob_count if logprob_count else math.ceil(text_chars / 4)
         return Delta(
             finish_reason=reason,
             input_tokens=math.ceil(prompt_chars / 4),
-            output_tokens=output_tokens,
+            output_tokens=choices.logprob_count or math.ceil(choices.text_chars / 4),
             usage_estimated=True,
+            samples=samples,
         )
 
     def _map_error(self, exc: Exception) -> CascadeError:
@@ -185,19 +242,21 @@ class OpenAIBackend:
         return TierUnavailable(f"{where} failed (HTTP {status}): {message}")
 
 
-def _parse_chunk(chunk: dict[str, Any]) -> _Chunk:
+def _parse_chunk(chunk: dict[str, Any], n: int) -> _Chunk:
     """One ``chat.completion.chunk``; raises ValueError, TypeError, KeyError or AttributeError when malformed."""
     usage = chunk.get("usage")
     counts = (_count(usage["prompt_tokens"]), _count(usage["completion_tokens"])) if usage is not None else None
-    choices = chunk.get("choices") or ()
-    if not choices:
-        return None, None, counts
-    choice = choices[0]
+    return [_parse_choice(choice, n) for choice in chunk.get("choices") or ()], counts
+
+
+def _parse_choice(choice: dict[str, Any], n: int) -> _Piece:
+    index = choice.get("index", 0)
+    if not isinstance(index, int) or not 0 <= index < n:
+        raise ValueError(f"choice index {index!r} outside the {n} asked for")
     text = (choice.get("delta") or {}).get("content") or ""
     content = (choice.get("logprobs") or {}).get("content") or ()
     logprobs = tuple(float(token["logprob"]) for token in content)
-    delta = Delta(text=text, token_logprobs=logprobs) if text or logprobs else None
-    return delta, choice.get("finish_reason"), counts
+    return _Piece(index=index, text=text, token_logprobs=logprobs, finish_reason=choice.get("finish_reason"))
 
 
 def _count(value: object) -> int:

@@ -3,6 +3,9 @@
 It replays the real answers of real models, so the whole cascade runs and is measured on a
 machine without GPUs. It never pretends to be a model: its kind is ``replay`` and every final
 delta carries ``extra={"replay": "true"}`` and the recorded score.
+
+A replay tier cannot sample: a generation that asks for ``n > 1`` answers gets the one recorded
+answer and no ``samples``, so agreement over samples never sees invented answers.
 """
 
 from __future__ import annotations

@@ -106,3 +106,16 @@ async def test_unknown_model_raises_tier_unavailable(vllm_server: VllmServer) ->
             await collect(backend, generation())
     finally:
         await backend.aclose()
+
+
+async def test_n_samples_stream_one_answer_and_return_the_others(backend: OpenAIBackend) -> None:
+    deltas = await collect(backend, generation(max_tokens=6, temperature=1.0, n=3))
+    *body, last = deltas
+    assert all(not delta.samples for delta in body)
+    assert len(logprobs_of(deltas)) == 6  # only choice 0 streams
+    assert len(last.samples) == 2
+    for sample in last.samples:
+        assert sample.finish_reason == "length"
+        assert len(sample.token_logprobs) == 6
+        assert all(math.isfinite(v) and v <= 0.0 for v in sample.token_logprobs)
+    assert last.output_tokens == 3 * 6 and not last.usage_estimated  # vLLM's usage sums the choices
