@@ -9,6 +9,7 @@ YAML file are resolved against the file's own folder.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -172,6 +173,38 @@ class GatewaySettings(_Section):
         return self
 
 
+class HttpSettings(_Section):
+    """The OpenAI-compatible HTTP front door (``python -m services.http``), a client of the gateway."""
+
+    # `cascade up` starts it after the gateway; `python -m services.http` runs it regardless.
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # The gateway's gRPC address (host:port); unset: gateway.host:port (a wildcard host becomes 127.0.0.1).
+    gateway_target: str | None = None
+    # gRPC deadline of one HTTP request, the whole stream included.
+    request_timeout_s: float = Field(300.0, gt=0)
+    # Hex SHA-256 digests of the accepted bearer tokens; empty: no authentication.
+    api_keys_sha256: tuple[str, ...] = ()
+    # TLS to the gateway (when gateway.tls_cert is set): the CA to trust (unset: gateway.tls_cert itself,
+    # right for a self-signed certificate), and a client certificate for a gateway that requires one
+    # (unset: the gateway's own cert and key, which a tls_client_ca of that same self-signed cert accepts).
+    gateway_tls_ca: Path | None = None
+    gateway_tls_client_cert: Path | None = None
+    gateway_tls_client_key: Path | None = None
+    # Seconds to let open responses finish on shutdown.
+    shutdown_grace_s: float = Field(10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _keys_are_digests(self) -> HttpSettings:
+        bad = [k for k in self.api_keys_sha256 if not re.fullmatch(r"[0-9a-f]{64}", k)]
+        if bad:
+            raise ValueError("http.api_keys_sha256 takes lowercase hex SHA-256 digests (64 characters)")
+        if (self.gateway_tls_client_cert is None) != (self.gateway_tls_client_key is None):
+            raise ValueError("http.gateway_tls_client_cert and gateway_tls_client_key go together")
+        return self
+
+
 class OutcomeSettings(_Section):
     stream: str = "CASCADE_OUTCOMES"
     max_age_days: float = Field(30.0, gt=0)
@@ -213,6 +246,7 @@ class CascadeSettings(BaseSettings):
     router: RouterSettings = RouterSettings()
     tiers: dict[str, TierSettings] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     escalation: EscalationSettings = EscalationSettings()
+    http: HttpSettings = HttpSettings()
     outcomes: OutcomeSettings = OutcomeSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 
@@ -265,6 +299,9 @@ _PATH_KEYS = {
     ("gateway", "tls_client_ca"),
     ("escalation", "confidence_model"),
     ("escalation", "calibration"),
+    ("http", "gateway_tls_ca"),
+    ("http", "gateway_tls_client_cert"),
+    ("http", "gateway_tls_client_key"),
 }
 
 
