@@ -7,6 +7,7 @@ an empty prompt, an oversized prompt, no tier worker, no gateway, a slow LLM ser
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,8 +23,9 @@ from grpc import aio
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc
 from services.core import subjects
 from services.core.nats import connect_nats, free_port
-from services.core.settings import CascadeSettings, HttpSettings, load_settings
+from services.core.settings import CascadeSettings, HttpSettings
 from services.http import HttpService
+from services.outcomes import read_events
 from tests.support.system import System, make_settings, openai_tier, run_system
 
 PROMPT = "Name a prime number."
@@ -72,6 +74,17 @@ def chat(content: str = PROMPT) -> list[Any]:
 async def grpc_answer(system: System, **request: Any) -> cascade_pb2.GenerateResponse:
     async with aio.insecure_channel(system.target) as channel:
         return await cascade_pb2_grpc.CascadeStub(channel).Generate(cascade_pb2.GenerateRequest(**request), timeout=10)
+
+
+async def outcome_events(system: System) -> dict[str, Any]:
+    while system.gateway.outcomes.pending:  # the gateway publishes in the background
+        await asyncio.sleep(0.02)
+    nc = await connect_nats(system.nats_url, name="test-reader")
+    try:
+        stream = system.settings.outcomes.stream
+        return {e.request_id: e async for e in read_events(nc.jetstream(), stream=stream, durable="test")}
+    finally:
+        await nc.drain()
 
 
 # ---------------------------------------------------------------------------- answers
@@ -160,9 +173,11 @@ async def test_request_fields_reach_the_cascade(client, system):
     with pytest.raises(openai.BadRequestError, match="temperature"):  # the gateway's own check
         await client.completions.create(model="cascade:large", prompt=PROMPT, temperature=2.5)
     answer = await client.completions.create(
-        model="cascade:small", prompt=PROMPT, user="team-b", extra_body={"seed": 7, "made_up": [1]}
+        model="cascade:small", prompt=PROMPT, user="team-b", extra_body={"metadata": {"job": "j1"}, "made_up": [1]}
     )
-    assert answer.cascade["tier"] == "small"  # fields OpenAI has and the cascade does not are ignored
+    assert answer.cascade["tier"] == "small"  # fields the cascade does not know are ignored
+    event = (await outcome_events(system))[answer.cascade["request_id"]]
+    assert event.tenant == "team-b" and dict(event.tags) == {"api": "openai", "job": "j1"}
 
 
 async def test_models_list_and_retrieve(client):
@@ -334,16 +349,3 @@ async def test_a_prompt_unknown_to_a_replay_tier_is_404(nats_server, tmp_path):
         with pytest.raises(openai.NotFoundError) as err:
             await client.completions.create(model="cascade:large", prompt="Never recorded")
         assert err.value.body["code"] == "not_found"
-
-
-# ---------------------------------------------------------------------------- settings
-
-
-def test_http_settings_from_the_environment(monkeypatch):
-    monkeypatch.setenv("CASCADE_HTTP__PORT", "9090")
-    monkeypatch.setenv("CASCADE_HTTP__API_KEYS_SHA256", f'["{"ab" * 32}"]')
-    settings = load_settings()
-    assert settings.http.port == 9090 and settings.http.api_keys_sha256 == ("ab" * 32,)
-    monkeypatch.setenv("CASCADE_HTTP__API_KEYS_SHA256", '["not-a-digest"]')
-    with pytest.raises(Exception, match="SHA-256"):
-        load_settings()
