@@ -349,3 +349,18 @@ async def test_a_prompt_unknown_to_a_replay_tier_is_404(nats_server, tmp_path):
         with pytest.raises(openai.NotFoundError) as err:
             await client.completions.create(model="cascade:large", prompt="Never recorded")
         assert err.value.body["code"] == "not_found"
+
+
+async def test_mutual_tls_to_the_gateway_with_its_own_files(nats_server, fake_openai, self_signed):
+    key, cert = self_signed
+    gateway = {"tls_cert": cert, "tls_key": key, "tls_client_ca": cert}  # requires client certificates
+    settings = make_settings(nats_server.url, tiers(fake_openai.base_url), gateway=gateway)
+    async with run_system(nats_server, settings) as system:
+        async with front_door(settings, gateway_target=system.target) as client:
+            answer = await client.completions.create(model="cascade:large", prompt=PROMPT)
+            assert answer.choices[0].text and answer.cascade["tier"] == "large"
+        plain = settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"tls_cert": None})})
+        async with front_door(plain, gateway_target=system.target) as client:
+            with pytest.raises(openai.InternalServerError) as err:  # plaintext to a TLS gateway
+                await client.completions.create(model="cascade:large", prompt=PROMPT)
+            assert err.value.status_code == 503
