@@ -94,7 +94,9 @@ async def _parse(request: Request, model: type[BaseModel]) -> Any:
 async def _generate(serving: OpenAIServing, body: OpenAIRequest) -> Response:
     if body.stream:
         stream = await serving.stream(body)
-        return StreamingResponse(stream.events, media_type="text/event-stream", headers=stream.headers)
+        # no-cache: proxies must pass events on as they come, not hold the stream to cache it.
+        headers = {**stream.headers, "cache-control": "no-cache"}
+        return StreamingResponse(stream.events, media_type="text/event-stream", headers=headers)
     answer = await serving.complete(body)
     return JSONResponse(answer.body, headers=answer.headers)
 

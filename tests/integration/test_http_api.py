@@ -180,7 +180,7 @@ async def test_request_fields_reach_the_cascade(client, system):
     assert event.tenant == "team-b" and dict(event.tags) == {"api": "openai", "job": "j1"}
 
 
-async def test_models_list_and_retrieve(client):
+async def test_models_list_and_retrieve(client, system):
     models = await client.models.list()
     ids = [m.id for m in models.data]
     assert ids == [
@@ -197,7 +197,12 @@ async def test_models_list_and_retrieve(client):
     assert card.id == "tier:large" and card.cascade == {"policy": "large", "tier": "large"}
     with pytest.raises(openai.NotFoundError):
         await client.models.retrieve("gpt-4o")
-    answer = await client.chat.completions.create(model="tier:small", messages=chat())
+    parts = [{"type": "text", "text": "Name a "}, {"type": "text", "text": "prime number."}]
+    answer = await client.chat.completions.create(model="tier:small", messages=[{"role": "user", "content": parts}])
+    assert (
+        answer.choices[0].message.content
+        == (await grpc_answer(system, prompt=PROMPT, policy=cascade_pb2.POLICY_SMALL)).text
+    )
     assert answer.cascade["tier"] == "small" and answer.cascade["policy"] == "small"
 
 
@@ -214,6 +219,9 @@ async def test_bad_input_is_400_with_openai_error_body(client, fake_openai):
     assert err.value.body["param"] == "n"
     with pytest.raises(openai.BadRequestError):
         await client.chat.completions.create(model="cascade", messages=[])
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    with pytest.raises(openai.BadRequestError, match="only text"):
+        await client.chat.completions.create(model="cascade", messages=[{"role": "user", "content": [image]}])
     assert (await fake_openai.stats())["requests"] == 0  # refused before any tier was asked
 
 
