@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from pydantic import BaseModel, ValidationError
@@ -25,16 +26,17 @@ from services.http.serving import OpenAIRequest, OpenAIServing
 
 log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
 def create_app(*, serving: OpenAIServing, catalog: Catalog, api_keys_sha256: Sequence[str]) -> Starlette:
     guard = _Guard(api_keys_sha256)
 
     async def chat(request: Request) -> Response:
-        return await _generate(serving, await _parse(request, ChatCompletionRequest))
+        return await _generate(request, serving, await _parse(request, ChatCompletionRequest))
 
     async def completions(request: Request) -> Response:
-        return await _generate(serving, await _parse(request, CompletionRequest))
+        return await _generate(request, serving, await _parse(request, CompletionRequest))
 
     async def models(request: Request) -> Response:
         return JSONResponse(catalog.listing().model_dump())
@@ -91,14 +93,37 @@ async def _parse(request: Request, model: type[BaseModel]) -> Any:
         raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, message, param=param) from None
 
 
-async def _generate(serving: OpenAIServing, body: OpenAIRequest) -> Response:
+async def _generate(request: Request, serving: OpenAIServing, body: OpenAIRequest) -> Response:
     if body.stream:
-        stream = await serving.stream(body)
+        stream = await _unless_disconnected(request, serving.stream(body))
         # no-cache: proxies must pass events on as they come, not hold the stream to cache it.
         headers = {**stream.headers, "cache-control": "no-cache"}
         return StreamingResponse(stream.events, media_type="text/event-stream", headers=headers)
-    answer = await serving.complete(body)
+    answer = await _unless_disconnected(request, serving.complete(body))
     return JSONResponse(answer.body, headers=answer.headers)
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result; cancelled (and so its gRPC call) if the client goes away first.
+
+    The ASGI server notices a disconnect only when it is told to listen: a streamed response listens
+    once it has started, but until then (a whole answer, a held stream's first text) nobody would.
+    """
+    job, gone = asyncio.ensure_future(work), asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        job.cancel()  # a no-op once it is done
+        await asyncio.wait({job})  # its gRPC call is cancelled before this returns
+    if job.cancelled():
+        raise ApiError(grpc.StatusCode.CANCELLED, "the client went away")
+    return job.result()
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

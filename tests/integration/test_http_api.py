@@ -108,7 +108,8 @@ async def test_chat_completion_has_usage_route_and_headers(client, system):
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     extra = completion.cascade  # the documented extra field
     assert extra["tier"] == "large" and extra["tiers_tried"] == ["large"] and extra["escalated"] is False
-    assert extra["policy"] == "large" and extra["confidence"] == pytest.approx(0.9, abs=1e-3)
+    confidence = direct.route.confidence if direct.route.HasField("confidence") else None
+    assert extra["policy"] == "large" and extra["confidence"] == pytest.approx(confidence)
     assert extra["cost_usd"] == pytest.approx(usage.total_tokens * 0.9 / 1e6)
     assert completion.id == f"chatcmpl-{extra['request_id']}"
     headers = raw.headers
@@ -372,3 +373,18 @@ async def test_mutual_tls_to_the_gateway_with_its_own_files(nats_server, fake_op
             with pytest.raises(openai.InternalServerError) as err:  # plaintext to a TLS gateway
                 await client.completions.create(model="cascade:large", prompt=PROMPT)
             assert err.value.status_code == 503
+
+
+async def test_a_client_that_gives_up_before_the_answer_cancels_the_grpc_call(client, system, fake_openai):
+    await fake_openai.control(delay_first_token_s=5)
+    nc = await connect_nats(system.nats_url, name="cancel-watch")
+    cancelled = await nc.subscribe(subjects.CANCEL)
+    try:
+        impatient = client.with_options(timeout=0.5)
+        with pytest.raises(openai.APITimeoutError):
+            await impatient.completions.create(model="cascade:large", prompt=PROMPT)
+        with pytest.raises(openai.APITimeoutError):  # a held stream that has not sent its first text yet
+            await impatient.completions.create(model="cascade:large", prompt=PROMPT, stream=True)
+        assert len({(await cancelled.next_msg(timeout=10)).data for _ in range(2)}) == 2
+    finally:
+        await nc.drain()
