@@ -173,6 +173,15 @@ class GatewaySettings(_Section):
         return self
 
 
+class OutcomeSettings(_Section):
+    stream: str = "CASCADE_OUTCOMES"
+    max_age_days: float = Field(30.0, gt=0)
+    max_bytes: int = Field(1 << 30, gt=0)
+    # Record the prompt text itself, not only its hash (off: prompts may hold personal data).
+    store_prompt_text: bool = False
+    publish_timeout_s: float = Field(5.0, gt=0)
+
+
 class HttpSettings(_Section):
     """The OpenAI-compatible HTTP front door (``python -m services.http``), a client of the gateway."""
 
@@ -193,7 +202,7 @@ class HttpSettings(_Section):
     gateway_tls_client_cert: Path | None = None
     gateway_tls_client_key: Path | None = None
     # Seconds to let open responses finish on shutdown.
-    shutdown_grace_s: float = Field(10.0, ge=0)
+    shutdown_grace_s: int = Field(10, ge=0)
 
     @model_validator(mode="after")
     def _keys_are_digests(self) -> HttpSettings:
@@ -203,15 +212,6 @@ class HttpSettings(_Section):
         if (self.gateway_tls_client_cert is None) != (self.gateway_tls_client_key is None):
             raise ValueError("http.gateway_tls_client_cert and gateway_tls_client_key go together")
         return self
-
-
-class OutcomeSettings(_Section):
-    stream: str = "CASCADE_OUTCOMES"
-    max_age_days: float = Field(30.0, gt=0)
-    max_bytes: int = Field(1 << 30, gt=0)
-    # Record the prompt text itself, not only its hash (off: prompts may hold personal data).
-    store_prompt_text: bool = False
-    publish_timeout_s: float = Field(5.0, gt=0)
 
 
 class TelemetrySettings(_Section):
@@ -246,9 +246,9 @@ class CascadeSettings(BaseSettings):
     router: RouterSettings = RouterSettings()
     tiers: dict[str, TierSettings] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     escalation: EscalationSettings = EscalationSettings()
-    http: HttpSettings = HttpSettings()
     outcomes: OutcomeSettings = OutcomeSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    http: HttpSettings = HttpSettings()
 
     @model_validator(mode="after")
     def _tiers_known(self) -> CascadeSettings:
@@ -291,6 +291,9 @@ def load_settings(path: str | Path | None = None) -> CascadeSettings:
 
 
 _PATH_KEYS = {
+    ("http", "gateway_tls_ca"),
+    ("http", "gateway_tls_client_cert"),
+    ("http", "gateway_tls_client_key"),
     ("router", "model"),
     ("router", "cache_dir"),
     ("nats", "embedded", "data_dir"),
@@ -299,9 +302,6 @@ _PATH_KEYS = {
     ("gateway", "tls_client_ca"),
     ("escalation", "confidence_model"),
     ("escalation", "calibration"),
-    ("http", "gateway_tls_ca"),
-    ("http", "gateway_tls_client_cert"),
-    ("http", "gateway_tls_client_key"),
 }
 
 

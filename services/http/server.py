@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import socket
 import time
 from collections.abc import Iterator
@@ -49,7 +48,7 @@ class HttpService:
         )
         app = create_app(serving=serving, catalog=catalog, api_keys_sha256=http.api_keys_sha256)
         config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=math.ceil(http.shutdown_grace_s)
+            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=http.shutdown_grace_s
         )
         self._server = _Server(config)
         sock = _bind(http.host, http.port)
