@@ -1,10 +1,12 @@
 """`cascade up`: a supervisor for the whole system on one machine.
 
 Starts a real nats-server with JetStream when no NATS URL is configured, then the router,
-one worker per configured tier and the gateway, each its own process (the same processes
-a deployment runs, `python -m services.<name>`). It waits until the gateway reports
-SERVING. Ctrl-C (or SIGTERM) stops the gateway first, so no accepted request loses its
-outcome, then the workers, the router and NATS. If any process dies, everything stops.
+one worker per configured tier, the gateway and (unless `http.enabled` is false) the
+OpenAI-compatible HTTP front door, each its own process (the same processes a deployment
+runs, `python -m services.<name>`). It waits until the gateway reports SERVING and the HTTP
+front door answers. Ctrl-C (or SIGTERM) stops them in reverse order: the HTTP front door,
+then the gateway, so no accepted request loses its outcome, then the workers, the router and
+NATS. If any process dies, everything stops.
 """
 
 from __future__ import annotations
@@ -67,12 +69,10 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
         children.append(_spawn("gateway", ["services.gateway"], env))
         await _wait_workers(url, settings, children)
         await _wait_serving(settings, children)
-        log.info(
-            "prompt-cascade is up: gRPC on %s:%d, NATS at %s; Ctrl-C stops it",
-            settings.gateway.host,
-            settings.gateway.port,
-            url,
-        )
+        if settings.http.enabled:
+            children.append(_spawn("http", ["services.http"], env))
+            await _wait_http(settings, children)
+        log.info("prompt-cascade is up: %s, NATS at %s; Ctrl-C stops it", _addresses(settings), url)
         return await _supervise(children, stop)
     finally:
         await _stop_all(children)
@@ -115,7 +115,7 @@ async def _wait_serving(settings: CascadeSettings, children: list[Child], timeou
     from grpc import aio
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    host = "127.0.0.1" if settings.gateway.host in ("0.0.0.0", "::") else settings.gateway.host
+    host = _local(settings.gateway.host)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     async with aio.insecure_channel(f"{host}:{settings.gateway.port}") as channel:
@@ -130,6 +130,36 @@ async def _wait_serving(settings: CascadeSettings, children: list[Child], timeou
                 pass
             await asyncio.sleep(0.2)
     raise Unavailable(f"the gateway did not report SERVING within {timeout_s:.0f}s")
+
+
+async def _wait_http(settings: CascadeSettings, children: list[Child], timeout_s: float = 60.0) -> None:
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    host = _local(settings.http.host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.http.port}/health"
+    async with httpx.AsyncClient(timeout=1, trust_env=False) as client:  # no proxy between us and ourselves
+        while loop.time() < deadline:
+            _raise_if_dead(children)
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get(url)).is_success:
+                    return
+            await asyncio.sleep(0.2)
+    raise Unavailable(f"the HTTP front door did not answer within {timeout_s:.0f}s")
+
+
+def _local(host: str) -> str:
+    """An address to reach a server listening on ``host`` from this machine."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def _addresses(settings: CascadeSettings) -> str:
+    gw, http = settings.gateway, settings.http
+    grpc_address = f"gRPC on {gw.host}:{gw.port}"
+    return (
+        f"{grpc_address}, OpenAI-compatible HTTP on http://{http.host}:{http.port}/v1" if http.enabled else grpc_address
+    )
 
 
 def _raise_if_dead(children: list[Child]) -> None:
@@ -151,7 +181,8 @@ async def _supervise(children: list[Child], stop: asyncio.Event) -> int:
 
 
 async def _stop_all(children: list[Child], grace_s: float = 30.0) -> None:
-    # Reverse start order: the gateway stops taking requests before the tiers go away.
+    # Reverse start order: the HTTP front door stops before the gateway it uses, and the gateway
+    # stops taking requests before the tiers go away.
     for child in reversed(children):
         if child.process.poll() is None:
             child.process.terminate()

@@ -9,6 +9,7 @@ YAML file are resolved against the file's own folder.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -181,6 +182,38 @@ class OutcomeSettings(_Section):
     publish_timeout_s: float = Field(5.0, gt=0)
 
 
+class HttpSettings(_Section):
+    """The OpenAI-compatible HTTP front door (``python -m services.http``), a client of the gateway."""
+
+    # `cascade up` starts it after the gateway; `python -m services.http` runs it regardless.
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # The gateway's gRPC address (host:port); unset: gateway.host:port (a wildcard host becomes 127.0.0.1).
+    gateway_target: str | None = None
+    # gRPC deadline of one HTTP request, the whole stream included.
+    request_timeout_s: float = Field(300.0, gt=0)
+    # Hex SHA-256 digests of the accepted bearer tokens; empty: no authentication.
+    api_keys_sha256: tuple[str, ...] = ()
+    # TLS to the gateway (when gateway.tls_cert is set): the CA to trust (unset: gateway.tls_cert itself,
+    # right for a self-signed certificate), and a client certificate for a gateway that requires one
+    # (unset: the gateway's own cert and key, which a tls_client_ca of that same self-signed cert accepts).
+    gateway_tls_ca: Path | None = None
+    gateway_tls_client_cert: Path | None = None
+    gateway_tls_client_key: Path | None = None
+    # Seconds to let open responses finish on shutdown.
+    shutdown_grace_s: int = Field(10, ge=0)
+
+    @model_validator(mode="after")
+    def _keys_are_digests(self) -> HttpSettings:
+        bad = [k for k in self.api_keys_sha256 if not re.fullmatch(r"[0-9a-f]{64}", k)]
+        if bad:
+            raise ValueError("http.api_keys_sha256 takes lowercase hex SHA-256 digests (64 characters)")
+        if (self.gateway_tls_client_cert is None) != (self.gateway_tls_client_key is None):
+            raise ValueError("http.gateway_tls_client_cert and gateway_tls_client_key go together")
+        return self
+
+
 class TelemetrySettings(_Section):
     # OTLP/gRPC collector endpoint, e.g. http://otel-collector:4317 (needs the `otlp` extra).
     otlp_endpoint: str | None = None
@@ -215,6 +248,7 @@ class CascadeSettings(BaseSettings):
     escalation: EscalationSettings = EscalationSettings()
     outcomes: OutcomeSettings = OutcomeSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    http: HttpSettings = HttpSettings()
 
     @model_validator(mode="after")
     def _tiers_known(self) -> CascadeSettings:
@@ -257,6 +291,9 @@ def load_settings(path: str | Path | None = None) -> CascadeSettings:
 
 
 _PATH_KEYS = {
+    ("http", "gateway_tls_ca"),
+    ("http", "gateway_tls_client_cert"),
+    ("http", "gateway_tls_client_key"),
     ("router", "model"),
     ("router", "cache_dir"),
     ("nats", "embedded", "data_dir"),

@@ -1,0 +1,73 @@
+"""`cascade up` runs the HTTP front door beside the gateway; its settings come from the file and environment."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+
+from services.core.errors import ConfigError
+from services.core.nats import free_port
+from services.core.settings import load_settings
+from tests.support.system import openai_tier
+
+
+async def test_cascade_up_serves_http_and_stops_it_first(tmp_path, fake_openai):
+    ports = {name: free_port() for name in ("nats", "gateway", "http")}
+    config = tmp_path / "cascade.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "nats": {"embedded": {"port": ports["nats"], "data_dir": str(tmp_path / "nats")}},
+                "gateway": {"port": ports["gateway"]},
+                "http": {"port": ports["http"]},
+                "tiers": {"small": openai_tier(fake_openai.base_url), "large": openai_tier(fake_openai.base_url)},
+            }
+        )
+    )
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "up", "--config", str(config)], stdout=log, stderr=log
+        )
+    try:
+        await _wait_for_line(log_path, "prompt-cascade is up", up)
+        base_url = f"http://127.0.0.1:{ports['http']}/v1"
+        async with openai.AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=20) as client:
+            messages = [{"role": "user", "content": "Name a prime number."}]
+            answer = await client.chat.completions.create(model="cascade:large", messages=messages)
+        assert answer.choices[0].message.content and answer.cascade["tier"] == "large"
+    finally:
+        up.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(up.wait, 60) == 0
+    lines = log_path.read_text().splitlines()
+    stopped = [i for i, line in enumerate(lines) if line.endswith(("http stopped", "gateway stopped"))]
+    assert [lines[i].rsplit(" ", 2)[-2] for i in stopped] == ["http", "gateway"]
+
+
+async def _wait_for_line(path: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    for _ in range(int(timeout_s / 0.2)):
+        if text in path.read_text():
+            return
+        assert process.poll() is None, path.read_text()[-3000:]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {text!r} in {path} within {timeout_s}s")
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def test_http_settings_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CASCADE_HTTP__PORT", "9090")
+    monkeypatch.setenv("CASCADE_HTTP__API_KEYS_SHA256", f'["{"ab" * 32}"]')
+    settings = load_settings()
+    assert settings.http.port == 9090 and settings.http.api_keys_sha256 == ("ab" * 32,)
+    monkeypatch.setenv("CASCADE_HTTP__API_KEYS_SHA256", '["not-a-digest"]')
+    with pytest.raises(ConfigError, match="SHA-256"):
+        load_settings()
