@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from cascade.v1 import cascade_pb2, common_pb2
 
-Summary = cascade_pb2.GenerateResponse | cascade_pb2.GenerateChunk
+Summary: TypeAlias = cascade_pb2.GenerateResponse | cascade_pb2.GenerateChunk
 Kind = Literal["chat", "text"]
 
 _FINISH = {common_pb2.FINISH_REASON_LENGTH: "length"}  # everything else that ends an answer is a "stop"
