@@ -108,9 +108,9 @@ class ThresholdPolicy:
         self._calibration = calibration
 
     def threshold(self) -> float:
-        s, model = self._settings, self._holder.model
         if self._calibration is not None:
             return self._calibration.current().router_threshold
+        s, model = self._settings, self._holder.model
         if s.threshold is not None:
             return s.threshold
         if s.target_large_share is not None:
