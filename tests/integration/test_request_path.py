@@ -83,14 +83,20 @@ async def test_cascade_policy_is_routed_by_the_onnx_model(stub, system):
 
 
 @pytest.fixture
-async def always_small_first(nats_server, fake_openai):
+async def small_first_system(nats_server, fake_openai):
     """The router sends everything to the small tier (threshold above any score)."""
     settings = make_settings(
         nats_server.url,
         tiers(fake_openai.base_url),
         router={"threshold": 1.0},
     )
-    async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
+    async with run_system(nats_server, settings) as system:
+        yield system
+
+
+@pytest.fixture
+async def always_small_first(small_first_system):
+    async with aio.insecure_channel(small_first_system.target) as channel:
         yield cascade_pb2_grpc.CascadeStub(channel)
 
 
@@ -125,10 +131,10 @@ async def test_streamed_escalation_shows_only_the_large_answer(always_small_firs
     assert {c.request_id for c in chunks} == {final.request_id}  # the first chunk names the request too
 
 
-async def test_speculative_stream_retracts_the_small_answer_seen_by_the_sdk(always_small_first, system):
+async def test_speculative_stream_retracts_the_small_answer_seen_by_the_sdk(small_first_system):
     from services.sdk import AsyncCascadeClient, acollect
 
-    async with AsyncCascadeClient(target=system.target, timeout=10) as client:
+    async with AsyncCascadeClient(target=small_first_system.target, timeout=10) as client:
         chunks = [c async for c in client.stream("Hard one [[confidence=0.2]]", max_tokens=30, speculative=True)]
     retracts = [i for i, c in enumerate(chunks) if c.retract]
     assert len(retracts) == 1
