@@ -50,6 +50,8 @@ class SmallFirst:
                     else:
                         held.append(chunk)
             except CascadeError as exc:
+                if parallel is not None:  # no answer to judge: the second opinion is not needed
+                    self._stop_second_opinion(*parallel)
                 async for chunk in self._after_small_error(exc):
                     yield chunk
                 return
@@ -147,6 +149,10 @@ class SmallFirst:
         except CascadeError as exc:
             log.warning("request %s: second opinion failed, ignored: %s", self._request.request_id, exc.message)
             return None
+        except asyncio.CancelledError:
+            if attempt.error is None:
+                attempt.fail(Cancelled("the second opinion was no longer needed"))
+            raise
         return attempt.streamed
 
     def _stop_second_opinion(self, task: asyncio.Task[str | None], attempt: Attempt) -> None:

@@ -9,7 +9,7 @@ from services.core.calibration import CalibrationFile
 from services.core.errors import Overloaded
 from services.gateway import wire
 from services.gateway.domain import Reason
-from tests.unit.cascade_fakes import Answer, Router, Tiers, make, request, run, shown, words
+from tests.unit.cascade_fakes import Answer, Router, Tiers, make, request, run, settings, shown, words
 
 A, B = "The answer is (A).", "The answer is (B)."
 
@@ -234,3 +234,26 @@ async def test_speculative_stream_retracts_when_the_vote_picks_another_sample():
     chunks, record = await run(cascade, request(speculative=True))
     assert [c.retract for c in chunks] == [False, False, True, False] and shown(chunks) == A
     assert not record.route.escalated
+
+
+# --- start-up checks ----------------------------------------------------------------------------
+
+
+def test_second_opinion_tier_must_be_configured():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="nope"):
+        settings(escalation={"second_opinion": {"tier": "nope"}})
+
+
+async def test_gateway_refuses_to_start_with_a_confidence_model_it_cannot_load(tmp_path):
+    from nats.aio.client import Client as NatsClient
+
+    from services.core.errors import ConfigError, ModelError
+    from services.gateway.server import GatewayService
+
+    missing = {"confidence": "logprob", "calibration": tmp_path / "missing.json"}
+    for bad, error in [({"confidence": "nope"}, ConfigError), (missing, ModelError)]:
+        gateway = GatewayService(nc=NatsClient(), settings=settings(escalation=bad))
+        with pytest.raises(error):
+            await gateway.start()  # before it touches NATS
