@@ -29,6 +29,7 @@ from services.gateway.budget import Budgets
 from services.gateway.domain import Decision, Piece, Reason, TextChunk, TierCall
 from services.gateway.record import Attempt, RequestRecord
 from services.gateway.requests import CascadeRequest
+from services.gateway.small import SmallFirst  # the escalating path of policy cascade
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class Cascade:
         budgets: Budgets | None = None,
     ) -> None:
         self._router, self._tiers, self._record_outcome = router, tiers, record_outcome
-        self._settings, self._confidence, self._calibration = settings, confidence, calibration
+        # Public to the escalating path (small.py), which is this class's other half.
+        self.settings, self.confidence, self.calibration = settings, confidence, calibration
         self._budgets = budgets or Budgets(settings.gateway.budgets)
         self._prices = {name: t.price for name, t in settings.tiers.items()}
 
@@ -70,7 +72,7 @@ class Cascade:
 
         ``trace_context``: the caller's trace (from gRPC metadata); the request's span continues it.
         """
-        record = RequestRecord(request=request, prices=self._prices, large_tier=self._settings.router.large_tier)
+        record = RequestRecord(request=request, prices=self._prices, large_tier=self.settings.router.large_tier)
         deadline = time.time() + timeout_s
         # Our own timer fires a little before the caller's gRPC deadline, so the request ends as
         # DEADLINE_EXCEEDED with our message rather than as a cancellation racing gRPC's.
@@ -114,19 +116,19 @@ class Cascade:
 
     async def _start(self, request: CascadeRequest, record: RequestRecord) -> str:
         """The starting tier, with the reason for it; asks the router for policies cascade and route."""
-        r, route = self._settings.router, record.route
+        r, route = self.settings.router, record.route
         if request.policy in ("small", "large"):
             route.reason = Reason.POLICY
             return r.small_tier if request.policy == "small" else r.large_tier
         decision = await self._route(request, record)
-        tier = decision.tier if decision.tier in self._settings.tiers else r.fallback_tier
+        tier = decision.tier if decision.tier in self.settings.tiers else r.fallback_tier
         if decision.error or decision.tier != tier:
             route.reason = Reason.ROUTER_FALLBACK
         elif request.policy == "cascade" and tier == r.large_tier:
             route.reason = Reason.ROUTED_LARGE
         else:
             route.reason = Reason.ROUTED
-        if tier == r.large_tier != r.small_tier and self._budget_says_small(request, record):
+        if tier == r.large_tier != r.small_tier and self.budget_says_small(request, record):
             return r.small_tier
         return tier
 
@@ -136,10 +138,10 @@ class Cascade:
             decision = await self._router.route(
                 request_id=request.request_id,
                 text=request.routed_text,
-                timeout_s=self._settings.gateway.route_timeout_s,
+                timeout_s=self.settings.gateway.route_timeout_s,
             )
         except Unavailable as exc:
-            fallback = self._settings.router.fallback_tier
+            fallback = self.settings.router.fallback_tier
             log.warning("request %s: %s; using the fallback tier %s", request.request_id, exc.message, fallback)
             decision = Decision(tier=fallback, error=exc.message)
         record.route_ms = (time.perf_counter() - start) * 1e3
@@ -148,7 +150,7 @@ class Cascade:
         route.router_model_version, route.router_error = decision.model_version, decision.error
         return decision
 
-    def _budget_says_small(self, request: CascadeRequest, record: RequestRecord) -> bool:
+    def budget_says_small(self, request: CascadeRequest, record: RequestRecord) -> bool:
         """True when the tenant's budget keeps this request off the large tier; raises when it must fail."""
         spent = self._budgets.spent(request.tenant)
         if spent is None:
@@ -160,7 +162,7 @@ class Cascade:
         return True
 
     def _may_escalate(self, request: CascadeRequest, record: RequestRecord, tier: str) -> bool:
-        esc, r = self._settings.escalation, self._settings.router
+        esc, r = self.settings.escalation, self.settings.router
         if request.policy != "cascade" or tier != r.small_tier or r.small_tier == r.large_tier:
             return False
         if record.route.budget_limited:
@@ -176,34 +178,34 @@ class Cascade:
     ) -> AsyncIterator[TextChunk]:
         """An answer that cannot escalate: streamed as it is generated."""
         attempt = record.begin(tier)
-        async for chunk in self._attempt(request, attempt, self._call(request, deadline)):
+        async for chunk in self.stream_attempt(request, attempt, self.tier_call(request, deadline)):
             record.mark_first_token()
             yield chunk
-        self._score_alone(request, record, attempt)
+        self.score_alone(request, record, attempt)
         record.answered_by(attempt)
 
     async def _small_first(
         self, request: CascadeRequest, record: RequestRecord, deadline: float
     ) -> AsyncIterator[TextChunk]:
-        from services.gateway.small import SmallFirst  # the escalating path lives in its own module
-
         async for chunk in SmallFirst(self, request, record, deadline).run():
             yield chunk
 
-    def _call(self, request: CascadeRequest, deadline: float, *, n: int = 1) -> TierCall:
+    def tier_call(self, request: CascadeRequest, deadline: float, *, n: int = 1) -> TierCall:
         sampling = n > 1
         return TierCall(
             request_id=request.request_id,
             messages=request.messages,
             max_tokens=request.max_tokens,
             # Self-consistency needs diverse samples: the configured sampling temperature.
-            temperature=self._settings.escalation.sample_temperature if sampling else request.temperature,
+            temperature=self.settings.escalation.sample_temperature if sampling else request.temperature,
             stop=request.stop,
             deadline_unix_ms=int(deadline * 1e3),
             n=n,
         )
 
-    async def _attempt(self, request: CascadeRequest, attempt: Attempt, call: TierCall) -> AsyncIterator[TextChunk]:
+    async def stream_attempt(
+        self, request: CascadeRequest, attempt: Attempt, call: TierCall
+    ) -> AsyncIterator[TextChunk]:
         try:
             async for piece in self._tiers.stream(attempt.tier, call):
                 attempt.add(piece)
@@ -213,13 +215,13 @@ class Cascade:
             attempt.fail(exc)
             raise
 
-    def _score_alone(self, request: CascadeRequest, record: RequestRecord, attempt: Attempt) -> None:
+    def score_alone(self, request: CascadeRequest, record: RequestRecord, attempt: Attempt) -> None:
         """Confidence of an answer that is not judged against others (it is returned whatever it is)."""
         escalation.score(
-            self._confidence,
+            self.confidence,
             prompt=request.routed_text,
             attempt=attempt,
             others=(),
             router_score=record.route.router_score if record.route.router_model_version else None,
         )
-        record.route.confidence_model_version = self._confidence.version
+        record.route.confidence_model_version = self.confidence.version

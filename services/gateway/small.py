@@ -26,14 +26,14 @@ log = logging.getLogger(__name__)
 
 class SmallFirst:
     def __init__(self, cascade: Cascade, request: CascadeRequest, record: RequestRecord, deadline: float) -> None:
-        settings = cascade._settings
+        settings = cascade.settings
         self._c, self._request, self._record, self._deadline = cascade, request, record, deadline
         self._esc, self._small, self._large = (
             settings.escalation,
             settings.router.small_tier,
             settings.router.large_tier,
         )
-        self._rules = escalation.thresholds(self._esc, cascade._calibration)
+        self._rules = escalation.thresholds(self._esc, cascade.calibration)
         self._second_tier = self._esc.second_opinion.tier
         self._mode = self._rules.second_opinion if self._second_tier else "never"
         self._shown = False  # speculative: the caller has seen small text
@@ -58,7 +58,7 @@ class SmallFirst:
             judgement = await self._judge(attempt, parallel)
             if not judgement.escalate:
                 self._record.route.reason = judgement.reason
-            elif not self._c._budget_says_small(self._request, self._record):  # else: reason BUDGET
+            elif not self._c.budget_says_small(self._request, self._record):  # else: reason BUDGET
                 self._record.route.reason = judgement.reason
                 async for chunk in self._escalate():
                     yield chunk
@@ -71,8 +71,8 @@ class SmallFirst:
                 self._stop_second_opinion(*parallel)
 
     def _small_answer(self, attempt: Attempt) -> AsyncIterator[TextChunk]:
-        call = self._c._call(self._request, self._deadline, n=self._esc.samples)
-        return self._c._attempt(self._request, attempt, call)
+        call = self._c.tier_call(self._request, self._deadline, n=self._esc.samples)
+        return self._c.stream_attempt(self._request, attempt, call)
 
     def _show(self, chunk: TextChunk) -> TextChunk:
         self._record.mark_first_token()
@@ -80,7 +80,7 @@ class SmallFirst:
         return chunk
 
     async def _after_small_error(self, exc: CascadeError) -> AsyncIterator[TextChunk]:
-        if not self._esc.on_error or self._c._budget_says_small(self._request, self._record):
+        if not self._esc.on_error or self._c.budget_says_small(self._request, self._record):
             raise exc
         log.warning("request %s: small tier failed (%s), escalating", self._request.request_id, exc.message)
         self._record.route.reason = Reason.SMALL_ERROR
@@ -91,9 +91,11 @@ class SmallFirst:
         if self._shown:
             yield TextChunk(text="", tier=self._large, retract=True)
         attempt = self._record.begin(self._large, Purpose.ESCALATION)
-        async for chunk in self._c._attempt(self._request, attempt, self._c._call(self._request, self._deadline)):
+        async for chunk in self._c.stream_attempt(
+            self._request, attempt, self._c.tier_call(self._request, self._deadline)
+        ):
             yield self._show(chunk)
-        self._c._score_alone(self._request, self._record, attempt)
+        self._c.score_alone(self._request, self._record, attempt)
         self._record.answered_by(attempt)
 
     def _keep(self, attempt: Attempt, held: list[TextChunk]) -> list[TextChunk]:
@@ -110,7 +112,7 @@ class SmallFirst:
         route = self._record.route
         route.samples = 1 + len(attempt.samples) if self._esc.samples > 1 else 0
         route.confidence_threshold = self._rules.escalation
-        route.confidence_model_version = self._c._confidence.version
+        route.confidence_model_version = self._c.confidence.version
         second = await parallel[0] if parallel is not None else None
         if parallel is None and self._mode == "when_unsure" and self._rules.unsure(self._score(attempt, others)):
             second = await self._second_opinion(self._begin_second_opinion())
@@ -125,7 +127,7 @@ class SmallFirst:
     def _score(self, attempt: Attempt, others: list[str]) -> float:
         route = self._record.route
         return escalation.score(
-            self._c._confidence,
+            self._c.confidence,
             prompt=self._request.routed_text,
             attempt=attempt,
             others=others,
@@ -144,7 +146,9 @@ class SmallFirst:
     async def _second_opinion(self, attempt: Attempt) -> str | None:
         """The other tier's whole answer; None when it failed (the request goes on without it)."""
         try:
-            async for _ in self._c._attempt(self._request, attempt, self._c._call(self._request, self._deadline)):
+            async for _ in self._c.stream_attempt(
+                self._request, attempt, self._c.tier_call(self._request, self._deadline)
+            ):
                 pass
         except CascadeError as exc:
             log.warning("request %s: second opinion failed, ignored: %s", self._request.request_id, exc.message)
