@@ -374,3 +374,20 @@ async def test_gateway_serves_tls_to_the_sdk(nats_server, fake_openai, self_sign
         async with AsyncCascadeClient(target=f"localhost:{system.gateway.port}", timeout=2) as plain:
             with pytest.raises(Unavailable):
                 await plain.generate("no TLS")
+
+
+async def test_calibrated_policy_file_sets_router_and_escalation_thresholds(nats_server, fake_openai, tmp_path):
+    from classifier.policy import CalibratedPolicy, save_policy
+
+    path = tmp_path / "policy.json"
+    save_policy(CalibratedPolicy(router_threshold=0.0, escalation_threshold=0.3), path)
+    settings = make_settings(nats_server.url, tiers(fake_openai.base_url), escalation={"calibration": path})
+    async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
+        stub = cascade_pb2_grpc.CascadeStub(channel)
+        resp = await stub.Generate(cascade_pb2.GenerateRequest(prompt="Anything [[confidence=0.2]]"), timeout=10)
+        assert resp.route.router_threshold == 0.0  # every score reaches it: straight to large
+        assert resp.route.tier == "large" and resp.route.reason == common_pb2.PATH_REASON_ROUTED_LARGE
+        save_policy(CalibratedPolicy(router_threshold=1.0, escalation_threshold=0.3), path)
+        system.router.policy._calibration.reload_if_changed()  # the interval is off in tests: check now
+        resp = await stub.Generate(cascade_pb2.GenerateRequest(prompt="Fine [[confidence=0.4]]"), timeout=10)
+        assert resp.route.tier == "small" and resp.route.confidence_threshold == pytest.approx(0.3)
