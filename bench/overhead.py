@@ -2,6 +2,7 @@
 and through the cascade (gRPC -> gateway -> NATS -> router -> tier worker -> the same server).
 
     python -m bench.overhead [--requests 400] [--concurrency 1 32] [--max-tokens 16]
+                             [--policy cascade|route|small|large] [--confidence logprob|agreement|scorer]
 
 The cascade runs as `cascade up` runs it: a nats-server and one process per service. The LLM
 server is the project's fake OpenAI server (tests/support/openai_server.py), so the figures
@@ -9,6 +10,10 @@ are the routing overhead alone. Both paths stream the answer with logprobs and r
 both reach the server through the tier's own client (`OpenAIBackend`), so "added" is the cascade's
 hops and nothing else.
 Prints p50/p99 latency of each path, the difference, and requests per second.
+
+--policy: cascade asks the router and scores each small answer with the confidence model (the
+fake server's answers are confident, so nothing escalates: the figure is the decision overhead);
+route asks the router only; small and large skip it.
 """
 
 from __future__ import annotations
@@ -75,13 +80,14 @@ def direct_path(base_url: str, max_tokens: int) -> tuple[OpenAIBackend, Callable
     return backend, call
 
 
-def write_config(base_url: str, workdir: Path) -> tuple[Path, int]:
+def write_config(base_url: str, workdir: Path, confidence: str) -> tuple[Path, int]:
     port = free_port()
     tier = {"backend": "openai", "openai": {"base_url": base_url, "model": "fake-model"}}
     config = {
         "nats": {"embedded": {"port": free_port(), "data_dir": str(workdir / "nats")}},
         "gateway": {"port": port},
         "router": {"reload_interval_s": 0},
+        "escalation": {"confidence": confidence},
         "tiers": {"small": tier, "large": tier},
     }
     path = workdir / "bench.yaml"
@@ -92,7 +98,7 @@ def write_config(base_url: str, workdir: Path) -> tuple[Path, int]:
 async def run(args: argparse.Namespace) -> None:
     server = start_fake_openai()
     workdir = Path(tempfile.mkdtemp(prefix="cascade-bench-"))
-    config, port = write_config(server.base_url, workdir)
+    config, port = write_config(server.base_url, workdir, args.confidence)
     env = {**os.environ, "CASCADE_LOG_LEVEL": "WARNING"}
     up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--config", str(config)], env=env)
     backend, direct = direct_path(server.base_url, args.max_tokens)
@@ -106,7 +112,10 @@ async def run(args: argparse.Namespace) -> None:
 
             await timed(50, 8, direct)  # warm both paths (connections, code paths)
             await timed(50, 8, through)
-            print(f"requests={args.requests} max_tokens={args.max_tokens} policy={args.policy} cores={os.cpu_count()}")
+            print(
+                f"requests={args.requests} max_tokens={args.max_tokens} policy={args.policy} "
+                f"confidence={args.confidence} cores={os.cpu_count()}"
+            )
             print(f"{'conc':>4} {'path':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
             for concurrency in args.concurrency:
                 rows = {}
@@ -132,7 +141,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument(
-        "--policy", default="auto", choices=["auto", "small", "large"], help="auto includes the router's decision"
+        "--policy",
+        default="cascade",
+        choices=["cascade", "route", "small", "large"],
+        help="cascade: router + confidence scoring of small answers; route: router only (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--confidence", default="logprob", help="the gateway's confidence model (escalation.confidence)"
     )
     asyncio.run(run(parser.parse_args()))
 

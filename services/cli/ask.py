@@ -22,7 +22,9 @@ def main(args: argparse.Namespace) -> int:
             kwargs = {"policy": args.policy, "max_tokens": args.max_tokens, "temperature": args.temperature}
             if args.stream:
                 chunks = []
-                for chunk in client.stream(prompt, **kwargs):
+                for chunk in client.stream(prompt, speculative=args.speculative, **kwargs):
+                    if chunk.retract:  # a terminal cannot unprint: say where the replacement starts
+                        print(f"\n[withdrawn: escalated to {chunk.tier}]", flush=True)
                     print(chunk.text, end="", flush=True)
                     chunks.append(chunk)
                 print()
@@ -46,8 +48,13 @@ def _route_line(r: GenerateResult) -> str:
     confidence = "n/a" if route.confidence is None else f"{route.confidence:.3f}"
     path = " -> ".join(route.tiers_tried) + (" (escalated)" if route.escalated else "")
     return (
-        f"\n[{r.request_id}] tier={route.tier} path={path} router_score={route.router_score:.3f} "
-        f"threshold={route.router_threshold:.3f} model={route.router_model_version or '-'} confidence={confidence} "
+        f"\n[{r.request_id}] tier={route.tier} path={path} reason={route.reason or '-'} "
+        f"router_score={route.router_score:.3f} "
+        f"threshold={route.router_threshold:.3f} model={route.router_model_version or '-'} confidence={confidence}"
+        + (f"/{route.confidence_threshold:.3f}" if route.confidence_threshold is not None else "")
+        + (f" agreement={route.agreement:.2f}" if route.agreement is not None else "")
+        + (f" second={route.second_opinion_tier}" if route.second_opinion_tier else "")
+        + " "
         f"tokens={r.usage.input_tokens}+{r.usage.output_tokens}{'~' if r.usage.estimated else ''} "
         f"cost=${r.cost_usd:.6f} total={r.timings.total_ms:.0f}ms route={r.timings.route_ms:.1f}ms"
         + (f" router_error={route.router_error!r}" if route.router_error else "")

@@ -22,11 +22,21 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="send one request to a running gateway and print the answer and its route")
     ask.add_argument("prompt", nargs="?", help="the prompt (omit with --sample)")
     ask.add_argument("--target", default="127.0.0.1:50051", help="gateway host:port (default: %(default)s)")
-    ask.add_argument("--policy", choices=["auto", "small", "large"], default="auto")
+    ask.add_argument(
+        "--policy",
+        choices=["cascade", "route", "small", "large", "auto"],
+        help="cascade (route, escalate unsure small answers), route (never escalate), small, large; "
+        "auto = cascade (default: the gateway's gateway.default_policy)",
+    )
     ask.add_argument("--max-tokens", type=int, default=0, help="0: the gateway's default")
     ask.add_argument("--temperature", type=float)
     ask.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds (default: %(default)s)")
     ask.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    ask.add_argument(
+        "--speculative",
+        action="store_true",
+        help="with --stream: show a small answer live, and mark where it is withdrawn if it escalates",
+    )
     ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
     ask.add_argument("--sample", action="store_true", help="ask a random prompt known to the config's replay tier")
     ask.add_argument("--seed", type=int, help="with --sample: which prompt")

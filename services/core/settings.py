@@ -147,6 +147,18 @@ class EscalationSettings(_Section):
     calibration: Path | None = None
 
 
+class BudgetSettings(_Section):
+    """A tenant's allowance of large-tier use, enforced by each gateway process on its own traffic."""
+
+    # Largest share of the tenant's requests in the window that may use the large tier (None: no limit).
+    max_large_share: float | None = Field(None, ge=0, le=1)
+    # Largest large-tier spend in the window, in USD (None: no limit).
+    max_large_usd: float | None = Field(None, ge=0)
+    window_s: float = Field(3600.0, gt=0)
+    # Beyond the budget: answer on the small tier (reason BUDGET), or fail with RESOURCE_EXHAUSTED.
+    on_exceeded: Literal["small", "fail"] = "small"
+
+
 class GatewaySettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
@@ -161,6 +173,10 @@ class GatewaySettings(_Section):
     # Longest silence between two chunks of one answer before the tier is declared lost.
     chunk_idle_timeout_s: float = Field(60.0, gt=0)
     reflection: bool = True
+    # The policy of requests that name none: cascade, route, small or large.
+    default_policy: Literal["cascade", "route", "small", "large"] = "cascade"
+    # Large-tier budgets by tenant; "*" applies to every tenant without its own entry.
+    budgets: dict[str, BudgetSettings] = Field(default_factory=dict)
     # TLS: PEM files. With both set the gateway serves TLS only; with client_ca too, it requires client certificates.
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -253,9 +269,10 @@ class CascadeSettings(BaseSettings):
     @model_validator(mode="after")
     def _tiers_known(self) -> CascadeSettings:
         r = self.router
-        missing = {r.small_tier, r.large_tier, r.fallback_tier} - set(self.tiers)
+        named = {r.small_tier, r.large_tier, r.fallback_tier, self.escalation.second_opinion.tier}
+        missing = {t for t in named if t is not None} - set(self.tiers)
         if missing:
-            raise ValueError(f"router names tiers that are not configured: {sorted(missing)}")
+            raise ValueError(f"router or escalation names tiers that are not configured: {sorted(missing)}")
         return self
 
     @classmethod

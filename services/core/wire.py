@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cascade.v1 import common_pb2, events_pb2
@@ -16,7 +18,8 @@ FINISH_NAMES = {v: k for k, v in FINISH_REASONS.items()}
 
 
 def error_info(exc: CascadeError) -> events_pb2.ErrorInfo:
-    return events_pb2.ErrorInfo(code=int(exc.code), message=exc.message)
+    # The generated stubs type enum fields as the enum class; the values are the same ints.
+    return events_pb2.ErrorInfo(code=cast("events_pb2.ErrorCode", int(exc.code)), message=exc.message)
 
 
 def raise_if_error(info: events_pb2.ErrorInfo, *, has: bool) -> None:

@@ -1,9 +1,12 @@
 """The cascade: route a request, answer it on a tier, escalate a weak small answer, record the outcome.
 
-Plain logic over injected clients (router, tiers, outcome sink), so it is tested without a socket.
-Streaming and escalation: when a small-tier answer might still escalate (policy auto, escalation
-on), it is held back until its confidence is known, so a client never sees text that is then
-withdrawn. Answers that cannot escalate stream through as they are generated.
+Plain logic over injected parts (router, tiers, confidence model, outcome sink) and plain values
+(services/gateway/domain.py), so it is tested without a socket or a protobuf.
+
+Policies: ``cascade`` (route; a prompt the router is sure is hard goes straight to the large tier; a
+small answer escalates when its confidence is below the threshold), ``route`` (route, never
+escalate), ``small`` and ``large``. A small answer that may escalate is held until its confidence
+is known (HELD streams), or streamed live and retracted if it escalates (SPECULATIVE streams).
 """
 
 from __future__ import annotations
@@ -12,42 +15,54 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from opentelemetry.context import Context
 
-from cascade.v1 import events_pb2
-from services.core.errors import Cancelled, CascadeError, DeadlineExceeded, Unavailable
+from classifier.confidence import ConfidenceModel
+from services.core.calibration import CalibrationFile
+from services.core.errors import Cancelled, CascadeError, DeadlineExceeded, Overloaded, Unavailable
 from services.core.settings import CascadeSettings
 from services.core.telemetry import tracer
+from services.gateway import escalation
+from services.gateway.budget import Budgets
+from services.gateway.domain import Decision, Piece, Reason, TextChunk, TierCall
 from services.gateway.record import Attempt, RequestRecord
 from services.gateway.requests import CascadeRequest
+from services.gateway.small import SmallFirst  # the escalating path of policy cascade
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Cascade", "Router", "TextChunk", "Tiers"]
+
 
 class Router(Protocol):
-    async def route(self, *, request_id: str, text: str, timeout_s: float) -> events_pb2.RouteDecision: ...
+    async def route(self, *, request_id: str, text: str, timeout_s: float) -> Decision: ...
 
 
 class Tiers(Protocol):
-    def stream(self, tier: str, request: events_pb2.TierRequest) -> AsyncIterator[events_pb2.TokenChunk]: ...
+    def stream(self, tier: str, call: TierCall) -> AsyncIterator[Piece]: ...
 
 
-OutcomeSink = Callable[[events_pb2.OutcomeEvent], None]
-
-
-@dataclass(frozen=True, slots=True)
-class TextChunk:
-    text: str
-    tier: str
+OutcomeSink = Callable[[RequestRecord], None]
 
 
 class Cascade:
-    def __init__(self, *, router: Router, tiers: Tiers, record_outcome: OutcomeSink, settings: CascadeSettings) -> None:
+    def __init__(
+        self,
+        *,
+        router: Router,
+        tiers: Tiers,
+        record_outcome: OutcomeSink,
+        settings: CascadeSettings,
+        confidence: ConfidenceModel,
+        calibration: CalibrationFile | None = None,
+        budgets: Budgets | None = None,
+    ) -> None:
         self._router, self._tiers, self._record_outcome = router, tiers, record_outcome
-        self._settings = settings
+        # Public to the escalating path (small.py), which is this class's other half.
+        self.settings, self.confidence, self.calibration = settings, confidence, calibration
+        self._budgets = budgets or Budgets(settings.gateway.budgets)
         self._prices = {name: t.price for name, t in settings.tiers.items()}
 
     async def run(
@@ -57,15 +72,17 @@ class Cascade:
 
         ``trace_context``: the caller's trace (from gRPC metadata); the request's span continues it.
         """
-        record = RequestRecord(request=request, prices=self._prices, small_tier=self._settings.router.small_tier)
+        record = RequestRecord(request=request, prices=self._prices, large_tier=self.settings.router.large_tier)
         deadline = time.time() + timeout_s
+        # Our own timer fires a little before the caller's gRPC deadline, so the request ends as
+        # DEADLINE_EXCEEDED with our message rather than as a cancellation racing gRPC's.
+        margin = min(0.05, timeout_s * 0.1)
         with tracer(__name__).start_as_current_span("cascade.request", context=trace_context) as span:
             span.set_attribute("cascade.request_id", request.request_id)
             span.set_attribute("cascade.policy", request.policy)
             try:
-                async with asyncio.timeout(timeout_s):
-                    first = await self._route(request, record)
-                    async for chunk in self._answer(request, record, first, deadline):
+                async with asyncio.timeout(timeout_s - margin):
+                    async for chunk in self._answer(request, record, deadline):
                         yield chunk
             except TimeoutError:
                 record.error = DeadlineExceeded(f"no complete answer within the deadline of {timeout_s:.3f}s")
@@ -74,83 +91,137 @@ class Cascade:
                 record.error = exc
                 raise
             except (asyncio.CancelledError, GeneratorExit):
-                record.error = Cancelled("the caller cancelled the request")
+                # gRPC cancels the handler at the deadline too: that is a deadline, not a caller's cancel.
+                late = time.time() >= deadline - margin
+                record.error = DeadlineExceeded("the deadline passed") if late else Cancelled("the caller cancelled")
                 raise
             finally:
-                self._record_outcome(record.outcome(store_prompt_text=self._settings.outcomes.store_prompt_text))
+                self._finish(record)
         yield record
 
-    async def _route(self, request: CascadeRequest, record: RequestRecord) -> str:
-        r = self._settings.router
-        if request.policy != "auto":
+    def _finish(self, record: RequestRecord) -> None:
+        self._budgets.record(record.request.tenant, used_large=record.used_large, large_usd=record.large_cost_usd())
+        self._record_outcome(record)
+
+    async def _answer(
+        self, request: CascadeRequest, record: RequestRecord, deadline: float
+    ) -> AsyncIterator[TextChunk]:
+        tier = await self._start(request, record)
+        if self._may_escalate(request, record, tier):
+            stream = self._small_first(request, record, deadline)
+        else:
+            stream = self._single(request, record, tier, deadline)
+        async for chunk in stream:
+            yield chunk
+
+    async def _start(self, request: CascadeRequest, record: RequestRecord) -> str:
+        """The starting tier, with the reason for it; asks the router for policies cascade and route."""
+        r, route = self.settings.router, record.route
+        if request.policy in ("small", "large"):
+            route.reason = Reason.POLICY
             return r.small_tier if request.policy == "small" else r.large_tier
+        decision = await self._route(request, record)
+        tier = decision.tier if decision.tier in self.settings.tiers else r.fallback_tier
+        if decision.error or decision.tier != tier:
+            route.reason = Reason.ROUTER_FALLBACK
+        elif request.policy == "cascade" and tier == r.large_tier:
+            route.reason = Reason.ROUTED_LARGE
+        else:
+            route.reason = Reason.ROUTED
+        if tier == r.large_tier != r.small_tier and self.budget_says_small(request, record):
+            return r.small_tier
+        return tier
+
+    async def _route(self, request: CascadeRequest, record: RequestRecord) -> Decision:
         start = time.perf_counter()
         try:
             decision = await self._router.route(
                 request_id=request.request_id,
                 text=request.routed_text,
-                timeout_s=self._settings.gateway.route_timeout_s,
+                timeout_s=self.settings.gateway.route_timeout_s,
             )
         except Unavailable as exc:
-            log.warning("request %s: %s; using the fallback tier %s", request.request_id, exc.message, r.fallback_tier)
-            decision = events_pb2.RouteDecision(tier=r.fallback_tier, error=exc.message)
+            fallback = self.settings.router.fallback_tier
+            log.warning("request %s: %s; using the fallback tier %s", request.request_id, exc.message, fallback)
+            decision = Decision(tier=fallback, error=exc.message)
         record.route_ms = (time.perf_counter() - start) * 1e3
         route = record.route
         route.router_score, route.router_threshold = decision.score, decision.threshold
         route.router_model_version, route.router_error = decision.model_version, decision.error
-        return decision.tier if decision.tier in self._settings.tiers else r.fallback_tier
+        return decision
 
-    async def _answer(
+    def budget_says_small(self, request: CascadeRequest, record: RequestRecord) -> bool:
+        """True when the tenant's budget keeps this request off the large tier; raises when it must fail."""
+        spent = self._budgets.spent(request.tenant)
+        if spent is None:
+            return False
+        if spent.on_exceeded == "fail":
+            raise Overloaded(spent.message)
+        log.info("request %s: %s; answering on the small tier", request.request_id, spent.message)
+        record.route.reason, record.route.budget_limited = Reason.BUDGET, True
+        return True
+
+    def _may_escalate(self, request: CascadeRequest, record: RequestRecord, tier: str) -> bool:
+        esc, r = self.settings.escalation, self.settings.router
+        if request.policy != "cascade" or tier != r.small_tier or r.small_tier == r.large_tier:
+            return False
+        if record.route.budget_limited:
+            return False
+        if not esc.enabled or esc.max_escalations < 1:
+            if record.route.reason == Reason.ROUTED:
+                record.route.reason = Reason.NO_ESCALATION
+            return False
+        return True
+
+    async def _single(
         self, request: CascadeRequest, record: RequestRecord, tier: str, deadline: float
     ) -> AsyncIterator[TextChunk]:
-        esc, r = self._settings.escalation, self._settings.router
-        may_escalate = request.policy == "auto" and esc.enabled and tier == r.small_tier != r.large_tier
+        """An answer that cannot escalate: streamed as it is generated."""
         attempt = record.begin(tier)
-        held: list[TextChunk] = []
-        try:
-            async for chunk in self._attempt(request, attempt, deadline):
-                if may_escalate:
-                    held.append(chunk)
-                else:
-                    record.mark_first_token()
-                    yield chunk
-        except CascadeError as exc:
-            if not (may_escalate and esc.on_error):
-                raise
-            log.warning("request %s: small tier failed (%s), escalating", request.request_id, exc.message)
-        if may_escalate and self._should_escalate(attempt):
-            attempt = record.begin(r.large_tier)
-            async for chunk in self._attempt(request, attempt, deadline):
-                record.mark_first_token()
-                yield chunk
-        else:
-            for chunk in held:
-                record.mark_first_token()
-                yield chunk
+        async for chunk in self.stream_attempt(request, attempt, self.tier_call(request, deadline)):
+            record.mark_first_token()
+            yield chunk
+        self.score_alone(request, record, attempt)
         record.answered_by(attempt)
 
-    def _should_escalate(self, attempt: Attempt) -> bool:
-        if attempt.error is not None:
-            return True
-        confidence = attempt.confidence
-        return confidence is not None and confidence < self._settings.escalation.min_confidence
+    async def _small_first(
+        self, request: CascadeRequest, record: RequestRecord, deadline: float
+    ) -> AsyncIterator[TextChunk]:
+        async for chunk in SmallFirst(self, request, record, deadline).run():
+            yield chunk
 
-    async def _attempt(self, request: CascadeRequest, attempt: Attempt, deadline: float) -> AsyncIterator[TextChunk]:
-        tier_request = events_pb2.TierRequest(
+    def tier_call(self, request: CascadeRequest, deadline: float, *, n: int = 1) -> TierCall:
+        sampling = n > 1
+        return TierCall(
             request_id=request.request_id,
-            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            messages=request.messages,
             max_tokens=request.max_tokens,
+            # Self-consistency needs diverse samples: the configured sampling temperature.
+            temperature=self.settings.escalation.sample_temperature if sampling else request.temperature,
             stop=request.stop,
-            want_logprobs=True,
             deadline_unix_ms=int(deadline * 1e3),
+            n=n,
         )
-        if request.temperature is not None:
-            tier_request.temperature = request.temperature
+
+    async def stream_attempt(
+        self, request: CascadeRequest, attempt: Attempt, call: TierCall
+    ) -> AsyncIterator[TextChunk]:
         try:
-            async for chunk in self._tiers.stream(attempt.tier, tier_request):
-                attempt.add(chunk)
-                if chunk.text:
-                    yield TextChunk(text=chunk.text, tier=attempt.tier)
+            async for piece in self._tiers.stream(attempt.tier, call):
+                attempt.add(piece)
+                if piece.text:
+                    yield TextChunk(text=piece.text, tier=attempt.tier)
         except CascadeError as exc:
             attempt.fail(exc)
             raise
+
+    def score_alone(self, request: CascadeRequest, record: RequestRecord, attempt: Attempt) -> None:
+        """Confidence of an answer that is not judged against others (it is returned whatever it is)."""
+        escalation.score(
+            self.confidence,
+            prompt=request.routed_text,
+            attempt=attempt,
+            others=(),
+            router_score=record.route.router_score if record.route.router_model_version else None,
+        )
+        record.route.confidence_model_version = self.confidence.version

@@ -1,4 +1,4 @@
-"""The gateway's NATS clients for the router and the tier workers."""
+"""The gateway's NATS clients for the router and the tier workers: plain values in and out, protobuf inside."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.errors import InternalError, TierUnavailable, Unavailable, error_for_code
 from services.core.telemetry import inject_headers
+from services.gateway import wire
+from services.gateway.domain import Decision, Piece, TierCall
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ class RouterClient:
     def __init__(self, nc: NatsClient) -> None:
         self._nc = nc
 
-    async def route(self, *, request_id: str, text: str, timeout_s: float) -> events_pb2.RouteDecision:
+    async def route(self, *, request_id: str, text: str, timeout_s: float) -> Decision:
         payload = events_pb2.RouteRequest(request_id=request_id, text=text).SerializeToString()
         try:
             msg = await self._nc.request(subjects.ROUTE, payload, timeout=timeout_s, headers=inject_headers())
@@ -31,20 +33,21 @@ class RouterClient:
         except (NatsTimeoutError, TimeoutError):
             raise Unavailable(f"router did not answer within {timeout_s}s") from None
         try:
-            return events_pb2.RouteDecision.FromString(msg.data)
+            return wire.decision(events_pb2.RouteDecision.FromString(msg.data))
         except DecodeError:
             raise Unavailable("router sent a malformed RouteDecision") from None
 
 
 class TierClient:
-    """Sends a TierRequest and yields the answer's TokenChunks, checking order and silence."""
+    """Sends a TierRequest and yields the answer's pieces, checking order and silence."""
 
     def __init__(self, nc: NatsClient, *, accept_timeout_s: float, idle_timeout_s: float) -> None:
         self._nc = nc
         self._accept_timeout_s = accept_timeout_s
         self._idle_timeout_s = idle_timeout_s
 
-    async def stream(self, tier: str, request: events_pb2.TierRequest) -> AsyncIterator[events_pb2.TokenChunk]:
+    async def stream(self, tier: str, call: TierCall) -> AsyncIterator[Piece]:
+        request = wire.tier_request(call)
         request.chunk_subject = f"{subjects.CHUNK_INBOX_PREFIX}.{self._nc.new_inbox().rsplit('.', 1)[-1]}"
         sub = await self._nc.subscribe(request.chunk_subject)
         finished = False
@@ -59,7 +62,7 @@ class TierClient:
                 finished = chunk.final
                 if chunk.HasField("error") and chunk.error.code:
                     raise error_for_code(chunk.error.code, chunk.error.message)
-                yield chunk
+                yield wire.piece(chunk)
         finally:
             await sub.unsubscribe()
             if not finished:  # we stopped listening early: let the worker stop generating

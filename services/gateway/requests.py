@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cascade.v1 import cascade_pb2
@@ -12,11 +13,17 @@ from services.core.errors import InvalidRequest, Overloaded
 from services.core.settings import GatewaySettings
 from services.tier.backends import Message
 
-POLICIES = {
-    cascade_pb2.POLICY_UNSPECIFIED: "auto",
-    cascade_pb2.POLICY_AUTO: "auto",
+# POLICY_AUTO is an alias of POLICY_CASCADE (same number); UNSPECIFIED takes gateway.default_policy.
+POLICIES: dict[int, str] = {
+    cascade_pb2.POLICY_CASCADE: "cascade",
+    cascade_pb2.POLICY_ROUTE: "route",
     cascade_pb2.POLICY_SMALL: "small",
     cascade_pb2.POLICY_LARGE: "large",
+}
+STREAM_MODES: dict[int, bool] = {
+    cascade_pb2.STREAM_MODE_UNSPECIFIED: False,
+    cascade_pb2.STREAM_MODE_HELD: False,
+    cascade_pb2.STREAM_MODE_SPECULATIVE: True,
 }
 ROLES = {"system", "user", "assistant"}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -32,9 +39,11 @@ class CascadeRequest:
     max_tokens: int
     temperature: float | None
     stop: tuple[str, ...]
-    policy: str
+    policy: str  # "cascade", "route", "small" or "large"
     tenant: str
     tags: dict[str, str] = field(default_factory=dict)
+    # Stream a small answer live and retract it if it escalates (else: hold it until it is judged).
+    speculative: bool = False
 
 
 def parse_generate(req: cascade_pb2.GenerateRequest, limits: GatewaySettings) -> CascadeRequest:
@@ -50,9 +59,10 @@ def parse_generate(req: cascade_pb2.GenerateRequest, limits: GatewaySettings) ->
         max_tokens=_max_tokens(req.max_tokens, limits),
         temperature=_temperature(req),
         stop=_stop(req.stop),
-        policy=_policy(req.policy),
+        policy=_policy(req.policy, limits.default_policy),
         tenant=_bounded("tenant", req.tenant, 128),
         tags=_tags(req.tags),
+        speculative=_speculative(req.stream_mode),
     )
 
 
@@ -97,20 +107,29 @@ def _temperature(req: cascade_pb2.GenerateRequest) -> float | None:
     return t
 
 
-def _stop(values: list[str]) -> tuple[str, ...]:
+def _stop(values: Sequence[str]) -> tuple[str, ...]:
     if len(values) > MAX_STOP or any(not s or len(s) > MAX_TAG_CHARS for s in values):
         raise InvalidRequest(f"stop takes at most {MAX_STOP} non-empty strings of up to {MAX_TAG_CHARS} characters")
     return tuple(values)
 
 
-def _policy(value: int) -> str:
+def _policy(value: int, default: str) -> str:
+    if value == cascade_pb2.POLICY_UNSPECIFIED:
+        return default
     try:
         return POLICIES[value]
     except KeyError:
-        raise InvalidRequest(f"unknown policy {value}; expected AUTO, SMALL or LARGE") from None
+        raise InvalidRequest(f"unknown policy {value}; expected CASCADE (AUTO), ROUTE, SMALL or LARGE") from None
 
 
-def _tags(tags: dict[str, str]) -> dict[str, str]:
+def _speculative(value: int) -> bool:
+    try:
+        return STREAM_MODES[value]
+    except KeyError:
+        raise InvalidRequest(f"unknown stream_mode {value}; expected HELD or SPECULATIVE") from None
+
+
+def _tags(tags: Mapping[str, str]) -> dict[str, str]:
     if len(tags) > MAX_TAGS:
         raise InvalidRequest(f"at most {MAX_TAGS} tags")
     for key, value in tags.items():

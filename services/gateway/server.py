@@ -11,12 +11,16 @@ from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NatsClient
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc
+from classifier.confidence import load_confidence
 from services.core import subjects
+from services.core.calibration import CalibrationFile
 from services.core.errors import ConfigError
 from services.core.settings import CascadeSettings, GatewaySettings
+from services.gateway import wire
 from services.gateway.cascade import Cascade
 from services.gateway.clients import RouterClient, TierClient
 from services.gateway.interceptor import ErrorInterceptor
+from services.gateway.record import RequestRecord
 from services.gateway.servicer import CascadeServicer
 from services.outcomes import OutcomePublisher, ensure_stream
 
@@ -35,22 +39,35 @@ class GatewayService:
         self.outcomes = OutcomePublisher(js, timeout_s=settings.outcomes.publish_timeout_s)
 
     def _cascade(self) -> Cascade:
-        gw = self._settings.gateway
+        gw, esc = self._settings.gateway, self._settings.escalation
         tiers = TierClient(self._nc, accept_timeout_s=gw.tier_accept_timeout_s, idle_timeout_s=gw.chunk_idle_timeout_s)
+        # Loaded once, here: a model or policy file that cannot be used stops the gateway at start.
+        confidence = load_confidence(esc.confidence, esc.confidence_model)
+        calibration = (
+            CalibrationFile(esc.calibration, interval_s=self._settings.router.reload_interval_s)
+            if esc.calibration
+            else None
+        )
+        log.info("gateway scores answers with confidence model %s (%s)", confidence.name, confidence.version)
         return Cascade(
             router=RouterClient(self._nc),
             tiers=tiers,
-            record_outcome=lambda e: self.outcomes.submit(
-                subjects.OUTCOMES, f"outcome:{e.request_id}", e.SerializeToString()
-            ),
+            record_outcome=self._record_outcome,
             settings=self._settings,
+            confidence=confidence,
+            calibration=calibration,
         )
 
+    def _record_outcome(self, record: RequestRecord) -> None:
+        event = wire.outcome(record, store_prompt_text=self._settings.outcomes.store_prompt_text)
+        self.outcomes.submit(subjects.OUTCOMES, f"outcome:{event.request_id}", event.SerializeToString())
+
     async def start(self) -> None:
+        cascade = self._cascade()  # first: a bad confidence model or policy file fails before anything runs
         await ensure_stream(self._js, self._settings.outcomes)
         self.outcomes.start()
         server = aio.server(interceptors=[ErrorInterceptor()])
-        servicer = CascadeServicer(cascade=self._cascade(), outcomes=self.outcomes, settings=self._settings)
+        servicer = CascadeServicer(cascade=cascade, outcomes=self.outcomes, settings=self._settings)
         cascade_pb2_grpc.add_CascadeServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if self._settings.gateway.reflection:

@@ -13,9 +13,11 @@ from services.core.errors import Overloaded
 from services.core.settings import CascadeSettings
 from services.core.telemetry import extract_context
 from services.core.wire import now_timestamp
-from services.gateway.cascade import Cascade, TextChunk
+from services.gateway import wire
+from services.gateway.cascade import Cascade
+from services.gateway.domain import TextChunk
 from services.gateway.record import RequestRecord
-from services.gateway.requests import parse_feedback, parse_generate
+from services.gateway.requests import CascadeRequest, parse_feedback, parse_generate
 from services.outcomes import OutcomePublisher
 
 
@@ -28,21 +30,31 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         self, request: cascade_pb2.GenerateRequest, context: aio.ServicerContext
     ) -> cascade_pb2.GenerateResponse:
         texts: list[str] = []
-        async for item in self._run(request, context):
+        async for item in self._run(parse_generate(request, self._settings.gateway), context):
             if isinstance(item, TextChunk):
+                texts = [] if item.retract else texts
                 texts.append(item.text)
             else:
-                return cascade_pb2.GenerateResponse(text="".join(texts), **_summary(item))
+                return cascade_pb2.GenerateResponse(
+                    request_id=item.request.request_id, text="".join(texts), **wire.summary(item)
+                )
         raise AssertionError("the cascade ended without a record")
 
     async def GenerateStream(  # noqa: N802
         self, request: cascade_pb2.GenerateRequest, context: aio.ServicerContext
     ) -> AsyncIterator[cascade_pb2.GenerateChunk]:
-        async for item in self._run(request, context):
+        parsed = parse_generate(request, self._settings.gateway)
+        request_id = parsed.request_id
+        async for item in self._run(parsed, context):
             if isinstance(item, TextChunk):
-                yield cascade_pb2.GenerateChunk(text=item.text, tier=item.tier)
+                # Every chunk names its request, so a caller can act on the first one (e.g. cancel, log).
+                yield cascade_pb2.GenerateChunk(
+                    request_id=request_id, text=item.text, tier=item.tier, retract=item.retract
+                )
             else:
-                yield cascade_pb2.GenerateChunk(tier=item.route.tier, final=True, **_summary(item))
+                yield cascade_pb2.GenerateChunk(
+                    request_id=request_id, tier=item.route.tier, final=True, **wire.summary(item)
+                )
 
     async def Feedback(  # noqa: N802
         self, request: cascade_pb2.FeedbackRequest, context: aio.ServicerContext
@@ -63,9 +75,8 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         return cascade_pb2.FeedbackResponse(accepted=accepted)
 
     async def _run(
-        self, request: cascade_pb2.GenerateRequest, context: aio.ServicerContext
+        self, parsed: CascadeRequest, context: aio.ServicerContext
     ) -> AsyncIterator[TextChunk | RequestRecord]:
-        parsed = parse_generate(request, self._settings.gateway)
         if self._in_flight >= self._settings.gateway.max_in_flight:
             raise Overloaded(f"gateway is at its limit of {self._settings.gateway.max_in_flight} requests")
         remaining = context.time_remaining()
@@ -77,14 +88,3 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
                 yield item
         finally:
             self._in_flight -= 1
-
-
-def _summary(record: RequestRecord) -> dict[str, object]:
-    return {
-        "request_id": record.request.request_id,
-        "finish_reason": record.finish_reason(),
-        "route": record.route,
-        "usage": record.usage(),
-        "cost_usd": record.cost_usd(),
-        "timings": record.timings(),
-    }

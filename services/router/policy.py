@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from services.core.calibration import CalibrationFile
 from services.core.errors import ModelError
 from services.core.settings import RouterSettings
 
@@ -93,13 +94,22 @@ class ModelHolder:
 
 
 class ThresholdPolicy:
-    """Large tier when the difficulty score reaches the threshold, small tier otherwise."""
+    """Large tier when the difficulty score reaches the threshold, small tier otherwise.
 
-    def __init__(self, *, holder: ModelHolder, settings: RouterSettings) -> None:
+    The threshold: a calibrated policy file's router_threshold when one is given (it wins), else
+    the configured one, else the model's threshold for a target large share, else its default.
+    """
+
+    def __init__(
+        self, *, holder: ModelHolder, settings: RouterSettings, calibration: CalibrationFile | None = None
+    ) -> None:
         self._holder = holder
         self._settings = settings
+        self._calibration = calibration
 
     def threshold(self) -> float:
+        if self._calibration is not None:
+            return self._calibration.current().router_threshold
         s, model = self._settings, self._holder.model
         if s.threshold is not None:
             return s.threshold

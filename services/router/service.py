@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 
 from cascade.v1 import events_pb2
 from services.core import subjects
+from services.core.calibration import CalibrationFile
 from services.core.errors import ModelError, Unavailable
 from services.core.settings import CascadeSettings
 from services.core.telemetry import extract_context, tracer
@@ -27,7 +28,14 @@ class RouterService:
         self._settings = settings.router
         # A model path loads now; a published model is fetched in start(), once NATS is there.
         self._holder = ModelHolder(None if self._settings.published else self._settings.model)
-        self.policy = ThresholdPolicy(holder=self._holder, settings=settings.router)
+        calibration = settings.escalation.calibration
+        self.policy = ThresholdPolicy(
+            holder=self._holder,
+            settings=settings.router,
+            calibration=CalibrationFile(calibration, interval_s=self._settings.reload_interval_s)
+            if calibration
+            else None,
+        )
         self._reloader: asyncio.Task[None] | None = None
         self._seen_version: str | None = None  # the last published version tried, good or bad
 

@@ -6,6 +6,7 @@ The only module of the SDK that touches message fields; the clients just call it
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 from cascade.v1 import cascade_pb2, common_pb2
 from services.core.errors import InvalidRequest
@@ -13,25 +14,31 @@ from services.sdk.types import ChatMessage, GenerateResult, Policy, Route, Strea
 
 MessageLike = ChatMessage | Mapping[str, str]
 
-_POLICY_TO_WIRE: dict[Policy, cascade_pb2.Policy] = {
-    Policy.AUTO: cascade_pb2.POLICY_AUTO,
+_POLICY_TO_WIRE: dict[Policy, int] = {
+    Policy.CASCADE: cascade_pb2.POLICY_CASCADE,
+    Policy.AUTO: cascade_pb2.POLICY_CASCADE,
+    Policy.ROUTE: cascade_pb2.POLICY_ROUTE,
     Policy.SMALL: cascade_pb2.POLICY_SMALL,
     Policy.LARGE: cascade_pb2.POLICY_LARGE,
 }
 _FINISH_PREFIX = "FINISH_REASON_"
+_REASON_PREFIX = "PATH_REASON_"
+_POLICY_ERROR = "policy must be 'cascade', 'route', 'small', 'large' or 'auto' (= 'cascade')"
 
 
-def policy_to_wire(policy: Policy | str | int) -> cascade_pb2.Policy:
-    """ "auto"/"small"/"large" (any case), a :class:`Policy`, or a ``cascade_pb2.Policy`` value."""
+def policy_to_wire(policy: Policy | str | int | None) -> cascade_pb2.Policy:
+    """A policy name (any case; "auto" means "cascade"), a :class:`Policy`, a ``cascade_pb2.Policy``
+    value, or None (the gateway's default policy)."""
+    if policy is None:
+        return cascade_pb2.POLICY_UNSPECIFIED
     if isinstance(policy, str):
         try:
-            return _POLICY_TO_WIRE[Policy(policy.strip().lower())]
+            return cast(cascade_pb2.Policy, _POLICY_TO_WIRE[Policy(policy.strip().lower())])
         except ValueError:
-            choices = ", ".join(repr(p.value) for p in Policy)
-            raise InvalidRequest(f"unknown policy {policy!r}; expected one of {choices}") from None
+            raise InvalidRequest(f"unknown policy {policy!r}; {_POLICY_ERROR}") from None
     if isinstance(policy, int) and not isinstance(policy, bool) and policy in cascade_pb2.Policy.values():
-        return cascade_pb2.Policy.ValueType(policy)
-    raise InvalidRequest(f"policy must be 'auto', 'small' or 'large', not {policy!r}")
+        return cast(cascade_pb2.Policy, policy)
+    raise InvalidRequest(f"{_POLICY_ERROR}, not {policy!r}")
 
 
 def _message_to_wire(message: MessageLike) -> common_pb2.ChatMessage:
@@ -49,10 +56,11 @@ def generate_request(
     max_tokens: int,
     temperature: float | None,
     stop: str | Sequence[str],
-    policy: Policy | str | int,
+    policy: Policy | str | int | None,
     tenant: str,
     tags: Mapping[str, str] | None,
     request_id: str,
+    speculative: bool = False,
 ) -> cascade_pb2.GenerateRequest:
     """The wire request for ``generate``/``stream``; raises InvalidRequest before any call."""
     if (prompt is None) == (messages is None):
@@ -70,6 +78,8 @@ def generate_request(
         request.tenant = tenant
         request.tags.update(tags or {})
         request.request_id = request_id
+        if speculative:
+            request.stream_mode = cascade_pb2.STREAM_MODE_SPECULATIVE
     except (TypeError, ValueError) as exc:  # wrong types or out-of-range numbers
         raise InvalidRequest(f"invalid request: {exc}") from exc
     return request
@@ -103,7 +113,23 @@ def route_from_wire(route: common_pb2.RouteSummary) -> Route:
         confidence=route.confidence if route.HasField("confidence") else None,
         policy=route.policy,
         router_error=route.router_error,
+        reason=_reason(route.reason),
+        confidence_threshold=route.confidence_threshold if route.HasField("confidence_threshold") else None,
+        agreement=route.agreement if route.HasField("agreement") else None,
+        samples=route.samples,
+        second_opinion_tier=route.second_opinion_tier,
+        confidence_model_version=route.confidence_model_version,
+        budget_limited=route.budget_limited,
     )
+
+
+def _reason(value: int) -> str:
+    """PATH_REASON_LOW_CONFIDENCE -> "low_confidence"; unset or newer than this SDK -> ""."""
+    try:
+        name = common_pb2.PathReason.Name(value)
+    except ValueError:
+        return ""
+    return "" if value == 0 else name.removeprefix(_REASON_PREFIX).lower()
 
 
 def usage_from_wire(usage: common_pb2.Usage) -> Usage:
@@ -134,7 +160,7 @@ def result_from_wire(response: cascade_pb2.GenerateResponse) -> GenerateResult:
 
 def chunk_from_wire(chunk: cascade_pb2.GenerateChunk) -> StreamChunk:
     if not chunk.final:
-        return StreamChunk(request_id=chunk.request_id, text=chunk.text, tier=chunk.tier)
+        return StreamChunk(request_id=chunk.request_id, text=chunk.text, tier=chunk.tier, retract=chunk.retract)
     return StreamChunk(
         request_id=chunk.request_id,
         text=chunk.text,

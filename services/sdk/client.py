@@ -22,7 +22,7 @@ class CascadeClient:
     Example::
 
         with CascadeClient(target="cascade:50051", timeout=30) as client:
-            result = client.generate("What is 2 + 2?", policy="auto")
+            result = client.generate("What is 2 + 2?", policy="cascade")
             print(result.text, result.route.tier)
 
     A client holds one channel; it is thread-safe and meant to be shared and reused.
@@ -79,7 +79,7 @@ class CascadeClient:
         max_tokens: int = 0,
         temperature: float | None = None,
         stop: str | Sequence[str] = (),
-        policy: Policy | str = Policy.AUTO,
+        policy: Policy | str | None = None,
         tenant: str = "",
         tags: Mapping[str, str] | None = None,
         request_id: str = "",
@@ -94,7 +94,9 @@ class CascadeClient:
             max_tokens: Upper bound on generated tokens; 0 means the gateway's default.
             temperature: Sampling temperature in [0, 2]; None leaves the tier's default.
             stop: Stop sequences (one string or several).
-            policy: "auto" (the router chooses), "small" or "large".
+            policy: "cascade" (route, then escalate a low-confidence small answer; "auto" is
+                an alias), "route" (route, never escalate), "small" or "large"; None: the
+                gateway's default policy (``gateway.default_policy``, "cascade" unless configured).
             tenant: Who the request is for (accounting).
             tags: Free-form labels recorded with the outcome.
             request_id: Caller-chosen id for idempotent retries; the gateway makes one if empty.
@@ -132,20 +134,23 @@ class CascadeClient:
         max_tokens: int = 0,
         temperature: float | None = None,
         stop: str | Sequence[str] = (),
-        policy: Policy | str = Policy.AUTO,
+        policy: Policy | str | None = None,
         tenant: str = "",
         tags: Mapping[str, str] | None = None,
         request_id: str = "",
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
+        speculative: bool = False,
     ) -> Generator[StreamChunk, None, None]:
         """Answer one request as an iterator of :class:`StreamChunk`, the last one ``final``.
 
-        Arguments as for :meth:`generate`; they are checked here, before any call. The
-        call starts on the first ``next()``; the timeout covers the whole stream. Errors
-        (also mid-stream) are raised from the iteration. Closing the iterator early
-        (``close()``, or leaving a ``contextlib.closing`` block) cancels the call. Use
-        :func:`collect` to join the chunks into a :class:`GenerateResult`.
+        With ``speculative=True`` a small answer that may still escalate streams live; if it then escalates, a
+        chunk with ``retract`` set withdraws the text received so far and the large tier's answer follows.
+        Without it (held), such an answer arrives only once its confidence is known, and text once received is
+        never withdrawn. Arguments as for :meth:`generate`; they are checked here, before any call. The call
+        starts on the first ``next()``; the timeout covers the whole stream. Errors (also mid-stream) are raised
+        from the iteration. Closing the iterator early (``close()``, or leaving a ``contextlib.closing`` block)
+        cancels the call. Use :func:`collect` to join the chunks into a :class:`GenerateResult`.
         """
         request = _convert.generate_request(
             prompt,
@@ -157,6 +162,7 @@ class CascadeClient:
             tenant=tenant,
             tags=tags,
             request_id=request_id,
+            speculative=speculative,
         )
         return self._iterate(request, self._config.call_args(timeout, metadata))
 

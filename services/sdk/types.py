@@ -19,14 +19,19 @@ PemSource: TypeAlias = bytes | str | os.PathLike[str]
 
 
 class Policy(enum.StrEnum):
-    """Which tiers a request may use. Plain strings ("auto", "small", "large") are accepted too."""
+    """Which tiers a request may use. Plain strings are accepted too ("auto" means "cascade")."""
 
-    AUTO = "auto"
-    """The router chooses; a low-confidence small answer escalates to the large tier."""
+    CASCADE = "cascade"
+    """The router picks the starting tier (prompts it is sure are hard go straight to the large
+    tier); a small answer whose confidence is below the threshold escalates to the large tier."""
+    ROUTE = "route"
+    """The router picks the tier; never escalates."""
     SMALL = "small"
     """Always the small tier, never escalates."""
     LARGE = "large"
     """Always the large tier."""
+    AUTO = "auto"
+    """The former name of :attr:`CASCADE`; sent as CASCADE."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +76,24 @@ class Route:
     confidence: float | None = None
     """Confidence in the returned answer in [0, 1]; None when no signal was available."""
     policy: str = ""
-    """The policy that was applied after defaults ("auto", "small" or "large")."""
+    """The policy that was applied after defaults ("cascade", "route", "small" or "large")."""
     router_error: str = ""
     """Why the router could not decide (the fallback tier answered); empty when it did."""
+    reason: str = ""
+    """Why the request took its path: "policy", "routed", "routed_large", "router_fallback",
+    "confident", "low_confidence", "disagreement", "small_error", "budget" or "no_escalation"."""
+    confidence_threshold: float | None = None
+    """The escalation threshold the small answer's confidence was compared with."""
+    agreement: float | None = None
+    """Share of the other answers (samples, second opinion) agreeing with the small answer."""
+    samples: int = 0
+    """Answers the small tier sampled for self-consistency (0: no sampling)."""
+    second_opinion_tier: str = ""
+    """The tier asked for a second opinion, when one was asked."""
+    confidence_model_version: str = ""
+    """Version of the confidence model that scored the answer."""
+    budget_limited: bool = False
+    """True when the tenant's large-tier budget kept the request on the small tier."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +146,8 @@ class GenerateResult:
         texts: list[str] = []
         last: StreamChunk | None = None
         for chunk in chunks:
+            if chunk.retract:  # a speculative answer was withdrawn: what follows replaces it
+                texts = []
             texts.append(chunk.text)
             last = chunk
         if last is None or not last.final:
@@ -147,13 +169,19 @@ class StreamChunk:
 
     Only the last chunk has ``final`` set; it alone carries the summary fields
     (``finish_reason``, ``route``, ``usage``, ``cost_usd``, ``timings``), which are
-    None on every other chunk.
+    None on every other chunk. Every chunk, the first included, carries ``request_id``.
+
+    In a speculative stream (``stream(..., speculative=True)``) a chunk with ``retract``
+    set withdraws all text received before it; the chunks after it carry the answer
+    that replaces it. :func:`collect` and :func:`acollect` apply retractions.
     """
 
     request_id: str
     text: str
     tier: str
     """The tier that produced this chunk's text."""
+    retract: bool = False
+    """Discard all text received so far (speculative streams only); this chunk has no text."""
     final: bool = False
     finish_reason: str | None = None
     route: Route | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 import pyarrow as pa
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from grpc import aio
 
-from cascade.v1 import cascade_pb2, cascade_pb2_grpc
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc, common_pb2
 from services.core.nats import connect_nats
 from services.outcomes import read_events
 from tests.support.system import make_settings, run_system
@@ -110,3 +111,68 @@ async def test_cascade_outcomes_prints_events_as_json_lines(replay_system):
     assert lines[0]["route"]["tier"] in ("small", "large") and lines[0]["attempts"][0]["replay_score"] in (0.0, 1.0)
     again = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE)
     assert (await again.communicate())[0] == b""  # the durable consumer does not repeat itself
+
+
+# ------------------------------------------------ answer-level escalation on recorded MMLU-Pro answers
+
+MMLU_PRO = Path("/work/shared/data/routing/mmlu_pro.parquet")
+SMALL, SECOND, LARGE = "Mistral-7B-Instruct-v0.2", "Meta-Llama-3_1-8B-Instruct", "Meta-Llama-3_1-70B-Instruct"
+
+
+@pytest.fixture(scope="module")
+def agree_and_disagree(tmp_path_factory):
+    """Recorded prompts where Mistral-7B and Llama-3.1-8B give the same final answer, and where they do not."""
+    if not MMLU_PRO.exists():
+        pytest.skip(f"{MMLU_PRO} is not here")
+    from classifier.answers import final_answer
+
+    table = pq.read_table(MMLU_PRO, filters=[("model", "in", [SMALL, SECOND, LARGE])]).to_pandas()
+    answers = table.pivot_table(index="prompt_id", columns="model", values="response", aggfunc="first").dropna()
+    same = answers[SMALL].map(final_answer) == answers[SECOND].map(final_answer)
+    picked = {"agree": answers.index[same][0], "disagree": answers.index[~same][0]}
+    rows = table[table.prompt_id.isin(picked.values())]
+    path = tmp_path_factory.mktemp("replay") / "pair.parquet"
+    pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), path)
+    prompts = {k: rows[rows.prompt_id == v].prompt.iloc[0] for k, v in picked.items()}
+    return path, prompts
+
+
+@pytest.fixture
+async def second_opinion_system(nats_server, agree_and_disagree):
+    path, prompts = agree_and_disagree
+
+    def tier(model, price):
+        return {"backend": "replay", "replay": {"data": path, "model": model}, "price": price}
+
+    settings = make_settings(
+        nats_server.url,
+        {
+            "small": tier(SMALL, {"input_per_mtok": 0.2, "output_per_mtok": 0.2}),
+            "second": tier(SECOND, {"input_per_mtok": 0.3, "output_per_mtok": 0.3}),
+            "large": tier(LARGE, {"input_per_mtok": 0.9, "output_per_mtok": 0.9}),
+        },
+        router={"threshold": 1.0},  # every prompt starts on the small tier
+        escalation={"confidence": "agreement", "second_opinion": {"tier": "second", "mode": "parallel"}},
+    )
+    async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
+        yield cascade_pb2_grpc.CascadeStub(channel), prompts
+
+
+async def test_disagreeing_small_models_escalate_to_the_large_tier(second_opinion_system):
+    stub, prompts = second_opinion_system
+    resp = await stub.Generate(cascade_pb2.GenerateRequest(prompt=prompts["disagree"]), timeout=20)
+    route = resp.route
+    assert route.escalated and route.tier == "large" and list(route.tiers_tried) == ["small", "large"]
+    assert route.reason in (common_pb2.PATH_REASON_DISAGREEMENT, common_pb2.PATH_REASON_LOW_CONFIDENCE)
+    assert route.agreement == 0.0 and route.second_opinion_tier == "second"
+    assert route.confidence_model_version == "agreement-1"
+
+
+async def test_agreeing_small_models_keep_the_small_answer(second_opinion_system):
+    stub, prompts = second_opinion_system
+    resp = await stub.Generate(cascade_pb2.GenerateRequest(prompt=prompts["agree"]), timeout=20)
+    route = resp.route
+    assert not route.escalated and route.tier == "small" and route.reason == common_pb2.PATH_REASON_CONFIDENT
+    assert route.agreement == 1.0 and route.confidence == 1.0
+    # The second opinion is paid for: more than the small tier's price for the same tokens.
+    assert resp.cost_usd > (resp.usage.input_tokens + resp.usage.output_tokens) * 0.2 / 1e6

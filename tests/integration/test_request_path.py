@@ -71,10 +71,10 @@ async def test_unary_generate_on_the_large_policy(stub, fake_openai):
     assert resp.timings.total_ms >= resp.timings.large_ms > 0
 
 
-async def test_auto_policy_is_routed_by_the_onnx_model(stub, system):
+async def test_cascade_policy_is_routed_by_the_onnx_model(stub, system):
     resp = await stub.Generate(cascade_pb2.GenerateRequest(prompt="What is 2 + 2?"), timeout=10)
     route = resp.route
-    assert route.policy == "auto"
+    assert route.policy == "cascade"
     assert route.router_model_version == system.router.policy._holder.model.version
     assert 0.0 <= route.router_score <= 1.0
     expected = "large" if route.router_score >= route.router_threshold else "small"
@@ -83,14 +83,20 @@ async def test_auto_policy_is_routed_by_the_onnx_model(stub, system):
 
 
 @pytest.fixture
-async def always_small_first(nats_server, fake_openai):
+async def small_first_system(nats_server, fake_openai):
     """The router sends everything to the small tier (threshold above any score)."""
     settings = make_settings(
         nats_server.url,
         tiers(fake_openai.base_url),
         router={"threshold": 1.0},
     )
-    async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
+    async with run_system(nats_server, settings) as system:
+        yield system
+
+
+@pytest.fixture
+async def always_small_first(small_first_system):
+    async with aio.insecure_channel(small_first_system.target) as channel:
         yield cascade_pb2_grpc.CascadeStub(channel)
 
 
@@ -100,6 +106,8 @@ async def test_low_confidence_small_answer_escalates_to_large(always_small_first
     )
     assert resp.route.escalated and list(resp.route.tiers_tried) == ["small", "large"]
     assert resp.route.tier == "large"
+    assert resp.route.reason == common_pb2.PATH_REASON_LOW_CONFIDENCE
+    assert resp.route.confidence_threshold == 0.5 and resp.route.confidence_model_version == "logprob-geomean-1"
     assert (await fake_openai.stats())["requests"] == 2
     # Both attempts are paid for: more than the small price alone, less than the large price alone.
     tokens = resp.usage.input_tokens + resp.usage.output_tokens
@@ -109,6 +117,7 @@ async def test_low_confidence_small_answer_escalates_to_large(always_small_first
 async def test_confident_small_answer_is_not_escalated(always_small_first, fake_openai):
     resp = await always_small_first.Generate(cascade_pb2.GenerateRequest(prompt="Easy [[confidence=0.95]]"), timeout=10)
     assert resp.route.tier == "small" and not resp.route.escalated
+    assert resp.route.reason == common_pb2.PATH_REASON_CONFIDENT
     assert (await fake_openai.stats())["requests"] == 1
 
 
@@ -118,6 +127,72 @@ async def test_streamed_escalation_shows_only_the_large_answer(always_small_firs
     *body, final = chunks
     assert body and {c.tier for c in body} == {"large"}
     assert final.final and final.route.escalated
+    assert not any(c.retract for c in chunks)
+    assert {c.request_id for c in chunks} == {final.request_id}  # the first chunk names the request too
+
+
+async def test_speculative_stream_retracts_the_small_answer_seen_by_the_sdk(small_first_system):
+    from services.sdk import AsyncCascadeClient, acollect
+
+    async with AsyncCascadeClient(target=small_first_system.target, timeout=10) as client:
+        chunks = [c async for c in client.stream("Hard one [[confidence=0.2]]", max_tokens=30, speculative=True)]
+    retracts = [i for i, c in enumerate(chunks) if c.retract]
+    assert len(retracts) == 1
+    before, after = chunks[: retracts[0]], chunks[retracts[0] + 1 :]
+    assert before and {c.tier for c in before} == {"small"}  # the small answer was shown live
+    assert chunks[retracts[0]].text == "" and {c.tier for c in after} == {"large"}
+    assert chunks[0].request_id and chunks[0].request_id == chunks[-1].request_id
+    result = await acollect(iter_async(chunks))
+    assert result.text == "".join(c.text for c in after) and result.route.escalated
+    assert result.route.reason == "low_confidence"
+
+
+async def iter_async(items):
+    for item in items:
+        yield item
+
+
+async def test_first_chunk_carries_the_request_id(stub):
+    request = cascade_pb2.GenerateRequest(prompt="Tell me a story.", policy=cascade_pb2.POLICY_LARGE, max_tokens=20)
+    call = stub.GenerateStream(request, timeout=10)
+    first = await call.read()
+    assert first.request_id and not first.final and first.text
+    call.cancel()
+
+
+@pytest.fixture
+async def budgeted(nats_server, fake_openai):
+    """Every prompt escalates; tenant "capped" may use the large tier for no request at all."""
+    settings = make_settings(
+        nats_server.url,
+        tiers(fake_openai.base_url),
+        router={"threshold": 1.0},
+        gateway={
+            "budgets": {
+                "capped": {"max_large_share": 0.0},
+                "strict": {"max_large_usd": 0.0, "on_exceeded": "fail"},
+            }
+        },
+    )
+    async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
+        yield system, cascade_pb2_grpc.CascadeStub(channel)
+
+
+async def test_budget_keeps_an_escalation_on_the_small_tier_or_fails(budgeted):
+    system, stub = budgeted
+    hard = "Hard one [[confidence=0.2]]"
+    free = await stub.Generate(cascade_pb2.GenerateRequest(prompt=hard, tenant="free"), timeout=10)
+    assert free.route.escalated and not free.route.budget_limited
+    capped = await stub.Generate(
+        cascade_pb2.GenerateRequest(prompt=hard, tenant="capped", request_id="cap-1"), timeout=10
+    )
+    assert capped.route.tier == "small" and not capped.route.escalated
+    assert capped.route.reason == common_pb2.PATH_REASON_BUDGET and capped.route.budget_limited
+    with pytest.raises(aio.AioRpcError) as err:
+        await stub.Generate(cascade_pb2.GenerateRequest(prompt=hard, tenant="strict"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "strict" in err.value.details()
+    events = {e.request_id: e for e in await outcomes(system) if isinstance(e, events_pb2.OutcomeEvent)}
+    assert events["cap-1"].route.budget_limited and events["cap-1"].route.reason == common_pb2.PATH_REASON_BUDGET
 
 
 async def test_small_policy_never_escalates(stub):
@@ -204,7 +279,7 @@ async def test_feedback_score_out_of_range_is_invalid(stub, score):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-@pytest.mark.parametrize("policy", [cascade_pb2.POLICY_LARGE, cascade_pb2.POLICY_AUTO])
+@pytest.mark.parametrize("policy", [cascade_pb2.POLICY_LARGE, cascade_pb2.POLICY_CASCADE])
 async def test_llm_server_down_is_unavailable_within_the_deadline(nats_server, policy):
     down = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     settings = make_settings(nats_server.url, {"small": openai_tier(down), "large": openai_tier(down)})
@@ -238,6 +313,7 @@ async def test_slow_llm_server_the_deadline_holds_and_the_outcome_records_it(stu
     await asyncio.sleep(0.3)
     events = {e.request_id: e for e in await outcomes(system) if isinstance(e, events_pb2.OutcomeEvent)}
     assert events["slow-1"].finish_reason == common_pb2.FINISH_REASON_ERROR
+    assert events["slow-1"].error.code == events_pb2.ERROR_CODE_DEADLINE_EXCEEDED  # never CANCELLED
 
 
 async def test_health_and_reflection_are_served(system):
@@ -298,3 +374,20 @@ async def test_gateway_serves_tls_to_the_sdk(nats_server, fake_openai, self_sign
         async with AsyncCascadeClient(target=f"localhost:{system.gateway.port}", timeout=2) as plain:
             with pytest.raises(Unavailable):
                 await plain.generate("no TLS")
+
+
+async def test_calibrated_policy_file_sets_router_and_escalation_thresholds(nats_server, fake_openai, tmp_path):
+    from classifier.policy import CalibratedPolicy, save_policy
+
+    path = tmp_path / "policy.json"
+    save_policy(CalibratedPolicy(router_threshold=0.0, escalation_threshold=0.3), path)
+    settings = make_settings(nats_server.url, tiers(fake_openai.base_url), escalation={"calibration": path})
+    async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
+        stub = cascade_pb2_grpc.CascadeStub(channel)
+        resp = await stub.Generate(cascade_pb2.GenerateRequest(prompt="Anything [[confidence=0.2]]"), timeout=10)
+        assert resp.route.router_threshold == 0.0  # every score reaches it: straight to large
+        assert resp.route.tier == "large" and resp.route.reason == common_pb2.PATH_REASON_ROUTED_LARGE
+        save_policy(CalibratedPolicy(router_threshold=1.0, escalation_threshold=0.3), path)
+        system.router.policy._calibration.reload_if_changed()  # the interval is off in tests: check now
+        resp = await stub.Generate(cascade_pb2.GenerateRequest(prompt="Fine [[confidence=0.4]]"), timeout=10)
+        assert resp.route.tier == "small" and resp.route.confidence_threshold == pytest.approx(0.3)

@@ -241,11 +241,11 @@ async def test_generate_sends_what_the_caller_passed(client: AsyncCascadeClient,
     assert sent.request_id == "req-1"
 
 
-async def test_defaults_leave_temperature_unset_and_policy_auto(client: AsyncCascadeClient, served: Served) -> None:
+async def test_defaults_leave_temperature_and_policy_unset(client: AsyncCascadeClient, served: Served) -> None:
     await client.generate("hi")
     (sent,) = served.servicer.requests
     assert not sent.HasField("temperature")
-    assert sent.policy == cascade_pb2.POLICY_AUTO
+    assert sent.policy == cascade_pb2.POLICY_UNSPECIFIED  # the gateway's default policy applies
     assert (sent.max_tokens, list(sent.stop), dict(sent.tags), sent.request_id) == (0, [], {}, "")
 
 
@@ -302,7 +302,7 @@ async def test_invalid_arguments_fail_locally(
 
 
 async def test_generate_converts_the_response(client: AsyncCascadeClient) -> None:
-    result = await client.generate("abcdef", temperature=1.0, tags={"escalate": "yes"})
+    result = await client.generate("abcdef", temperature=1.0, tags={"escalate": "yes"}, policy="cascade")
     assert isinstance(result, GenerateResult)
     assert result.cost_usd == pytest.approx(0.006)
     assert result == GenerateResult(
@@ -317,7 +317,7 @@ async def test_generate_converts_the_response(client: AsyncCascadeClient) -> Non
             router_threshold=0.5,
             router_model_version="test-1",
             confidence=0.5,
-            policy="auto",
+            policy="cascade",
         ),
         usage=Usage(input_tokens=6, output_tokens=6, estimated=True),
         cost_usd=result.cost_usd,

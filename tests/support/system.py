@@ -47,6 +47,10 @@ def make_settings(nats_url: str, tiers: dict[str, Any], **sections: Any) -> Casc
     sections["gateway"] = {"port": 0, **sections["gateway"]}
     sections.setdefault("router", {})
     sections["router"] = {"reload_interval_s": 0, **sections["router"]}
+    # Token log-probabilities unless a test asks for another confidence model: deterministic with
+    # the fake OpenAI server's [[confidence=...]] prompts, and independent of the learned scorer's file.
+    sections.setdefault("escalation", {})
+    sections["escalation"] = {"confidence": "logprob", **sections["escalation"]}
     return CascadeSettings(nats={"url": nats_url}, tiers=tiers, **sections)
 
 

@@ -13,7 +13,29 @@ LIMITS = GatewaySettings(max_prompt_chars=100, max_tokens_limit=64, default_max_
 def test_plain_prompt_becomes_one_user_message_with_defaults():
     r = parse_generate(cascade_pb2.GenerateRequest(prompt="hi"), LIMITS)
     assert [(m.role, m.content) for m in r.messages] == [("user", "hi")]
-    assert r.max_tokens == 32 and r.policy == "auto" and r.temperature is None and len(r.request_id) == 32
+    assert r.max_tokens == 32 and r.policy == "cascade" and r.temperature is None and len(r.request_id) == 32
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (cascade_pb2.POLICY_AUTO, "cascade"),
+        (cascade_pb2.POLICY_CASCADE, "cascade"),
+        (cascade_pb2.POLICY_ROUTE, "route"),
+        (cascade_pb2.POLICY_SMALL, "small"),
+        (cascade_pb2.POLICY_LARGE, "large"),
+    ],
+)
+def test_policies_by_name(policy, expected):
+    assert parse_generate(cascade_pb2.GenerateRequest(prompt="a", policy=policy), LIMITS).policy == expected
+
+
+def test_unspecified_policy_is_the_gateway_default_and_stream_mode_is_parsed():
+    limits = GatewaySettings(default_policy="route")
+    r = parse_generate(cascade_pb2.GenerateRequest(prompt="a"), limits)
+    assert r.policy == "route" and not r.speculative
+    spec = cascade_pb2.GenerateRequest(prompt="a", stream_mode=cascade_pb2.STREAM_MODE_SPECULATIVE)
+    assert parse_generate(spec, limits).speculative
 
 
 def test_routed_text_is_the_last_user_message():
@@ -34,6 +56,7 @@ def test_routed_text_is_the_last_user_message():
         {"prompt": "a", "max_tokens": 65},
         {"prompt": "a", "temperature": -0.1},
         {"prompt": "a", "policy": 9},
+        {"prompt": "a", "stream_mode": 7},
         {"prompt": "a", "request_id": "has space"},
         {"prompt": "a", "stop": [""]},
         {"prompt": "a", "tags": {"k": "v" * 300}},

@@ -50,6 +50,10 @@ def _request(prompt: str | None = "p", **overrides: Any) -> cascade_pb2.Generate
     ("policy", "wire"),
     [
         ("auto", cascade_pb2.POLICY_AUTO),
+        ("cascade", cascade_pb2.POLICY_CASCADE),
+        ("Route", cascade_pb2.POLICY_ROUTE),
+        (Policy.AUTO, cascade_pb2.POLICY_CASCADE),
+        (None, cascade_pb2.POLICY_UNSPECIFIED),  # the gateway's default policy
         ("Small", cascade_pb2.POLICY_SMALL),
         (" large ", cascade_pb2.POLICY_LARGE),
         (Policy.LARGE, cascade_pb2.POLICY_LARGE),
@@ -60,7 +64,7 @@ def test_policy_to_wire(policy: Any, wire: int) -> None:
     assert _convert.policy_to_wire(policy) == wire
 
 
-@pytest.mark.parametrize("policy", ["medium", "", 9, True, None, 1.0])
+@pytest.mark.parametrize("policy", ["medium", "", 9, True, 1.0])
 def test_bad_policy_is_invalid_request(policy: Any) -> None:
     with pytest.raises(InvalidRequest, match="policy"):
         _convert.policy_to_wire(policy)
@@ -126,6 +130,42 @@ def test_chunks_and_collect() -> None:
         GenerateResult.from_chunks(chunks[:1])
     with pytest.raises(InternalError):
         collect([])
+
+
+def test_retraction_withdraws_the_text_before_it() -> None:
+    wire = [
+        cascade_pb2.GenerateChunk(request_id="r", text="small ", tier="small"),
+        cascade_pb2.GenerateChunk(request_id="r", tier="large", retract=True),
+        cascade_pb2.GenerateChunk(request_id="r", text="large", tier="large"),
+        cascade_pb2.GenerateChunk(
+            request_id="r",
+            tier="large",
+            final=True,
+            route=common_pb2.RouteSummary(
+                tier="large",
+                escalated=True,
+                reason=common_pb2.PATH_REASON_DISAGREEMENT,
+                agreement=0.0,
+                confidence_threshold=0.6,
+                samples=3,
+                second_opinion_tier="second",
+                confidence_model_version="agreement-1",
+            ),
+        ),
+    ]
+    chunks = [_convert.chunk_from_wire(c) for c in wire]
+    assert [c.retract for c in chunks] == [False, True, False, False]
+    result = collect(chunks)
+    assert result.text == "large"
+    route = result.route
+    assert route.reason == "disagreement" and route.agreement == 0.0 and route.confidence_threshold == 0.6
+    assert route.samples == 3 and route.second_opinion_tier == "second" and route.confidence_model_version
+    assert _convert.route_from_wire(common_pb2.RouteSummary()).reason == ""  # unset: no reason, not "unspecified"
+
+
+def test_speculative_sets_the_stream_mode() -> None:
+    assert _request("hi", speculative=True).stream_mode == cascade_pb2.STREAM_MODE_SPECULATIVE
+    assert _request("hi").stream_mode == cascade_pb2.STREAM_MODE_UNSPECIFIED
 
 
 def test_results_are_frozen() -> None:

@@ -1,0 +1,142 @@
+"""The gateway's wire edge: its plain values <-> cascade.v1 messages (NATS payloads, gRPC replies, events)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from cascade.v1 import common_pb2, events_pb2
+from services.core.wire import FINISH_NAMES, FINISH_REASONS, error_info, now_timestamp
+from services.gateway.domain import Decision, Piece, Reason, Route, TierCall, Usage
+from services.gateway.record import Attempt, RequestRecord
+
+# Reason.X <-> PATH_REASON_X: the proto's enum is the table, the domain names its members the same.
+_REASONS = {r: getattr(common_pb2, f"PATH_REASON_{r.name}") for r in Reason}
+
+
+def tier_request(call: TierCall) -> events_pb2.TierRequest:
+    out = events_pb2.TierRequest(
+        request_id=call.request_id,
+        messages=[common_pb2.ChatMessage(role=m.role, content=m.content) for m in call.messages],
+        max_tokens=call.max_tokens,
+        stop=call.stop,
+        want_logprobs=call.want_logprobs,
+        deadline_unix_ms=call.deadline_unix_ms,
+        n=call.n if call.n > 1 else 0,
+    )
+    if call.temperature is not None:
+        out.temperature = call.temperature
+    return out
+
+
+def piece(chunk: events_pb2.TokenChunk) -> Piece:
+    if not chunk.final:
+        return Piece(text=chunk.text, logprobs=tuple(chunk.token_logprobs))
+    return Piece(
+        text=chunk.text,
+        logprobs=tuple(chunk.token_logprobs),
+        final=True,
+        finish_reason=FINISH_NAMES.get(chunk.finish_reason, "stop"),
+        usage=usage(chunk.usage),
+        replay_score=chunk.replay_score if chunk.HasField("replay_score") else None,
+        samples=tuple(s.text for s in chunk.samples),
+    )
+
+
+def decision(msg: events_pb2.RouteDecision) -> Decision:
+    return Decision(
+        tier=msg.tier, score=msg.score, threshold=msg.threshold, model_version=msg.model_version, error=msg.error
+    )
+
+
+def usage(msg: common_pb2.Usage) -> Usage:
+    return Usage(input_tokens=msg.input_tokens, output_tokens=msg.output_tokens, estimated=msg.estimated)
+
+
+def usage_msg(u: Usage) -> common_pb2.Usage:
+    return common_pb2.Usage(input_tokens=u.input_tokens, output_tokens=u.output_tokens, estimated=u.estimated)
+
+
+def route_summary(route: Route) -> common_pb2.RouteSummary:
+    out = common_pb2.RouteSummary(
+        tier=route.tier,
+        tiers_tried=route.tiers_tried,
+        escalated=route.escalated,
+        router_score=route.router_score,
+        router_threshold=route.router_threshold,
+        router_model_version=route.router_model_version,
+        policy=route.policy,
+        router_error=route.router_error,
+        samples=route.samples,
+        second_opinion_tier=route.second_opinion_tier,
+        confidence_model_version=route.confidence_model_version,
+        budget_limited=route.budget_limited,
+    )
+    if route.reason is not None:
+        out.reason = _REASONS[route.reason]
+    for name in ("confidence", "confidence_threshold", "agreement"):
+        if (value := getattr(route, name)) is not None:
+            setattr(out, name, value)
+    return out
+
+
+def timings(record: RequestRecord) -> common_pb2.StageTimings:
+    small_ms, large_ms = record.stage_ms()
+    return common_pb2.StageTimings(
+        route_ms=record.route_ms,
+        first_token_ms=record.first_token_ms,
+        small_ms=small_ms,
+        large_ms=large_ms,
+        total_ms=(time.perf_counter() - record.started) * 1e3,
+    )
+
+
+def summary(record: RequestRecord) -> dict[str, Any]:
+    """The fields a GenerateResponse, a stream's final GenerateChunk and an OutcomeEvent share."""
+    return {
+        "finish_reason": FINISH_REASONS[record.finish_reason()],
+        "route": route_summary(record.route),
+        "usage": usage_msg(record.usage()),
+        "cost_usd": record.cost_usd(),
+        "timings": timings(record),
+    }
+
+
+def tier_attempt(a: Attempt, record: RequestRecord) -> events_pb2.TierAttempt:
+    out = events_pb2.TierAttempt(
+        tier=a.tier,
+        usage=usage_msg(a.usage()),
+        cost_usd=a.cost_usd(record.prices[a.tier]),
+        latency_ms=a.latency_ms,
+        finish_reason=FINISH_REASONS[a.final.finish_reason or "stop"] if a.final else common_pb2.FINISH_REASON_ERROR,
+        purpose=str(a.purpose),
+        samples=1 + len(a.samples) if a.samples else 0,
+    )
+    if a.confidence is not None:
+        out.confidence = a.confidence
+    if a.error is not None:
+        out.error.CopyFrom(error_info(a.error))
+    if a.final is not None and a.final.replay_score is not None:
+        out.replay_score = a.final.replay_score
+    return out
+
+
+def outcome(record: RequestRecord, *, store_prompt_text: bool) -> events_pb2.OutcomeEvent:
+    req, answer = record.request, record.answer
+    event = events_pb2.OutcomeEvent(
+        schema_version=1,
+        request_id=req.request_id,
+        time=now_timestamp(),
+        tenant=req.tenant,
+        tags=req.tags,
+        policy=req.policy,
+        prompt_sha256=hashlib.sha256(req.routed_text.encode()).hexdigest(),
+        prompt_text=req.routed_text if store_prompt_text else "",
+        attempts=[tier_attempt(a, record) for a in record.attempts],
+        answer_chars=len(answer.text) if answer and record.error is None else 0,
+        **summary(record),
+    )
+    if record.error is not None:
+        event.error.CopyFrom(error_info(record.error))
+    return event
