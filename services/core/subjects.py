@@ -12,6 +12,9 @@ ROUTER_QUEUE = "router"
 # Every routing decision, published for observers (RouteDecision).
 DECISIONS = "cascade.events.decision"
 
+# Model versions published, promoted, rolled back or refused (ModelEvent).
+MODEL_EVENTS = "cascade.events.model"
+
 # Request/reply: TierRequest -> TierAccept, then TokenChunks on the request's chunk subject.
 TIER_PREFIX = "cascade.tier."
 

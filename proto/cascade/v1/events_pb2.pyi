@@ -137,7 +137,7 @@ class ErrorInfo(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class TierAttempt(_message.Message):
-    __slots__ = ("tier", "backend", "model", "usage", "cost_usd", "latency_ms", "confidence", "finish_reason", "error", "replay_score", "purpose", "samples")
+    __slots__ = ("tier", "backend", "model", "usage", "cost_usd", "latency_ms", "confidence", "finish_reason", "error", "replay_score", "purpose", "samples", "text", "sample_texts")
     TIER_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +150,8 @@ class TierAttempt(_message.Message):
     REPLAY_SCORE_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_TEXTS_FIELD_NUMBER: _ClassVar[int]
     tier: str
     backend: str
     model: str
@@ -162,10 +164,12 @@ class TierAttempt(_message.Message):
     replay_score: float
     purpose: str
     samples: int
-    def __init__(self, tier: _Optional[str] = ..., backend: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., confidence: _Optional[float] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., replay_score: _Optional[float] = ..., purpose: _Optional[str] = ..., samples: _Optional[int] = ...) -> None: ...
+    text: str
+    sample_texts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tier: _Optional[str] = ..., backend: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., confidence: _Optional[float] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., replay_score: _Optional[float] = ..., purpose: _Optional[str] = ..., samples: _Optional[int] = ..., text: _Optional[str] = ..., sample_texts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class OutcomeEvent(_message.Message):
-    __slots__ = ("schema_version", "request_id", "time", "tenant", "tags", "policy", "prompt_sha256", "prompt_text", "route", "attempts", "usage", "cost_usd", "timings", "finish_reason", "error", "answer_chars")
+    __slots__ = ("schema_version", "request_id", "time", "tenant", "tags", "policy", "prompt_sha256", "prompt_text", "route", "attempts", "usage", "cost_usd", "timings", "finish_reason", "error", "answer_chars", "answer_text", "exploration")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +193,8 @@ class OutcomeEvent(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ANSWER_CHARS_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_TEXT_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     request_id: str
     time: _timestamp_pb2.Timestamp
@@ -205,7 +211,9 @@ class OutcomeEvent(_message.Message):
     finish_reason: _common_pb2.FinishReason
     error: ErrorInfo
     answer_chars: int
-    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., policy: _Optional[str] = ..., prompt_sha256: _Optional[str] = ..., prompt_text: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteSummary, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[TierAttempt, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., timings: _Optional[_Union[_common_pb2.StageTimings, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., answer_chars: _Optional[int] = ...) -> None: ...
+    answer_text: str
+    exploration: str
+    def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tenant: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., policy: _Optional[str] = ..., prompt_sha256: _Optional[str] = ..., prompt_text: _Optional[str] = ..., route: _Optional[_Union[_common_pb2.RouteSummary, _Mapping]] = ..., attempts: _Optional[_Iterable[_Union[TierAttempt, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., timings: _Optional[_Union[_common_pb2.StageTimings, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., answer_chars: _Optional[int] = ..., answer_text: _Optional[str] = ..., exploration: _Optional[str] = ...) -> None: ...
 
 class FeedbackEvent(_message.Message):
     __slots__ = ("schema_version", "request_id", "time", "score", "comment", "tenant")
@@ -222,3 +230,23 @@ class FeedbackEvent(_message.Message):
     comment: str
     tenant: str
     def __init__(self, schema_version: _Optional[int] = ..., request_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., score: _Optional[float] = ..., comment: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ModelEvent(_message.Message):
+    __slots__ = ("schema_version", "time", "kind", "action", "version", "previous_version", "forced", "reason")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FORCED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    time: _timestamp_pb2.Timestamp
+    kind: str
+    action: str
+    version: str
+    previous_version: str
+    forced: bool
+    reason: str
+    def __init__(self, schema_version: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., action: _Optional[str] = ..., version: _Optional[str] = ..., previous_version: _Optional[str] = ..., forced: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
