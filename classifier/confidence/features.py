@@ -1,0 +1,133 @@
+"""Numpy features of one answer for the learned confidence scorer (no scikit-learn).
+
+Four signal groups, each with an availability indicator so that an absent signal contributes a
+learned constant instead of garbage: ``agreement`` (with the other answers), ``text`` (the answer
+text and the prompt), ``logprob`` (token log-probabilities) and ``router`` (the router's score).
+Training calls these very functions, so what the model saw in training is what it sees in service.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from classifier.answers import final_answer, same_answer
+from classifier.confidence.base import Evidence
+from classifier.features import HAND_FEATURE_NAMES, hand_features
+
+AGREEMENT_NAMES = ("has_others", "agree_share", "log_agree", "log_disagree", "rival_share")
+ANSWER_NAMES = (
+    "kind_option",
+    "kind_number",
+    "kind_bool",
+    "explicit_answer",
+    "conclusions",
+    "log_answer_chars",
+    "log_answer_words",
+    "hedges",
+    "repetition",
+    "truncated",
+    "refusal",
+    "length_ratio",
+)
+LOGPROB_NAMES = ("has_logprobs", "lp_mean", "lp_q10", "lp_min")
+ROUTER_NAMES = ("has_router", "router_score")
+PROMPT_NAMES = tuple(f"prompt_{n}" for n in HAND_FEATURE_NAMES)
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "agreement": AGREEMENT_NAMES,
+    "text": ANSWER_NAMES + PROMPT_NAMES,
+    "logprob": LOGPROB_NAMES,
+    "router": ROUTER_NAMES,
+}
+FEATURE_NAMES: tuple[str, ...] = AGREEMENT_NAMES + ANSWER_NAMES + PROMPT_NAMES + LOGPROB_NAMES + ROUTER_NAMES
+
+# Logprob features are centred here, so that "present and typical" adds about nothing to the
+# logit and "absent" adds exactly nothing (nats per token; typical of a confident 7B answer).
+LP_CENTRE = {"lp_mean": -0.3, "lp_q10": -1.5, "lp_min": -4.0}
+
+_WORD = re.compile(r"[a-z0-9']+")
+_CONCLUSION = re.compile(r"answer is:?\s*\(?([A-J])\b", re.IGNORECASE)
+_EXPLICIT = re.compile(r"\\boxed|####|answer is|answer:|\*\*\(?[A-J]\)?\*\*", re.IGNORECASE)
+_HEDGE = re.compile(
+    r"\b(?:maybe|perhaps|possibly|might|could be|not sure|unsure|uncertain|i think|i believe|likely|"
+    r"unclear|approximately|it seems|guess|assume|however|alternatively|on the other hand)\b",
+    re.IGNORECASE,
+)
+_REFUSAL = re.compile(
+    r"\b(?:i cannot|i can't|i'm sorry|i am sorry|none of the (?:above|options|choices)|not (?:enough|sufficient) "
+    r"information|cannot be determined|no correct answer|not listed)\b",
+    re.IGNORECASE,
+)
+_END = re.compile(r"[.!?)\]}*\"'`$]\s*$")
+
+
+def agreement_row(key: str, other_keys: Sequence[str]) -> list[float]:
+    """Agreement of an answer's final-answer key with the others' keys (all zero without others)."""
+    n = len(other_keys)
+    if n == 0:
+        return [0.0] * len(AGREEMENT_NAMES)
+    agree = sum(same_answer(key, k) for k in other_keys)
+    rivals = Counter(k for k in other_keys if not same_answer(key, k))
+    rival = max(rivals.values()) if rivals else 0
+    return [1.0, agree / n, math.log1p(agree), math.log1p(n - agree), rival / n]
+
+
+def answer_row(prompt: str, answer: str, key: str) -> list[float]:
+    """Hand-made signals of the answer text (the extracted key is passed in: computed once)."""
+    words = _WORD.findall(answer.lower())
+    nw = max(len(words), 1)
+    return [
+        float(key.startswith("option:")),
+        float(key.startswith("number:")),
+        float(key.startswith("bool:")),
+        float(bool(_EXPLICIT.search(answer))),
+        math.log1p(len({m.upper() for m in _CONCLUSION.findall(answer)})),
+        math.log1p(len(answer)),
+        math.log1p(len(words)),
+        math.log1p(len(_HEDGE.findall(answer))),
+        _repetition(words),
+        float(not _END.search(answer)),
+        float(bool(_REFUSAL.search(answer))),
+        math.log1p(len(answer)) - math.log1p(len(prompt)),
+    ]
+
+
+def _repetition(words: list[str]) -> float:
+    """Share of word 4-grams that repeat an earlier one: degenerate loops score near 1."""
+    grams = list(zip(words, words[1:], words[2:], words[3:], strict=False))
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def logprob_row(logprobs: Sequence[float]) -> list[float]:
+    """Length-normalised token log-probability signals (Gupta et al. 2024), centred; zero when absent."""
+    if len(logprobs) == 0:
+        return [0.0] * len(LOGPROB_NAMES)
+    lp = np.asarray(logprobs, dtype=np.float64)
+    lp = lp[np.isfinite(lp)] if np.isfinite(lp).any() else np.full(1, -20.0)
+    values = {"lp_mean": lp.mean(), "lp_q10": np.quantile(lp, 0.1), "lp_min": lp.min()}
+    return [1.0] + [float(values[n] - LP_CENTRE[n]) for n in LOGPROB_NAMES[1:]]
+
+
+def router_row(score: float | None) -> list[float]:
+    return [0.0, 0.0] if score is None or not math.isfinite(score) else [1.0, float(score)]
+
+
+def features(evidence: Sequence[Evidence]) -> np.ndarray:
+    """One row of ``len(FEATURE_NAMES)`` float32 features per evidence."""
+    prompts = hand_features([e.prompt for e in evidence])
+    rows = []
+    for i, e in enumerate(evidence):
+        key = final_answer(e.answer)
+        rows.append(
+            agreement_row(key, [final_answer(o) for o in e.others])
+            + answer_row(e.prompt, e.answer, key)
+            + prompts[i].tolist()
+            + logprob_row(e.logprobs)
+            + router_row(e.router_score)
+        )
+    return np.asarray(rows, dtype=np.float32).reshape(len(evidence), len(FEATURE_NAMES))
