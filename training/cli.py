@@ -174,6 +174,13 @@ def _add_fit_scorer(sub: Any) -> None:
     )
     _add_scorer_data_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    p.add_argument(
+        "--signals",
+        default="all-but-prompt",
+        choices=["all", "all-but-prompt", "text", "answer", "agreement", "router"],
+        help="signal groups the model may use; the others get zero weight (default: %(default)s: prompt "
+        "features lower escalation APGR in every compare-scorer scenario)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the split and the simulated others")
     p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts (smoke tests)")
     p.set_defaults(func=_lazy("training.scorer_cmd", "run_fit_scorer"))
@@ -204,7 +211,12 @@ def _add_compare_scorer(sub: Any) -> None:
         "Writes compare_scorer.json and compare_scorer.md to --out.",
     )
     _add_scorer_data_args(p)
-    p.add_argument("--signals", nargs="+", default=["text", "agreement", "router", "all"])
+    p.add_argument(
+        "--signals",
+        nargs="+",
+        default=["text", "answer", "agreement", "router", "all", "all-but-prompt"],
+        choices=["all", "all-but-prompt", "text", "answer", "agreement", "router"],
+    )
     p.add_argument("--families", nargs="+", default=["logreg"], choices=["logreg", "gbm"])
     p.add_argument("--seed", type=int, default=0, help="seed for splits, categories and simulated others")
     p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts")

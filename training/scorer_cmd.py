@@ -21,7 +21,18 @@ from classifier.confidence.features import FEATURE_NAMES, GROUPS
 from classifier.confidence.scorer import CARD_FILE, ONNX_FILE, SCHEMA_VERSION, ScorerConfidence, load_scorer
 from training.export import set_metadata
 from training.scorer_compare import TEST_KS
-from training.scorer_data import LARGE, SMALL_MODELS, TRAIN_KS, Answers, add_router_scores, build_rows, load_answers, split
+from training.scorer_data import (
+    LARGE,
+    SIGNAL_SETS,
+    SMALL_MODELS,
+    TRAIN_KS,
+    Answers,
+    add_router_scores,
+    build_rows,
+    load_answers,
+    mask_columns,
+    split,
+)
 from training.scorer_eval import evaluate, plot_reliability, reliability
 from training.scorer_fit import describe, fit, parity, to_onnx
 
@@ -55,8 +66,10 @@ def run_fit_scorer(args: argparse.Namespace) -> int:
     answers = _answers(args, small)
     masks = split(answers, seed=args.seed)
     train, test = answers.subset(masks["train"]), answers.subset(masks["test"])
-    rows = build_rows(train, small_models=small, pool=SMALL_MODELS, ks=TRAIN_KS, router_share=ROUTER_SHARE, seed=args.seed)
-    model = fit(rows.x, rows.y, family="logreg", seed=args.seed)
+    rows = build_rows(
+        train, small_models=small, pool=SMALL_MODELS, ks=TRAIN_KS, router_share=ROUTER_SHARE, seed=args.seed
+    )
+    model = fit(mask_columns(rows.x, args.signals), rows.y, family="logreg", seed=args.seed)
     metrics = test_metrics(lambda x: model.predict_proba(x)[:, 1], test, small=small, seed=args.seed)
     onx = to_onnx(model)
     diff = parity(onx, model, _parity_rows(test, small, args.seed))
@@ -89,6 +102,7 @@ def _card(args: argparse.Namespace, *, small: Sequence[str], counts: dict[str, i
         "version": "",
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "family": "logreg",
+        "signal_set": {args.signals: list(SIGNAL_SETS[args.signals])},
         "label": LABEL,
         "feature_names": list(FEATURE_NAMES),
         "feature_groups": {g: list(n) for g, n in GROUPS.items()},
@@ -151,7 +165,9 @@ def _onnx_conf(scorer: ScorerConfidence, x: np.ndarray) -> np.ndarray:
     return scorer.score_features(x)
 
 
-def _reliability_curves(scorer: ScorerConfidence, answers: Answers, *, small: Sequence[str], seed: int) -> dict[str, Any]:
+def _reliability_curves(
+    scorer: ScorerConfidence, answers: Answers, *, small: Sequence[str], seed: int
+) -> dict[str, Any]:
     curves = {}
     for k in TEST_KS:
         rows = build_rows(answers, small_models=small, pool=SMALL_MODELS, ks=[k], router_share=1.0, seed=seed + 1)

@@ -66,7 +66,9 @@ def scenarios(answers: Answers, *, seed: int) -> list[Scenario]:
 
 def run_scenario(sc: Scenario, *, signal_set: str, family: str, seed: int) -> dict[str, Any]:
     """Fit on the scenario's training rows, then metrics per test k, averaged over test models."""
-    rows = build_rows(sc.train, small_models=sc.train_small, pool=SMALL_MODELS, ks=TRAIN_KS, router_share=0.7, seed=seed)
+    rows = build_rows(
+        sc.train, small_models=sc.train_small, pool=SMALL_MODELS, ks=TRAIN_KS, router_share=0.7, seed=seed
+    )
     model = fit(mask_columns(rows.x, signal_set), rows.y, family=family, seed=seed)
     out: dict[str, Any] = {}
     for k in TEST_KS:
@@ -81,7 +83,9 @@ def run_scenario(sc: Scenario, *, signal_set: str, family: str, seed: int) -> di
 
 def _mean(results: Any) -> dict[str, float]:
     results = list(results)
-    return {key: float(np.mean([r[key] for r in results])) for key in ("apgr", "auc", "ece", "random_apgr", "oracle_apgr")}
+    return {
+        key: float(np.mean([r[key] for r in results])) for key in ("apgr", "auc", "ece", "random_apgr", "oracle_apgr")
+    }
 
 
 def compare(answers: Answers, *, signal_sets: Sequence[str], families: Sequence[str], seed: int) -> dict[str, Any]:

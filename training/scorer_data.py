@@ -29,10 +29,12 @@ SMALL_MODELS = (
 # How many others a training row gets: no others, a second opinion, a few samples.
 TRAIN_KS = (0, 1, 2, 4)
 SIGNAL_SETS: dict[str, tuple[str, ...]] = {
-    "text": ("text",),
+    "text": ("answer", "prompt"),
+    "answer": ("answer",),
     "agreement": ("agreement",),
     "router": ("router",),
-    "all": ("agreement", "text", "logprob", "router"),
+    "all": ("agreement", "answer", "prompt", "logprob", "router"),
+    "all-but-prompt": ("agreement", "answer", "logprob", "router"),
 }
 
 
@@ -68,7 +70,12 @@ def load_answers(path: Path, *, models: Sequence[str], sample: int | None = None
         ids = np.sort(np.random.default_rng(seed).choice(ids, size=sample, replace=False))
     first = raw.drop_duplicates("prompt_id").set_index("prompt_id").loc[ids]
     frame = pd.DataFrame(
-        {"prompt_id": ids, "source": path.stem, "subtask": first["subtask"].to_numpy(), "prompt": first["prompt"].to_numpy()}
+        {
+            "prompt_id": ids,
+            "source": path.stem,
+            "subtask": first["subtask"].to_numpy(),
+            "prompt": first["prompt"].to_numpy(),
+        }
     )
     prompt_rows = hand_features(frame["prompt"].tolist())
     responses = raw.set_index(["model", "prompt_id"])["response"].fillna("")
@@ -77,7 +84,7 @@ def load_answers(path: Path, *, models: Sequence[str], sample: int | None = None
         texts = responses.loc[m].reindex(ids).fillna("").tolist()
         answers.scores[m] = wide.loc[ids, m].to_numpy(dtype=np.float64)
         answers.keys[m] = [final_answer(t) for t in texts]
-        rows = [answer_row(p, t, k) for p, t, k in zip(frame["prompt"], texts, answers.keys[m], strict=True)]
+        rows = [answer_row(p, t) for p, t in zip(frame["prompt"], texts, strict=True)]
         answers.text[m] = np.hstack([np.asarray(rows, dtype=np.float32), prompt_rows])
     return answers
 

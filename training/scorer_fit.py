@@ -21,34 +21,63 @@ FAMILIES = ("logreg", "gbm")
 # No training row carries logprobs, so their weights cannot be learned: a documented prior, in logit
 # units per nat (centred as features.LP_CENTRE says), uncalibrated until traffic with logprobs trains it.
 LOGPROB_PRIOR = {"has_logprobs": 0.0, "lp_mean": 1.0, "lp_q10": 0.25, "lp_min": 0.05}
-# Confidence must not fall as agreement rises: the signs these agreement weights are held to.
-AGREEMENT_SIGNS = {"agree_share": 1.0, "log_agree": 1.0, "log_disagree": -1.0, "rival_share": -1.0}
+# The sign each weight must have, for transfer to unseen tasks: confidence never falls as agreement
+# rises, nor as a harder prompt (router score), hedging, repetition or truncation falls. A feature
+# whose fitted weight has the wrong sign is dropped (its column zeroed) and the model refitted.
+SIGNS = {
+    "agree_share": 1.0,
+    "log_agree": 1.0,
+    "log_disagree": -1.0,
+    "rival_share": -1.0,
+    "explicit_answer": 1.0,
+    "flip_flop": -1.0,
+    "hedges": -1.0,
+    "repetition": -1.0,
+    "truncated": -1.0,
+    "refusal": -1.0,
+    "router_score": -1.0,
+}
 
 
 def make_estimator(family: str, *, seed: int) -> Pipeline:
     if family == "logreg":
         return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
     if family == "gbm":
-        signs = [int(AGREEMENT_SIGNS.get(n, 0)) for n in FEATURE_NAMES]
-        gbm = HistGradientBoostingClassifier(max_iter=150, max_depth=4, learning_rate=0.08, monotonic_cst=signs, random_state=seed)
+        signs = [int(SIGNS.get(n, 0)) for n in FEATURE_NAMES]
+        gbm = HistGradientBoostingClassifier(
+            max_iter=150, max_depth=4, learning_rate=0.08, monotonic_cst=signs, random_state=seed
+        )
         return make_pipeline(gbm)
     raise ValueError(f"unknown family {family!r}; known: {FAMILIES}")
 
 
 def fit(x: np.ndarray, y: np.ndarray, *, family: str = "logreg", seed: int = 0) -> Pipeline:
-    """A fitted pipeline; for logreg, agreement weights held monotone and the logprob prior set."""
-    model = make_estimator(family, seed=seed).fit(x, y)
-    if family == "logreg":
-        _hold_agreement_signs(model)
-        _set_logprob_prior(model)
+    """A fitted pipeline; for logreg, every weight in SIGNS has its sign and the logprob prior is set."""
+    if family != "logreg":
+        return make_estimator(family, seed=seed).fit(x, y)
+    dropped: set[int] = set()
+    while True:
+        cols = sorted(dropped)
+        model = make_estimator(family, seed=seed).fit(_zeroed(x, cols), y)
+        wrong = {i for i in _sign_violations(model) if i not in dropped}
+        if not wrong:
+            break
+        dropped |= wrong
+    _set_logprob_prior(model)
     return model
 
 
-def _hold_agreement_signs(model: Pipeline) -> None:
-    coef = model[-1].coef_
-    for name, sign in AGREEMENT_SIGNS.items():
-        i = FEATURE_NAMES.index(name)
-        coef[0, i] = sign * max(sign * coef[0, i], 0.0)
+def _zeroed(x: np.ndarray, cols: list[int]) -> np.ndarray:
+    if not cols:
+        return x
+    x = x.copy()
+    x[:, cols] = 0.0
+    return x
+
+
+def _sign_violations(model: Pipeline) -> list[int]:
+    coef = model[-1].coef_[0]
+    return [FEATURE_NAMES.index(n) for n, sign in SIGNS.items() if sign * coef[FEATURE_NAMES.index(n)] < 0]
 
 
 def _set_logprob_prior(model: Pipeline) -> None:

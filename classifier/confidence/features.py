@@ -21,11 +21,8 @@ from classifier.features import HAND_FEATURE_NAMES, hand_features
 
 AGREEMENT_NAMES = ("has_others", "agree_share", "log_agree", "log_disagree", "rival_share")
 ANSWER_NAMES = (
-    "kind_option",
-    "kind_number",
-    "kind_bool",
     "explicit_answer",
-    "conclusions",
+    "flip_flop",
     "log_answer_chars",
     "log_answer_words",
     "hedges",
@@ -40,7 +37,8 @@ PROMPT_NAMES = tuple(f"prompt_{n}" for n in HAND_FEATURE_NAMES)
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "agreement": AGREEMENT_NAMES,
-    "text": ANSWER_NAMES + PROMPT_NAMES,
+    "answer": ANSWER_NAMES,
+    "prompt": PROMPT_NAMES,
     "logprob": LOGPROB_NAMES,
     "router": ROUTER_NAMES,
 }
@@ -50,6 +48,7 @@ FEATURE_NAMES: tuple[str, ...] = AGREEMENT_NAMES + ANSWER_NAMES + PROMPT_NAMES +
 # logit and "absent" adds exactly nothing (nats per token; typical of a confident 7B answer).
 LP_CENTRE = {"lp_mean": -0.3, "lp_q10": -1.5, "lp_min": -4.0}
 
+SHORT_ANSWER_WORDS = 12
 _WORD = re.compile(r"[a-z0-9']+")
 _CONCLUSION = re.compile(r"answer is:?\s*\(?([A-J])\b", re.IGNORECASE)
 _EXPLICIT = re.compile(r"\\boxed|####|answer is|answer:|\*\*\(?[A-J]\)?\*\*", re.IGNORECASE)
@@ -77,16 +76,13 @@ def agreement_row(key: str, other_keys: Sequence[str]) -> list[float]:
     return [1.0, agree / n, math.log1p(agree), math.log1p(n - agree), rival / n]
 
 
-def answer_row(prompt: str, answer: str, key: str) -> list[float]:
-    """Hand-made signals of the answer text (the extracted key is passed in: computed once)."""
+def answer_row(prompt: str, answer: str) -> list[float]:
+    """Hand-made signals of the answer text: a committed final answer, length, hedging, loops, ..."""
     words = _WORD.findall(answer.lower())
-    nw = max(len(words), 1)
     return [
-        float(key.startswith("option:")),
-        float(key.startswith("number:")),
-        float(key.startswith("bool:")),
-        float(bool(_EXPLICIT.search(answer))),
-        math.log1p(len({m.upper() for m in _CONCLUSION.findall(answer)})),
+        # A short answer is its own final answer (free-text QA): committed as much as "The answer is X".
+        float(len(words) <= SHORT_ANSWER_WORDS or bool(_EXPLICIT.search(answer))),
+        float(len({m.upper() for m in _CONCLUSION.findall(answer)}) > 1),
         math.log1p(len(answer)),
         math.log1p(len(words)),
         math.log1p(len(_HEDGE.findall(answer))),
@@ -125,7 +121,7 @@ def features(evidence: Sequence[Evidence]) -> np.ndarray:
         key = final_answer(e.answer)
         rows.append(
             agreement_row(key, [final_answer(o) for o in e.others])
-            + answer_row(e.prompt, e.answer, key)
+            + answer_row(e.prompt, e.answer)
             + prompts[i].tolist()
             + logprob_row(e.logprobs)
             + router_row(e.router_score)

@@ -57,7 +57,9 @@ def load_scorer(path: str | Path) -> ScorerConfidence:
     if not onnx_path.is_file() or not card_path.is_file():
         raise ModelError(f"confidence model dir {path} needs {ONNX_FILE} and {CARD_FILE}")
     try:
-        session = ort.InferenceSession(str(onnx_path), sess_options=session_options(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(onnx_path), sess_options=session_options(), providers=["CPUExecutionProvider"]
+        )
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
         raise ModelError(f"confidence model {onnx_path} is not a loadable ONNX model: {exc}") from exc
     card = _read_metadata(session, onnx_path)
@@ -76,7 +78,9 @@ def _read_metadata(session: ort.InferenceSession, onnx_path: Path) -> dict[str, 
     except json.JSONDecodeError as exc:
         raise ModelError(f"confidence model {onnx_path} has unreadable metadata: {exc}") from exc
     if card["schema_version"] != SCHEMA_VERSION:
-        raise ModelError(f"confidence model {onnx_path} has schema {card['schema_version']!r}; this code reads {SCHEMA_VERSION!r}")
+        raise ModelError(
+            f"confidence model {onnx_path} has schema {card['schema_version']!r}; this code reads {SCHEMA_VERSION!r}"
+        )
     if tuple(card["feature_names"]) != FEATURE_NAMES:
         raise ModelError(f"confidence model {onnx_path} was trained on other features than this code computes")
     return card
@@ -85,7 +89,11 @@ def _read_metadata(session: ort.InferenceSession, onnx_path: Path) -> dict[str, 
 def _check_io(session: ort.InferenceSession, onnx_path: Path) -> None:
     inputs = session.get_inputs()
     outputs = {o.name for o in session.get_outputs()}
-    if [i.name for i in inputs] != [FEATURES_INPUT] or inputs[0].shape[-1] != len(FEATURE_NAMES) or PROBA_OUTPUT not in outputs:
+    if (
+        [i.name for i in inputs] != [FEATURES_INPUT]
+        or inputs[0].shape[-1] != len(FEATURE_NAMES)
+        or PROBA_OUTPUT not in outputs
+    ):
         raise ModelError(
             f"confidence model {onnx_path} has inputs {[(i.name, i.shape) for i in inputs]} and outputs "
             f"{sorted(outputs)}; expected {FEATURES_INPUT!r} of width {len(FEATURE_NAMES)} and {PROBA_OUTPUT!r}"
@@ -98,4 +106,6 @@ def _check_card(card_path: Path, card: dict[str, Any]) -> None:
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"model card {card_path} is unreadable: {exc}") from exc
     if on_disk.get("version") != card["version"]:
-        raise ModelError(f"model card {card_path} is for version {on_disk.get('version')!r}, the ONNX file for {card['version']!r}")
+        raise ModelError(
+            f"model card {card_path} is for version {on_disk.get('version')!r}, the ONNX file for {card['version']!r}"
+        )
