@@ -36,6 +36,8 @@ _ARTICLES = frozenset({"a", "an", "the"})
 TEXT_F1 = 0.6
 # A text answer longer than this many words is compared by its last sentence only.
 _SPAN_WORDS = 40
+_TAIL_CHARS = 2000
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def final_answer(text: str) -> str:
@@ -114,11 +116,12 @@ def _number_key(value: str) -> str:
 
 
 def _last_span(text: str) -> str:
-    words = text.split()
-    if len(words) <= _SPAN_WORDS:
+    if len(text.split(maxsplit=_SPAN_WORDS)) <= _SPAN_WORDS:
         return text
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n+", text.strip()) if _WORD.search(s.lower())]
-    return sentences[-1] if sentences else text
+    # Only the tail can hold the last sentence; splitting all of a long answer costs for nothing.
+    tail = text[-_TAIL_CHARS:].strip()
+    sentences = [s for s in _SENTENCE.split(tail) if _WORD.search(s.lower())]
+    return sentences[-1] if sentences else tail
 
 
 def _text_key(text: str) -> str:

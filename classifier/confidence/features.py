@@ -52,16 +52,39 @@ SHORT_ANSWER_WORDS = 12
 _WORD = re.compile(r"[a-z0-9']+")
 _CONCLUSION = re.compile(r"answer is:?\s*\(?([A-J])\b", re.IGNORECASE)
 _EXPLICIT = re.compile(r"\\boxed|####|answer is|answer:|\*\*\(?[A-J]\)?\*\*", re.IGNORECASE)
-_HEDGE = re.compile(
-    r"\b(?:maybe|perhaps|possibly|might|could be|not sure|unsure|uncertain|i think|i believe|likely|"
-    r"unclear|approximately|it seems|guess|assume|however|alternatively|on the other hand)\b",
-    re.IGNORECASE,
+# Phrases counted on the space-joined words (str.count, not a regex alternation: this is the
+# request path, and a 2,000-token answer scans in microseconds this way).
+_HEDGES = [
+    "maybe",
+    "perhaps",
+    "possibly",
+    "might",
+    "unsure",
+    "uncertain",
+    "likely",
+    "unclear",
+    "approximately",
+    "guess",
+    "assume",
+    "however",
+    "alternatively",
+] + ["could be", "not sure", "i think", "i believe", "it seems", "on the other hand"]
+_REFUSALS = (
+    "i cannot",
+    "i can't",
+    "i'm sorry",
+    "i am sorry",
+    "none of the above",
+    "none of the options",
+    "none of the choices",
+    "not enough information",
+    "not sufficient information",
+    "cannot be determined",
+    "no correct answer",
+    "not listed",
 )
-_REFUSAL = re.compile(
-    r"\b(?:i cannot|i can't|i'm sorry|i am sorry|none of the (?:above|options|choices)|not (?:enough|sufficient) "
-    r"information|cannot be determined|no correct answer|not listed)\b",
-    re.IGNORECASE,
-)
+# Repetition looks at the tail, where a degenerate loop ends a truncated answer.
+_REPEAT_TAIL = 512
 _END = re.compile(r"[.!?)\]}*\"'`$]\s*$")
 
 
@@ -79,16 +102,17 @@ def agreement_row(key: str, other_keys: Sequence[str]) -> list[float]:
 def answer_row(prompt: str, answer: str) -> list[float]:
     """Hand-made signals of the answer text: a committed final answer, length, hedging, loops, ..."""
     words = _WORD.findall(answer.lower())
+    joined = f" {' '.join(words)} "
     return [
         # A short answer is its own final answer (free-text QA): committed as much as "The answer is X".
         float(len(words) <= SHORT_ANSWER_WORDS or bool(_EXPLICIT.search(answer))),
         float(len({m.upper() for m in _CONCLUSION.findall(answer)}) > 1),
         math.log1p(len(answer)),
         math.log1p(len(words)),
-        math.log1p(len(_HEDGE.findall(answer))),
-        _repetition(words),
+        math.log1p(sum(joined.count(f" {h} ") for h in _HEDGES)),
+        _repetition(words[-_REPEAT_TAIL:]),
         float(not _END.search(answer)),
-        float(bool(_REFUSAL.search(answer))),
+        float(any(f" {r} " in joined for r in _REFUSALS)),
         math.log1p(len(answer)) - math.log1p(len(prompt)),
     ]
 
