@@ -54,7 +54,7 @@ _CONCLUSION = re.compile(r"answer is:?\s*\(?([A-J])\b", re.IGNORECASE)
 _EXPLICIT = re.compile(r"\\boxed|####|answer is|answer:|\*\*\(?[A-J]\)?\*\*", re.IGNORECASE)
 # Phrases counted on the space-joined words (str.count, not a regex alternation: this is the
 # request path, and a 2,000-token answer scans in microseconds this way).
-_HEDGES = [
+_HEDGES = (
     "maybe",
     "perhaps",
     "possibly",
@@ -68,7 +68,13 @@ _HEDGES = [
     "assume",
     "however",
     "alternatively",
-] + ["could be", "not sure", "i think", "i believe", "it seems", "on the other hand"]
+    "could be",
+    "not sure",
+    "i think",
+    "i believe",
+    "it seems",
+    "on the other hand",
+)
 _REFUSALS = (
     "i cannot",
     "i can't",
