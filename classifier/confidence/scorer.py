@@ -64,7 +64,8 @@ def load_scorer(path: str | Path) -> ScorerConfidence:
         raise ModelError(f"confidence model {onnx_path} is not a loadable ONNX model: {exc}") from exc
     card = _read_metadata(session, onnx_path)
     _check_io(session, onnx_path)
-    _check_card(card_path, card)
+    # The card on disk has what the metadata leaves out (data, split, metrics); the metadata wins.
+    card = {**_check_card(card_path, card), **card}
     return ScorerConfidence(session=session, card=card, path=Path(path))
 
 
@@ -100,7 +101,7 @@ def _check_io(session: ort.InferenceSession, onnx_path: Path) -> None:
         )
 
 
-def _check_card(card_path: Path, card: dict[str, Any]) -> None:
+def _check_card(card_path: Path, card: dict[str, Any]) -> dict[str, Any]:
     try:
         on_disk = json.loads(card_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -109,3 +110,4 @@ def _check_card(card_path: Path, card: dict[str, Any]) -> None:
         raise ModelError(
             f"model card {card_path} is for version {on_disk.get('version')!r}, the ONNX file for {card['version']!r}"
         )
+    return dict(on_disk)
