@@ -3,8 +3,8 @@
     python -m bench.confidence [--model classifier/models/confidence] [--runs 300]
 
 p50/p99 of the shipped scorer for answers of about 50, 500 and 2,000 tokens (4 characters a token,
-cut from real MMLU-Pro responses when the data is there), each with one other answer, 20 token
-log-probabilities per 100 characters and a router score: every signal present, the slowest case.
+cut from real MMLU-Pro responses when the data is there), each with one other answer of the same
+length, a token log-probability per token and a router score: every signal present.
 The section "cascade added latency per policy" is a hook for the gateway's end-to-end numbers.
 """
 
@@ -49,9 +49,9 @@ def answer_of(text: str, tokens: int) -> str:
     return text[: tokens * CHARS_PER_TOKEN - 20] + " The answer is (C)."
 
 
-def evidence_of(answer: str, rng: np.random.Generator) -> Evidence:
+def evidence_of(answer: str, other: str, rng: np.random.Generator) -> Evidence:
     logprobs = rng.normal(-0.4, 0.5, size=max(len(answer) // CHARS_PER_TOKEN, 1)).clip(max=0.0)
-    return Evidence(prompt=PROMPT, answer=answer, others=[answer[-200:]], logprobs=logprobs.tolist(), router_score=0.4)
+    return Evidence(prompt=PROMPT, answer=answer, others=[other], logprobs=logprobs.tolist(), router_score=0.4)
 
 
 def timed(fn: Callable[[], object], *, runs: int) -> Stats:
@@ -70,7 +70,8 @@ def scorer_latency(model: ConfidenceModel, *, runs: int) -> dict[int, tuple[Stat
     text, rng = corpus(), np.random.default_rng(0)
     out = {}
     for tokens in TOKENS:
-        batch = [evidence_of(answer_of(text, tokens), rng)]
+        other = answer_of(text[len(text) // 2 :], tokens)
+        batch = [evidence_of(answer_of(text, tokens), other, rng)]
         out[tokens] = (timed(partial(features, batch), runs=runs), timed(partial(model.confidence, batch), runs=runs))
     return out
 
