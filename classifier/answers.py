@@ -32,6 +32,7 @@ _SENTENCE_END = re.compile(r"\.(?:\s|$)")
 _BOOL = re.compile(r"^\W*(yes|no|true|false)\b", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+")
 _ARTICLES = frozenset({"a", "an", "the"})
+_LOWER_OPTIONS = frozenset("abcdefghij")
 # Text answers agree from this token F1 on (SQuAD-style normalisation) or by containment.
 TEXT_F1 = 0.6
 # A text answer longer than this many words is compared by its last sentence only.
@@ -125,6 +126,10 @@ def _last_span(text: str) -> str:
 
 
 def _text_key(text: str) -> str:
+    words = _WORD.findall(text.lower())
+    # A lone lower-case letter ("(b)", "answer is a") is an option, not the article "a".
+    if len(words) == 1 and len(words[0]) == 1 and words[0] in _LOWER_OPTIONS:
+        return f"option:{words[0].upper()}"
     return "text:" + " ".join(_tokens(text))
 
 

@@ -28,14 +28,18 @@ SMALL_MODELS = (
 )
 # How many others a training row gets: no others, a second opinion, a few samples.
 TRAIN_KS = (0, 1, 2, 4)
+# Named signal sets (groups of classifier.confidence.features.GROUPS); the others are zeroed.
 SIGNAL_SETS: dict[str, tuple[str, ...]] = {
-    "text": ("answer", "prompt"),
-    "answer": ("answer",),
+    "text": ("form", "length", "prompt"),
+    "form": ("form",),
     "agreement": ("agreement",),
     "router": ("router",),
-    "all": ("agreement", "answer", "prompt", "logprob", "router"),
-    "all-but-prompt": ("agreement", "answer", "logprob", "router"),
+    "all": ("agreement", "form", "length", "prompt", "logprob", "router"),
+    "all-but-prompt": ("agreement", "form", "length", "logprob", "router"),
+    "agreement+form": ("agreement", "form", "logprob"),
 }
+# What the shipped model uses: the set with the best escalation APGR in every compare-scorer scenario.
+DEFAULT_SIGNALS = "agreement+form"
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,14 @@ LOGPROB_NAMES = ("has_logprobs", "lp_mean", "lp_q10", "lp_min")
 ROUTER_NAMES = ("has_router", "router_score")
 PROMPT_NAMES = tuple(f"prompt_{n}" for n in HAND_FEATURE_NAMES)
 
+# The answer's form (did it commit, hedge, loop, stop, refuse) and its length, kept apart because
+# length is a difficulty proxy that lowers escalation APGR (README "Answer confidence").
+FORM_NAMES = ("explicit_answer", "flip_flop", "hedges", "repetition", "truncated", "refusal")
+LENGTH_NAMES = tuple(n for n in ANSWER_NAMES if n not in FORM_NAMES)
 GROUPS: dict[str, tuple[str, ...]] = {
     "agreement": AGREEMENT_NAMES,
-    "answer": ANSWER_NAMES,
+    "form": FORM_NAMES,
+    "length": LENGTH_NAMES,
     "prompt": PROMPT_NAMES,
     "logprob": LOGPROB_NAMES,
     "router": ROUTER_NAMES,

@@ -30,6 +30,15 @@ def test_option_letters_in_many_phrasings(text: str) -> None:
     assert final_answer(text) == "option:C"
 
 
+@pytest.mark.parametrize("text", ["The answer is (c).", "(c)", "c", "Answer: c"])
+def test_lower_case_option_letters(text: str) -> None:
+    assert final_answer(text) == "option:C"
+
+
+def test_option_letters_agree_across_cases() -> None:
+    assert agreement("The answer is (a)", ["A", "(A) Paris", "Answer: a", "b"]) == 0.75
+
+
 @pytest.mark.parametrize(
     "text",
     [

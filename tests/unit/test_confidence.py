@@ -65,7 +65,7 @@ def test_confidence_rises_with_token_probability() -> None:
     assert np.all(np.diff(model.confidence(batch)) > 0)
 
 
-def test_confidence_falls_for_a_harder_prompt_by_the_router() -> None:
+def test_a_harder_prompt_by_the_router_never_raises_confidence() -> None:
     model = load_confidence("scorer", None)
     conf = model.confidence([Evidence(prompt=PROMPT, answer=RIGHT, router_score=s) for s in (0.1, 0.9)])
     assert conf[1] <= conf[0]
@@ -77,12 +77,12 @@ def test_empty_batch() -> None:
 
 # Fixed inputs and the committed model's confidences: a changed feature or model cannot pass unnoticed.
 GOLDEN = [
-    (Evidence(prompt=PROMPT, answer=RIGHT), 0.578620),
-    (Evidence(prompt=PROMPT, answer=RIGHT, others=["B", "The answer is (B)"]), 0.815308),
-    (Evidence(prompt=PROMPT, answer="Mars, maybe? I am not sure. The answer is (A)", others=["(B)"]), 0.262389),
-    (Evidence(prompt="What is 6*7?", answer="6*7 = 42\n#### 42", others=[r"\boxed{42}"], router_score=0.2), 0.811258),
-    (Evidence(prompt="Capital of France?", answer="Paris", others=["It is Paris."], logprobs=[-0.05, -0.2]), 0.855281),
-    (Evidence(prompt="Capital?", answer="I'm sorry, I cannot answer that and and and and", router_score=0.9), 0.138955),
+    (Evidence(prompt=PROMPT, answer=RIGHT), 0.471407),
+    (Evidence(prompt=PROMPT, answer=RIGHT, others=["B", "The answer is (B)"]), 0.747652),
+    (Evidence(prompt=PROMPT, answer="Mars, maybe? I am not sure. The answer is (A)", others=["(B)"]), 0.210659),
+    (Evidence(prompt="What is 6*7?", answer="6*7 = 42\n#### 42", others=[r"\boxed{42}"], router_score=0.2), 0.701721),
+    (Evidence(prompt="Capital of France?", answer="Paris", others=["It is Paris."], logprobs=[-0.05, -0.2]), 0.824806),
+    (Evidence(prompt="Capital?", answer="I'm sorry, I cannot answer that and and and and", router_score=0.9), 0.099399),
 ]
 
 

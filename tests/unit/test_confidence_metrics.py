@@ -55,3 +55,11 @@ def test_a_signal_set_zeroes_the_other_groups() -> None:
     assert kept[:, [FEATURE_NAMES.index(n) for n in GROUPS["agreement"]]].all()
     assert kept.sum() == 2 * len(GROUPS["agreement"])
     assert set(SIGNAL_SETS["all"]) == set(GROUPS)
+
+
+def test_cli_offers_every_signal_set() -> None:
+    from training.cli import SCORER_SIGNAL_SETS
+    from training.scorer_data import DEFAULT_SIGNALS
+
+    assert set(SCORER_SIGNAL_SETS) == set(SIGNAL_SETS)
+    assert DEFAULT_SIGNALS in SIGNAL_SETS
