@@ -88,7 +88,7 @@ def load_answers(path: Path, *, models: Sequence[str], sample: int | None = None
         texts = responses.loc[m].reindex(ids).fillna("").tolist()
         answers.scores[m] = wide.loc[ids, m].to_numpy(dtype=np.float64)
         answers.keys[m] = [final_answer(t) for t in texts]
-        rows = [answer_row(p, t) for p, t in zip(frame["prompt"], texts, strict=True)]
+        rows = [answer_row(p, t, k) for p, t, k in zip(frame["prompt"], texts, answers.keys[m], strict=True)]
         answers.text[m] = np.hstack([np.asarray(rows, dtype=np.float32), prompt_rows])
     return answers
 

@@ -29,7 +29,7 @@ SIGNS = {
     "log_agree": 1.0,
     "log_disagree": -1.0,
     "rival_share": -1.0,
-    "explicit_answer": 1.0,
+    "in_format": 1.0,
     "flip_flop": -1.0,
     "hedges": -1.0,
     "repetition": -1.0,

@@ -21,7 +21,7 @@ from classifier.features import HAND_FEATURE_NAMES, hand_features
 
 AGREEMENT_NAMES = ("has_others", "agree_share", "log_agree", "log_disagree", "rival_share")
 ANSWER_NAMES = (
-    "explicit_answer",
+    "in_format",
     "flip_flop",
     "log_answer_chars",
     "log_answer_words",
@@ -37,7 +37,7 @@ PROMPT_NAMES = tuple(f"prompt_{n}" for n in HAND_FEATURE_NAMES)
 
 # The answer's form (did it commit, hedge, loop, stop, refuse) and its length, kept apart because
 # length is a difficulty proxy that lowers escalation APGR (README "Answer confidence").
-FORM_NAMES = ("explicit_answer", "flip_flop", "hedges", "repetition", "truncated", "refusal")
+FORM_NAMES = ("in_format", "flip_flop", "hedges", "repetition", "truncated", "refusal")
 LENGTH_NAMES = tuple(n for n in ANSWER_NAMES if n not in FORM_NAMES)
 GROUPS: dict[str, tuple[str, ...]] = {
     "agreement": AGREEMENT_NAMES,
@@ -53,10 +53,10 @@ FEATURE_NAMES: tuple[str, ...] = AGREEMENT_NAMES + ANSWER_NAMES + PROMPT_NAMES +
 # logit and "absent" adds exactly nothing (nats per token; typical of a confident 7B answer).
 LP_CENTRE = {"lp_mean": -0.3, "lp_q10": -1.5, "lp_min": -4.0}
 
-SHORT_ANSWER_WORDS = 12
 _WORD = re.compile(r"[a-z0-9']+")
 _CONCLUSION = re.compile(r"answer is:?\s*\(?([A-J])\b", re.IGNORECASE)
-_EXPLICIT = re.compile(r"\\boxed|####|answer is|answer:|\*\*\(?[A-J]\)?\*\*", re.IGNORECASE)
+# A prompt with lettered options (lines "A." / "(A)", inline "(A) ... (B)", MMLU-Pro's "Options: [...]").
+_LETTER_OPTIONS = re.compile(r"(?m)^\s*\(?[A-J][.):]\s|\bOptions:\s*\[|\(A\)[^\n]*\(B\)")
 # Phrases counted on the space-joined words (str.count, not a regex alternation: this is the
 # request path, and a 2,000-token answer scans in microseconds this way).
 _HEDGES = (
@@ -110,13 +110,21 @@ def agreement_row(key: str, other_keys: Sequence[str]) -> list[float]:
     return [1.0, agree / n, math.log1p(agree), math.log1p(n - agree), rival / n]
 
 
-def answer_row(prompt: str, answer: str) -> list[float]:
-    """Hand-made signals of the answer text: a committed final answer, length, hedging, loops, ..."""
+def in_format(prompt: str, key: str) -> float:
+    """1 when the answer has a final answer of the kind the prompt asks for: an option letter when the
+    prompt lists lettered options, anything non-empty otherwise (so math and free-text QA answers
+    are all in format and this feature cannot reorder them)."""
+    if _LETTER_OPTIONS.search(prompt):
+        return float(key.startswith("option:"))
+    return float(key != "text:")
+
+
+def answer_row(prompt: str, answer: str, key: str) -> list[float]:
+    """Hand-made signals of the answer text: the format of its final answer, length, hedging, loops, ..."""
     words = _WORD.findall(answer.lower())
     joined = f" {' '.join(words)} "
     return [
-        # A short answer is its own final answer (free-text QA): committed as much as "The answer is X".
-        float(len(words) <= SHORT_ANSWER_WORDS or bool(_EXPLICIT.search(answer))),
+        in_format(prompt, key),
         float(len({m.upper() for m in _CONCLUSION.findall(answer)}) > 1),
         math.log1p(len(answer)),
         math.log1p(len(words)),
@@ -156,7 +164,7 @@ def features(evidence: Sequence[Evidence]) -> np.ndarray:
         key = final_answer(e.answer)
         rows.append(
             agreement_row(key, [final_answer(o) for o in e.others])
-            + answer_row(e.prompt, e.answer)
+            + answer_row(e.prompt, e.answer, key)
             + prompts[i].tolist()
             + logprob_row(e.logprobs)
             + router_row(e.router_score)
