@@ -183,7 +183,8 @@ def _add_fit_scorer(sub: Any) -> None:
         default="agreement+form",
         choices=SCORER_SIGNAL_SETS,
         help="signal groups the model may use; the others get zero weight (default: %(default)s, the best "
-        "escalation APGR in every compare-scorer scenario: prompt, length and router features lower it)",
+        "escalation APGR or within 0.01 of it in every compare-scorer scenario: prompt, length and router "
+        "features lower it)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for the split and the simulated others")
     p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts (smoke tests)")
