@@ -31,13 +31,62 @@ _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
 _BOOL = re.compile(r"^\W*(yes|no|true|false)\b", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+")
-_ARTICLES = frozenset({"a", "an", "the"})
+# Function words carry no answer: "It stands in Paris" and "It stands in Rome" must not agree.
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "it",
+        "its",
+        "in",
+        "on",
+        "at",
+        "of",
+        "to",
+        "for",
+        "by",
+        "with",
+        "from",
+        "and",
+        "or",
+        "as",
+        "that",
+        "this",
+        "these",
+        "those",
+        "there",
+        "their",
+        "he",
+        "she",
+        "they",
+        "his",
+        "her",
+        "i",
+        "you",
+        "we",
+        "so",
+        "answer",
+        "final",
+    ]
+)
 _LOWER_OPTIONS = frozenset("abcdefghij")
 # Text answers agree from this token F1 on (SQuAD-style normalisation) or by containment.
 TEXT_F1 = 0.6
 # A text answer longer than this many words is compared by its last sentence only.
 _SPAN_WORDS = 40
 _TAIL_CHARS = 2000
+_CLOSING = re.compile(
+    r"let me know|hope (?:this|that|it) helps|feel free|(?:any|other|more|further) questions|good luck|"
+    r"happy to help|glad to help",
+    re.IGNORECASE,
+)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -122,7 +171,9 @@ def _last_span(text: str) -> str:
     # Only the tail can hold the last sentence; splitting all of a long answer costs for nothing.
     tail = text[-_TAIL_CHARS:].strip()
     sentences = [s for s in _SENTENCE.split(tail) if _WORD.search(s.lower())]
-    return sentences[-1] if sentences else tail
+    # Chat models sign off ("Let me know if ..."): two such answers must not agree on the sign-off.
+    content = [s for s in sentences if not (s.rstrip().endswith("?") or _CLOSING.search(s))]
+    return (content or sentences or [tail])[-1]
 
 
 def _text_key(text: str) -> str:
@@ -134,7 +185,8 @@ def _text_key(text: str) -> str:
 
 
 def _tokens(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in _ARTICLES]
+    words = _WORD.findall(text.lower())
+    return [w for w in words if w not in _STOPWORDS] or words
 
 
 def same_answer(a: str, b: str) -> bool:

@@ -103,6 +103,14 @@ def test_long_free_text_is_compared_by_its_last_sentence() -> None:
     assert same_answer(final_answer(reasoning + "So it is Paris."), final_answer("Paris"))
 
 
+def test_sign_offs_are_not_the_answer() -> None:
+    reasoning = "The question asks where the tower stands, and the records are clear on this point. " * 4
+    a = reasoning + "It stands in Paris. I hope this helps! Let me know if you have other questions."
+    b = reasoning + "It stands in Rome. Let me know if you have any other questions?"
+    assert final_answer(a) == "text:stands paris"
+    assert agreement(a, [b]) == 0.0
+
+
 def test_empty_answers_never_agree() -> None:
     assert final_answer("") == "text:"
     assert agreement("", ["", "x"]) == 0.0

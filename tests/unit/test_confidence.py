@@ -77,12 +77,12 @@ def test_empty_batch() -> None:
 
 # Fixed inputs and the committed model's confidences: a changed feature or model cannot pass unnoticed.
 GOLDEN = [
-    (Evidence(prompt=PROMPT, answer=RIGHT), 0.473680),
-    (Evidence(prompt=PROMPT, answer=RIGHT, others=["B", "The answer is (B)"]), 0.744479),
-    (Evidence(prompt=PROMPT, answer="Mars, maybe? I am not sure. The answer is (A)", others=["(B)"]), 0.219879),
-    (Evidence(prompt="What is 6*7?", answer="6*7 = 42\n#### 42", others=[r"\boxed{42}"], router_score=0.2), 0.699211),
-    (Evidence(prompt="Capital of France?", answer="Paris", others=["It is Paris."], logprobs=[-0.05, -0.2]), 0.823071),
-    (Evidence(prompt="Capital?", answer="I'm sorry, I cannot answer that and and and and", router_score=0.9), 0.209662),
+    (Evidence(prompt=PROMPT, answer=RIGHT), 0.473342),
+    (Evidence(prompt=PROMPT, answer=RIGHT, others=["B", "The answer is (B)"]), 0.744503),
+    (Evidence(prompt=PROMPT, answer="Mars, maybe? I am not sure. The answer is (A)", others=["(B)"]), 0.220785),
+    (Evidence(prompt="What is 6*7?", answer="6*7 = 42\n#### 42", others=[r"\boxed{42}"], router_score=0.2), 0.699241),
+    (Evidence(prompt="Capital of France?", answer="Paris", others=["It is Paris."], logprobs=[-0.05, -0.2]), 0.823092),
+    (Evidence(prompt="Capital?", answer="I'm sorry, I cannot answer that and and and and", router_score=0.9), 0.210574),
 ]
 
 
