@@ -139,30 +139,36 @@ def _write(onx: onnx.ModelProto, card: dict[str, Any], out: Path) -> dict[str, A
 def run_evaluate_scorer(args: argparse.Namespace) -> int:
     scorer = load_scorer(args.model)
     small = tuple(args.small or SMALL_MODELS)
-    answers = _answers(argparse.Namespace(**{**vars(args), "sample": None, "seed": 0}), small)
     seed = int(scorer.card.get("split", {}).get("seed", 0))
-    trained_on = {Path(p).stem for p in scorer.card.get("training_data", [])}
-    if Path(args.data).stem in trained_on and args.split == "auto":
-        answers = answers.subset(split(answers, seed=seed)["test"])
-    metrics = test_metrics(lambda x: _onnx_conf(scorer, x), answers, small=small, seed=seed)
+    answers = _held_out(scorer, args, small=small, seed=seed)
+    metrics = test_metrics(scorer.score_features, answers, small=small, seed=seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     curves = _reliability_curves(scorer, answers, small=small, seed=seed)
     plot_reliability(curves, out / "reliability.png")
     report = {"model_version": scorer.version, "data": str(args.data), "split": args.split, "metrics": metrics}
     (out / "evaluation_scorer.json").write_text(json.dumps({**report, "reliability": curves}, indent=1))
+    _print_metrics(metrics)
+    print(f"wrote {out / 'evaluation_scorer.json'} and {out / 'reliability.png'}")
+    return 0
+
+
+def _held_out(scorer: ScorerConfidence, args: argparse.Namespace, *, small: Sequence[str], seed: int) -> Answers:
+    """The --data answers; for the file the scorer was trained on (--split auto), its test prompts only."""
+    answers = _answers(argparse.Namespace(**{**vars(args), "sample": None, "seed": 0}), small)
+    trained_on = {Path(p).stem for p in scorer.card.get("training_data", [])}
+    if Path(args.data).stem in trained_on and args.split == "auto":
+        answers = answers.subset(split(answers, seed=seed)["test"])
+    return answers
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
     for k in TEST_KS:
         m = metrics[f"k{k}"]["mean"]
         print(
             f"k={k} others: APGR {m['apgr']:.3f} (random {m['random_apgr']:.3f}, oracle {m['oracle_apgr']:.3f}), "
             f"AUC {m['auc']:.3f}, ECE {m['ece']:.3f}"
         )
-    print(f"wrote {out / 'evaluation_scorer.json'} and {out / 'reliability.png'}")
-    return 0
-
-
-def _onnx_conf(scorer: ScorerConfidence, x: np.ndarray) -> np.ndarray:
-    return scorer.score_features(x)
 
 
 def _reliability_curves(
@@ -171,5 +177,5 @@ def _reliability_curves(
     curves = {}
     for k in TEST_KS:
         rows = build_rows(answers, small_models=small, pool=SMALL_MODELS, ks=[k], router_share=1.0, seed=seed + 1)
-        curves[f"k={k} others"] = reliability(_onnx_conf(scorer, rows.x), rows.y)
+        curves[f"k={k} others"] = reliability(scorer.score_features(rows.x), rows.y)
     return curves

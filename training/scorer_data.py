@@ -73,24 +73,23 @@ def load_answers(path: Path, *, models: Sequence[str], sample: int | None = None
     if sample is not None and sample < len(ids):
         ids = np.sort(np.random.default_rng(seed).choice(ids, size=sample, replace=False))
     first = raw.drop_duplicates("prompt_id").set_index("prompt_id").loc[ids]
-    frame = pd.DataFrame(
-        {
-            "prompt_id": ids,
-            "source": path.stem,
-            "subtask": first["subtask"].to_numpy(),
-            "prompt": first["prompt"].to_numpy(),
-        }
-    )
-    prompt_rows = hand_features(frame["prompt"].tolist())
-    responses = raw.set_index(["model", "prompt_id"])["response"].fillna("")
+    frame = pd.DataFrame({"prompt_id": ids, "source": path.stem, "subtask": first["subtask"].to_numpy()})
+    frame["prompt"] = first["prompt"].to_numpy()
     answers = Answers(frame=frame, scores={}, keys={}, text={})
+    responses = raw.set_index(["model", "prompt_id"])["response"].fillna("")
+    prompt_rows = hand_features(frame["prompt"].tolist())
     for m in models:
-        texts = responses.loc[m].reindex(ids).fillna("").tolist()
         answers.scores[m] = wide.loc[ids, m].to_numpy(dtype=np.float64)
-        answers.keys[m] = [final_answer(t) for t in texts]
-        rows = [answer_row(p, t, k) for p, t, k in zip(frame["prompt"], texts, answers.keys[m], strict=True)]
-        answers.text[m] = np.hstack([np.asarray(rows, dtype=np.float32), prompt_rows])
+        _add_texts(answers, m, responses.loc[m].reindex(ids).fillna("").tolist(), prompt_rows)
     return answers
+
+
+def _add_texts(answers: Answers, model: str, texts: list[str], prompt_rows: np.ndarray) -> None:
+    """One model's final-answer keys and answer + prompt feature rows (the request path's functions)."""
+    answers.keys[model] = [final_answer(t) for t in texts]
+    prompts = answers.frame["prompt"]
+    rows = [answer_row(p, t, k) for p, t, k in zip(prompts, texts, answers.keys[model], strict=True)]
+    answers.text[model] = np.hstack([np.asarray(rows, dtype=np.float32), prompt_rows])
 
 
 def split(answers: Answers, *, seed: int) -> dict[str, np.ndarray]:

@@ -111,6 +111,8 @@ def to_onnx(model: Pipeline) -> onnx.ModelProto:
         options={id(model[-1]): {"zipmap": False}},
         target_opset={"": OPSET, "ai.onnx.ml": 3},
     )
+    # skl2onnx names the graph with a random uuid; a fixed name keeps the version (a hash) reproducible.
+    onx.graph.name = "cascade_scorer"
     names = [o.name for o in onx.graph.output]
     if PROBA_OUTPUT not in names:
         raise ValueError(f"converted scorer has outputs {names}, expected {PROBA_OUTPUT!r}")
