@@ -170,11 +170,12 @@ def _add_fit_scorer(sub: Any) -> None:
     p = sub.add_parser(
         "fit-scorer",
         help="fit the answer-confidence scorer and write DIR/scorer.onnx + model card",
-        description="Fit the answer-confidence model (standardised logistic regression over agreement, "
-        "answer-text, prompt, router and logprob features) on recorded answers, with 0, 1, 2 or 4 other "
-        "answers per row drawn from the other cheap models (repeats stand in for samples) and the router "
-        "score present on 70%% of rows. Label: the answer's score >= 0.5. Split by prompt id (70/15/15, "
-        "--seed). Exports ONNX with a parity check (|diff| <= 1e-4).",
+        description="Fit the answer-confidence model (standardised logistic regression over the --signals "
+        "groups of agreement, answer-form, length, prompt, router and logprob features; logprob weights are "
+        "a documented prior) on recorded answers, with 0, 1, 2 or 4 other answers per row drawn from the "
+        "other cheap models (repeats stand in for samples) and the router score present on 70 percent of "
+        "rows. Label: the answer's score >= 0.5. Split by prompt id (70/15/15, --seed). Exports ONNX with a "
+        "parity check (|diff| <= 1e-4).",
     )
     _add_scorer_data_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
