@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from services.core.settings import DEFAULT_ROUTER_MODEL
 from training.data import DEFAULT_PAIRS, LABELS
 from training.featuresets import FAMILIES, FEATURE_SETS
 
@@ -194,6 +195,90 @@ def _add_publish(sub: Any) -> None:
     p.set_defaults(func=_lazy("training.publish_cmd", "run_publish"))
 
 
+# training.scorer_data.SIGNAL_SETS's names, spelled here so `--help` needs no pandas (a test checks).
+SCORER_SIGNAL_SETS = ("text", "form", "agreement", "router", "all", "all-but-prompt", "agreement+form")
+
+
+def _add_scorer_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, metavar="FILE", help="MMLU-Pro outcome parquet with full responses")
+    p.add_argument(
+        "--small",
+        action="append",
+        metavar="MODEL",
+        help="small-tier model whose answers are scored; repeat (default: the four cheap MMLU-Pro models)",
+    )
+    p.add_argument(
+        "--router",
+        default=str(DEFAULT_ROUTER_MODEL),
+        metavar="DIR",
+        help="router model whose score is the router signal (default: the shipped router)",
+    )
+
+
+def _add_fit_scorer(sub: Any) -> None:
+    p = sub.add_parser(
+        "fit-scorer",
+        help="fit the answer-confidence scorer and write DIR/scorer.onnx + model card",
+        description="Fit the answer-confidence model (standardised logistic regression over the --signals "
+        "groups of agreement, answer-form, length, prompt, router and logprob features; logprob weights are "
+        "a documented prior) on recorded answers, with 0, 1, 2 or 4 other answers per row drawn from the "
+        "other cheap models (repeats stand in for samples) and the router score present on 70 percent of "
+        "rows. Label: the answer's score >= 0.5. Split by prompt id (70/15/15, --seed). Exports ONNX with a "
+        "parity check (|diff| <= 1e-4).",
+    )
+    _add_scorer_data_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    p.add_argument(
+        "--signals",
+        default="agreement+form",
+        choices=SCORER_SIGNAL_SETS,
+        help="signal groups the model may use; the others get zero weight (default: %(default)s, the best "
+        "escalation APGR or within 0.01 of it in every compare-scorer scenario: prompt, length and router "
+        "features lower it)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for the split and the simulated others")
+    p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts (smoke tests)")
+    p.set_defaults(func=_lazy("training.scorer_cmd", "run_fit_scorer"))
+
+
+def _add_evaluate_scorer(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate-scorer",
+        help="report APGR of escalation, AUC, ECE and a reliability curve for a scorer",
+        description="Score held-out answers with a scorer model at 0, 1 and 4 other answers and report the "
+        "APGR of escalating least-confident-first (small -> Llama-3.1-70B), ROC AUC and ECE, per small "
+        "model and averaged; writes evaluation_scorer.json and reliability.png to --out.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="scorer model dir")
+    _add_scorer_data_args(p)
+    _add_split_arg(p, "test")
+    p.add_argument("--out", required=True, metavar="DIR", help="where to write the report")
+    p.set_defaults(func=_lazy("training.scorer_cmd", "run_evaluate_scorer"))
+
+
+def _add_compare_scorer(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare-scorer",
+        help="how each confidence signal set transfers: in-distribution, cross-model, cross-category",
+        description="For each signal set (text, agreement, router, all) and family: escalation APGR at 0, 1 "
+        "and 4 other answers and ECE, in-distribution, cross-model (train on Mistral-7B's answers, test on "
+        "the other cheap models') and cross-category (train on 7 MMLU-Pro categories, test on the other 7). "
+        "Writes compare_scorer.json and compare_scorer.md to --out.",
+    )
+    _add_scorer_data_args(p)
+    p.add_argument(
+        "--signals",
+        nargs="+",
+        default=list(SCORER_SIGNAL_SETS),
+        choices=SCORER_SIGNAL_SETS,
+    )
+    p.add_argument("--families", nargs="+", default=["logreg"], choices=["logreg", "gbm"])
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, categories and simulated others")
+    p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts")
+    p.add_argument("--out", required=True, metavar="DIR", help="where to write the report")
+    p.set_defaults(func=_lazy("training.scorer_compare", "run_compare_scorer"))
+
+
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `train` with its subcommands on an argparse subparsers object."""
     train = subparsers.add_parser(
@@ -207,6 +292,9 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_calibrate(sub)
     _add_compare(sub)
     _add_publish(sub)
+    _add_fit_scorer(sub)
+    _add_evaluate_scorer(sub)
+    _add_compare_scorer(sub)
     return train
 
 

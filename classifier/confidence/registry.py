@@ -71,3 +71,12 @@ class AgreementConfidence:
 @register("agreement")
 def _agreement(model: Path | None) -> ConfidenceModel:
     return AgreementConfidence()
+
+
+@register("scorer")
+def _scorer(model: Path | None) -> ConfidenceModel:
+    # Imported here so the light models load without onnxruntime sessions or the shipped file.
+    from classifier.confidence.scorer import load_scorer
+    from services.core.settings import DEFAULT_CONFIDENCE_MODEL
+
+    return load_scorer(model if model is not None else DEFAULT_CONFIDENCE_MODEL)

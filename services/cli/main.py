@@ -52,7 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--follow", action="store_true", help="keep waiting for new events (Ctrl-C stops)")
     events.set_defaults(func=_run("services.cli.outcomes"))
 
-    from training.cli import add_classify_parser, add_train_parser
+    from services.cli.confidence import add_parser as add_confidence_parser
+
+    add_confidence_parser(sub).set_defaults(func=_run("services.cli.confidence"))
+
+    try:
+        from training.cli import add_classify_parser, add_train_parser
+    except ImportError:  # a base install (no train extra): every other command still works
+        return parser
 
     add_train_parser(sub)
     add_classify_parser(sub)
