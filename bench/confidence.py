@@ -1,18 +1,21 @@
 """Benchmark answer confidence on the request path: one answer at a time, features + ONNX.
 
     python -m bench.confidence [--model classifier/models/confidence] [--runs 300]
+                               [--policies cascade route small large] [--requests 300]
 
 p50/p99 of the shipped scorer for answers of about 50, 500 and 2,000 tokens (4 characters a token,
 cut from real MMLU-Pro responses when the data is there), each with one other answer of the same
 length, a token log-probability per token and a router score: every signal present.
-The section "cascade added latency per policy" is a hook for the gateway's end-to-end numbers.
+Then the latency the whole cascade adds per policy, at concurrency 1, end to end through a
+running system (see cascade_added_latency_per_policy; `--policies` with no names skips it).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -77,17 +80,37 @@ def scorer_latency(model: ConfidenceModel, *, runs: int) -> dict[int, tuple[Stat
 
 
 # ---- cascade added latency per policy ---------------------------------------------------------
-def cascade_added_latency_per_policy(*, policies: tuple[str, ...] = ("cascade", "route")) -> dict[str, Stats]:
-    """Hook for the lead: the latency the cascade adds per escalation policy, end to end through
-    the gateway (router + small answer + confidence + escalation), beside the direct path. Not
-    measured here yet: returns no numbers, and main() says so."""
-    return {}
+def cascade_added_latency_per_policy(
+    *, policies: Sequence[str], requests: int, confidence: str = "scorer"
+) -> dict[str, tuple[Stats, Stats]]:
+    """Per policy, at concurrency 1, end to end through one running cascade (`cascade up`: gRPC ->
+    gateway -> NATS -> router -> tier worker -> the fake OpenAI server): (direct path, cascade).
+    The escalation threshold is 0, so every small answer is scored and none escalates: the added
+    latency is routing plus the decision, not a second generation."""
+    from bench.overhead import running_cascade
+
+    async def measure() -> dict[str, tuple[Stats, Stats]]:
+        out = {}
+        async with running_cascade(confidence=confidence, max_tokens=16) as bench:
+            for policy in policies:
+                rows = await bench.compare(policy, requests=requests, concurrency=1)
+                out[policy] = (Stats(*rows["direct"][:2]), Stats(*rows["cascade"][:2]))
+        return out
+
+    return asyncio.run(measure())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="scorer model dir (default: the shipped one)")
     parser.add_argument("--runs", type=int, default=300, help="timed calls per answer length")
+    parser.add_argument(
+        "--policies",
+        nargs="*",
+        default=["cascade", "route", "small", "large"],
+        help="policies whose end-to-end added latency to measure (none: skip; default: %(default)s)",
+    )
+    parser.add_argument("--requests", type=int, default=300, help="requests per policy and path")
     args = parser.parse_args()
     model = load_confidence("scorer", args.model)
     print(f"scorer {model.version}, one answer per call, every signal present, {args.runs} runs")
@@ -95,8 +118,13 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for tokens, (feat, full) in scorer_latency(model, runs=args.runs).items():
         print(f"| {tokens} | {feat.p50_ms:.3f} | {feat.p99_ms:.3f} | {full.p50_ms:.3f} | {full.p99_ms:.3f} |")
-    added = cascade_added_latency_per_policy()
-    print("cascade added latency per policy: " + (str(added) if added else "not measured yet (hook for the lead)"))
+    if not args.policies:
+        return
+    print(f"\ncascade added latency per policy, concurrency 1, {args.requests} requests each, confidence scorer")
+    print("| policy | direct p50 ms | cascade p50 ms | added p50 ms | added p99 ms |")
+    print("|---|---|---|---|---|")
+    for policy, (d, c) in cascade_added_latency_per_policy(policies=args.policies, requests=args.requests).items():
+        print(f"| {policy} | {d.p50_ms:.2f} | {c.p50_ms:.2f} | {c.p50_ms - d.p50_ms:.2f} | {c.p99_ms - d.p99_ms:.2f} |")
 
 
 if __name__ == "__main__":

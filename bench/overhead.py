@@ -12,7 +12,7 @@ hops and nothing else.
 Prints p50/p99 latency of each path, the difference, and requests per second.
 
 --policy: cascade asks the router and scores each small answer with the confidence model (the
-fake server's answers are confident, so nothing escalates: the figure is the decision overhead);
+escalation threshold is 0, so nothing escalates: the figure is the decision overhead);
 route asks the router only; small and large skip it.
 """
 
@@ -26,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -86,8 +88,10 @@ def write_config(base_url: str, workdir: Path, confidence: str) -> tuple[Path, i
     config = {
         "nats": {"embedded": {"port": free_port(), "data_dir": str(workdir / "nats")}},
         "gateway": {"port": port},
+        "http": {"enabled": False},
         "router": {"reload_interval_s": 0},
-        "escalation": {"confidence": confidence},
+        # Threshold 0: every answer is scored but none escalates, so the figure is the decision's cost.
+        "escalation": {"confidence": confidence, "min_confidence": 0.0},
         "tiers": {"small": tier, "large": tier},
     }
     path = workdir / "bench.yaml"
@@ -95,44 +99,68 @@ def write_config(base_url: str, workdir: Path, confidence: str) -> tuple[Path, i
     return path, port
 
 
-async def run(args: argparse.Namespace) -> None:
+@dataclass
+class Bench:
+    """A running cascade (as `cascade up` runs it) and the direct path to the same fake server."""
+
+    cascade: AsyncCascadeClient
+    direct: Callable[[int], Awaitable[None]]
+    max_tokens: int
+
+    def through(self, policy: str) -> Callable[[int], Awaitable[None]]:
+        async def call(i: int) -> None:
+            result = await self.cascade.generate(prompt(i), policy=policy, max_tokens=self.max_tokens)
+            assert result.text and not result.route.escalated
+
+        return call
+
+    async def compare(self, policy: str, *, requests: int, concurrency: int) -> dict[str, tuple[float, float, float]]:
+        """(p50 ms, p99 ms, req/s) of the direct path and of the cascade under ``policy``."""
+        rows = {}
+        for name, call in (("direct", self.direct), ("cascade", self.through(policy))):
+            lat, rps = await timed(requests, concurrency, call)
+            rows[name] = (statistics.median(lat), percentile(lat, 0.99), rps)
+        return rows
+
+
+@asynccontextmanager
+async def running_cascade(*, confidence: str, max_tokens: int) -> AsyncIterator[Bench]:
     server = start_fake_openai()
     workdir = Path(tempfile.mkdtemp(prefix="cascade-bench-"))
-    config, port = write_config(server.base_url, workdir, args.confidence)
+    config, port = write_config(server.base_url, workdir, confidence)
     env = {**os.environ, "CASCADE_LOG_LEVEL": "WARNING"}
     up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--config", str(config)], env=env)
-    backend, direct = direct_path(server.base_url, args.max_tokens)
+    backend, direct = direct_path(server.base_url, max_tokens)
     try:
         async with AsyncCascadeClient(target=f"127.0.0.1:{port}", timeout=30) as cascade:
             await cascade.wait_ready(timeout=120)
-
-            async def through(i: int) -> None:
-                result = await cascade.generate(prompt(i), policy=args.policy, max_tokens=args.max_tokens)
-                assert result.text and not result.route.escalated
-
+            bench = Bench(cascade=cascade, direct=direct, max_tokens=max_tokens)
             await timed(50, 8, direct)  # warm both paths (connections, code paths)
-            await timed(50, 8, through)
-            print(
-                f"requests={args.requests} max_tokens={args.max_tokens} policy={args.policy} "
-                f"confidence={args.confidence} cores={os.cpu_count()}"
-            )
-            print(f"{'conc':>4} {'path':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
-            for concurrency in args.concurrency:
-                rows = {}
-                for name, call in (("direct", direct), ("cascade", through)):
-                    lat, rps = await timed(args.requests, concurrency, call)
-                    rows[name] = (statistics.median(lat), percentile(lat, 0.99), rps)
-                    print(f"{concurrency:>4} {name:>8} {rows[name][0]:>8.2f} {rows[name][1]:>8.2f} {rps:>8.1f}")
-                d, c = rows["direct"], rows["cascade"]
-                print(
-                    f"{concurrency:>4} {'added':>8} {c[0] - d[0]:>8.2f} {c[1] - d[1]:>8.2f} "
-                    f"{'x%.2f' % (d[2] / c[2]):>8}  (throughput direct/cascade)"
-                )
+            await timed(50, 8, bench.through("cascade"))
+            yield bench
     finally:
         await backend.aclose()
         up.terminate()
         up.wait(60)
         server.stop()
+
+
+async def run(args: argparse.Namespace) -> None:
+    async with running_cascade(confidence=args.confidence, max_tokens=args.max_tokens) as bench:
+        print(
+            f"requests={args.requests} max_tokens={args.max_tokens} policy={args.policy} "
+            f"confidence={args.confidence} cores={os.cpu_count()}"
+        )
+        print(f"{'conc':>4} {'path':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+        for concurrency in args.concurrency:
+            rows = await bench.compare(args.policy, requests=args.requests, concurrency=concurrency)
+            for name, (p50, p99, rps) in rows.items():
+                print(f"{concurrency:>4} {name:>8} {p50:>8.2f} {p99:>8.2f} {rps:>8.1f}")
+            d, c = rows["direct"], rows["cascade"]
+            print(
+                f"{concurrency:>4} {'added':>8} {c[0] - d[0]:>8.2f} {c[1] - d[1]:>8.2f} "
+                f"{'x%.2f' % (d[2] / c[2]):>8}  (throughput direct/cascade)"
+            )
 
 
 def main() -> None:
