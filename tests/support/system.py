@@ -7,16 +7,19 @@ They share the test's event loop only to keep the fixture simple.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
+from cascade.v1 import events_pb2
 from services.core.nats import NatsServer, connect_nats
 from services.core.settings import CascadeSettings
 from services.gateway.server import GatewayService
+from services.outcomes import read_events
 from services.router.service import RouterService
 from services.tier.worker import TierWorker
 
@@ -79,3 +82,24 @@ async def run_system(
             workers[tier] = await started(worker)
         gateway = await started(GatewayService(nc=await connect("gateway"), settings=settings))
         yield System(settings=settings, nats_url=nats.url, gateway=gateway, router=router, workers=workers)
+
+
+async def eventually(predicate: Callable[[], bool], *, within_s: float = 10.0) -> bool:
+    """Whether ``predicate`` becomes true within ``within_s`` (polled): for asserting what happened, not when."""
+    for _ in range(int(within_s / 0.05)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+async def read_outcomes(system: System, durable: str = "test") -> dict[str, events_pb2.OutcomeEvent]:
+    """The outcome events stored so far, by request id (waits for the gateway's background publisher)."""
+    await eventually(lambda: system.gateway.outcomes.pending == 0, within_s=5)
+    nc = await connect_nats(system.nats_url, name="test-reader")
+    try:
+        stream = system.settings.outcomes.stream
+        events = [e async for e in read_events(nc.jetstream(), stream=stream, durable=durable)]
+    finally:
+        await nc.drain()
+    return {e.request_id: e for e in events if isinstance(e, events_pb2.OutcomeEvent)}
