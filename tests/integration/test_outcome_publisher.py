@@ -1,0 +1,94 @@
+"""Outcome events are never lost and never stored twice: retries through a JetStream outage, message-id
+de-duplication, the flush at shutdown; and the gateway names each outcome by its request id."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from grpc import aio
+
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc
+from services.core import subjects
+from services.core.nats import connect_nats
+from services.core.settings import OutcomeSettings
+from services.outcomes import OutcomePublisher, ensure_stream
+from tests.support.system import eventually, make_settings, openai_tier, read_outcomes, run_system
+
+SETTINGS = OutcomeSettings()
+
+
+@pytest.fixture
+async def js(nats_server):
+    nc = await connect_nats(nats_server.url, name="publisher-test")
+    await ensure_stream(nc.jetstream(), SETTINGS)
+    yield nc.jetstream()
+    await nc.drain()
+
+
+async def stored(js) -> list[tuple[str, bytes]]:  # type: ignore[no-untyped-def]
+    """(Nats-Msg-Id, payload) of every message in the outcome stream."""
+    info = await js.stream_info(SETTINGS.stream)
+    msgs = [await js.get_msg(SETTINGS.stream, seq) for seq in range(info.state.first_seq, info.state.last_seq + 1)]
+    return [((m.headers or {}).get("Nats-Msg-Id", ""), m.data) for m in msgs if m.data is not None]
+
+
+async def test_an_event_submitted_during_a_jetstream_outage_is_stored_once_it_is_back(js, caplog):
+    await js.delete_stream(SETTINGS.stream)  # the outage: nothing stores outcome events
+    publisher = OutcomePublisher(js, timeout_s=0.5, max_backoff_s=0.1)
+    publisher.start()
+    publisher.submit(subjects.OUTCOMES, "outcome:outage-1", b"event")
+    assert await eventually(lambda: "retrying outcome outcome:outage-1" in caplog.text)
+    await asyncio.sleep(0.5)  # a few more attempts fail meanwhile
+    await ensure_stream(js, SETTINGS)
+    await publisher.close()
+    assert await stored(js) == [("outcome:outage-1", b"event")]
+
+
+async def test_a_retried_event_with_the_same_message_id_is_stored_once(js):
+    publisher = OutcomePublisher(js)
+    publisher.start()
+    for _ in range(3):  # e.g. an acknowledgement lost, the event sent again
+        publisher.submit(subjects.OUTCOMES, "outcome:dup-1", b"event")
+    publisher.submit(subjects.OUTCOMES, "outcome:other", b"other")
+    await publisher.close()
+    assert await stored(js) == [("outcome:dup-1", b"event"), ("outcome:other", b"other")]
+    assert not await publisher.publish_now(subjects.OUTCOMES, "outcome:dup-1", b"event")  # a duplicate
+
+
+async def test_close_flushes_every_queued_event(js):
+    publisher = OutcomePublisher(js)
+    publisher.start()
+    for i in range(50):
+        publisher.submit(subjects.OUTCOMES, f"outcome:flush-{i}", str(i).encode())
+    await publisher.close()  # at once: the queue is still full
+    assert [msg_id for msg_id, _ in await stored(js)] == [f"outcome:flush-{i}" for i in range(50)]
+
+
+async def test_close_waits_for_a_stream_that_comes_back(js):
+    await js.delete_stream(SETTINGS.stream)
+    publisher = OutcomePublisher(js, timeout_s=0.5, max_backoff_s=0.1)
+    publisher.start()
+    publisher.submit(subjects.OUTCOMES, "outcome:late-1", b"event")
+    closing = asyncio.create_task(publisher.close(timeout_s=30))
+    await asyncio.sleep(0.3)
+    assert not closing.done()  # shutdown waits for the unacknowledged event
+    await ensure_stream(js, SETTINGS)
+    await closing
+    assert await stored(js) == [("outcome:late-1", b"event")]
+
+
+async def test_the_gateway_names_each_outcome_by_its_request_id(nats_server, fake_openai, js):
+    """So that a re-published outcome (a retry after a lost acknowledgement) is de-duplicated by JetStream."""
+    tier = openai_tier(fake_openai.base_url)
+    settings = make_settings(nats_server.url, {"small": tier, "large": tier})
+    async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
+        stub = cascade_pb2_grpc.CascadeStub(channel)
+        await stub.Generate(
+            cascade_pb2.GenerateRequest(prompt="hi", request_id="named-1", policy=cascade_pb2.POLICY_LARGE), timeout=10
+        )
+        assert set(await read_outcomes(system)) == {"named-1"}
+    ((msg_id, payload),) = await stored(js)
+    assert msg_id == "outcome:named-1"
+    publisher = OutcomePublisher(js)
+    assert not await publisher.publish_now(subjects.OUTCOMES, msg_id, payload)  # stored once
