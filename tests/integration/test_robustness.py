@@ -7,7 +7,9 @@ No timings are asserted: a test waits (bounded) for something to happen, then ch
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -16,6 +18,8 @@ from grpc import aio
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, common_pb2, events_pb2
 from services.core import subjects
 from services.core.nats import connect_nats, free_port
+from services.tier.backends import Delta, Generation
+from services.tier.worker import TierWorker
 from tests.support.scripted_tier import ScriptedTier
 from tests.support.system import eventually, make_settings, openai_tier, read_outcomes, run_system
 
@@ -84,31 +88,71 @@ async def test_the_deadline_is_passed_to_the_tier_and_stops_its_work(stub, syste
     assert (await read_outcomes(system))["deadline-1"].error.code == events_pb2.ERROR_CODE_DEADLINE_EXCEEDED
 
 
+async def ask_tier_directly(nats_url: str, *, deadline_s: float) -> list[events_pb2.TokenChunk]:
+    """Act as a gateway by hand: one TierRequest to tier "large", then every chunk up to the final one."""
+    nc = await connect_nats(nats_url, name="fake-gateway")
+    try:
+        chunks = await nc.subscribe("_INBOX.test.deadline")
+        request = events_pb2.TierRequest(
+            request_id="w-1",
+            messages=[common_pb2.ChatMessage(role="user", content="Tell me a story.")],
+            max_tokens=200,
+            chunk_subject="_INBOX.test.deadline",
+            deadline_unix_ms=int((time.time() + deadline_s) * 1e3),
+        )
+        accept = await nc.request(subjects.tier_subject("large"), request.SerializeToString(), timeout=5)
+        assert not events_pb2.TierAccept.FromString(accept.data).error.code
+        received = [events_pb2.TokenChunk.FromString((await chunks.next_msg(timeout=10)).data)]
+        while not received[-1].final:
+            received.append(events_pb2.TokenChunk.FromString((await chunks.next_msg(timeout=10)).data))
+        return received
+    finally:
+        await nc.drain()
+
+
 async def test_a_worker_stops_at_the_deadline_without_the_gateway(nats_server, fake_openai):
     """The worker enforces the TierRequest's deadline itself (a gateway that died cannot cancel)."""
     await fake_openai.control(**SLOW)
     settings = make_settings(nats_server.url, tiers(fake_openai.base_url))
     async with run_system(nats_server, settings, run_router=False) as system:
-        nc = await connect_nats(system.nats_url, name="fake-gateway")
-        try:
-            chunks = await nc.subscribe("_INBOX.test.deadline")
-            request = events_pb2.TierRequest(
-                request_id="w-1",
-                messages=[common_pb2.ChatMessage(role="user", content="Tell me a story.")],
-                max_tokens=200,
-                chunk_subject="_INBOX.test.deadline",
-                deadline_unix_ms=int((time.time() + 0.6) * 1e3),
-            )
-            accept = await nc.request(subjects.tier_subject("large"), request.SerializeToString(), timeout=5)
-            assert not events_pb2.TierAccept.FromString(accept.data).error.code
-            received = [events_pb2.TokenChunk.FromString((await chunks.next_msg(timeout=10)).data)]
-            while not received[-1].final:
-                received.append(events_pb2.TokenChunk.FromString((await chunks.next_msg(timeout=10)).data))
-        finally:
-            await nc.drain()
+        received = await ask_tier_directly(system.nats_url, deadline_s=0.6)
         assert received[-1].error.code == events_pb2.ERROR_CODE_DEADLINE_EXCEEDED
         assert [c.seq for c in received] == list(range(len(received)))
         assert await eventually(lambda: not system.workers["large"]._tasks)
+
+
+class HangingBackend:
+    """A backend that never answers and never times out by itself: only the worker can stop it."""
+
+    kind, model = "hanging", "hangs"
+
+    def __init__(self) -> None:
+        self.stopped = asyncio.Event()
+
+    async def stream(self, generation: Generation) -> AsyncIterator[Delta]:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.stopped.set()
+        yield Delta(text="")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_worker_with_a_hanging_backend_stops_at_the_deadline(nats_server):
+    settings = make_settings(nats_server.url, tiers("http://127.0.0.1:9/v1"))
+    backend = HangingBackend()
+    nc = await connect_nats(nats_server.url, name="tier-large")
+    worker = TierWorker(nc=nc, tier="large", settings=settings.tiers["large"], backend=backend)
+    await worker.start()
+    try:
+        received = await ask_tier_directly(nats_server.url, deadline_s=0.5)
+    finally:
+        await worker.stop(grace_s=1)
+        await nc.drain()
+    assert [c.error.code for c in received] == [events_pb2.ERROR_CODE_DEADLINE_EXCEEDED]
+    assert "past the deadline" in received[0].error.message and backend.stopped.is_set()
 
 
 async def test_a_timed_out_request_is_always_deadline_exceeded_never_cancelled(stub, system, fake_openai):
