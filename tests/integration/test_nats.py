@@ -1,7 +1,5 @@
 """The embedded nats-server and the connection helper."""
 
-import time
-
 import pytest
 
 from services.core.errors import Unavailable
@@ -19,7 +17,6 @@ async def test_embedded_server_runs_jetstream_and_stops(tmp_path):
 
 
 async def test_connecting_to_nothing_fails_within_the_wait():
-    start = time.perf_counter()
-    with pytest.raises(Unavailable, match="cannot connect to NATS"):
+    # The first connection is bounded: Unavailable, naming the wait, instead of reconnecting forever.
+    with pytest.raises(Unavailable, match="cannot connect to NATS at .* within 1s"):
         await connect_nats(f"nats://127.0.0.1:{free_port()}", name="t", wait_s=1.0)
-    assert time.perf_counter() - start < 3

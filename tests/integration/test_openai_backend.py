@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -14,8 +13,6 @@ from services.core.errors import DeadlineExceeded, InvalidRequest, Overloaded, T
 from services.tier.backends.base import Delta, Generation, Message
 from services.tier.backends.openai import OpenAIBackend
 from tests.support.openai_server import DEFAULT_TOKENS, FakeOpenAI, answer_tokens
-
-SLACK_S = 0.5
 
 
 @pytest.fixture
@@ -83,30 +80,26 @@ async def test_missing_usage_is_estimated_from_logprobs(backend: OpenAIBackend, 
 async def test_server_down_is_tier_unavailable_quickly(closed_port: int) -> None:
     base_url = f"http://127.0.0.1:{closed_port}/v1"
     backend = OpenAIBackend(base_url=base_url, model="fake-small")
-    started = time.monotonic()
+    # A refused connection is reported as such, not waited out until the deadline (DeadlineExceeded).
     with pytest.raises(TierUnavailable, match=f"127.0.0.1:{closed_port}"):
-        await _collect(backend, _generation(timeout_s=5))
-    assert time.monotonic() - started < 1.0
+        await _collect(backend, _generation(timeout_s=30))
     await backend.aclose()
 
 
 async def test_slow_first_token_is_deadline_exceeded(backend: OpenAIBackend, fake_openai: FakeOpenAI) -> None:
     await fake_openai.control(delay_first_token_s=5)
-    started = time.monotonic()
-    with pytest.raises(DeadlineExceeded):
+    with pytest.raises(DeadlineExceeded, match="did not finish within 0.5 s"):
         await _collect(backend, _generation(timeout_s=0.5))
-    assert time.monotonic() - started < 0.5 + SLACK_S
+    assert (await fake_openai.stats())["requests"] == 1
 
 
 async def test_deadline_bounds_the_whole_stream_not_each_read(backend: OpenAIBackend, fake_openai: FakeOpenAI) -> None:
     await fake_openai.control(delay_per_token_s=0.1, tokens=50)  # every read is quick, the whole is 5 s
     received: list[Delta] = []
-    started = time.monotonic()
     with pytest.raises(DeadlineExceeded):
         async for delta in backend.stream(_generation(timeout_s=0.6)):
             received.append(delta)
-    assert time.monotonic() - started < 0.6 + SLACK_S
-    assert 0 < len(received) < 50
+    assert 0 < len(received) < 50  # cut mid-stream: a per-read timeout would have let all 50 through
 
 
 async def test_no_time_left_fails_before_calling(backend: OpenAIBackend, fake_openai: FakeOpenAI) -> None:
