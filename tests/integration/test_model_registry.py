@@ -21,12 +21,12 @@ from services.core.nats import connect_nats
 from services.core.settings import DEFAULT_ROUTER_MODEL
 from services.router import registry
 from services.router.service import RouterService
+from tests.support.data import LLMROUTER
 from tests.support.system import make_settings, openai_tier, run_system
 from training.cli import main as cli_main
 from training.export import set_metadata
 
 DEFAULT_VERSION = json.loads((DEFAULT_ROUTER_MODEL / CARD_FILE).read_text())["version"]
-LLMROUTER = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing" / "llmrouter.parquet"
 
 
 def variant(tmp_path: Path, version: str, *, invert: bool = False, schema: str | None = None) -> Path:
@@ -181,7 +181,7 @@ async def test_router_does_not_start_without_a_published_model(nats_server, fake
         await nc.drain()
 
 
-@pytest.mark.skipif(not LLMROUTER.exists(), reason="routing data not present")
+@pytest.mark.usefixtures("routing_data")
 async def test_cli_publishes_only_a_better_model(nats_server, js, tmp_path, capsys):
     def publish(model: Path, *extra: str) -> int:
         argv = ["train", "publish", "--model", str(model), "--nats", nats_server.url, "--bucket", "models"]

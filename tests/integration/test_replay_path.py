@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import grpc
 import pyarrow as pa
@@ -14,6 +13,7 @@ from grpc import aio
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, common_pb2
 from services.core.nats import connect_nats
 from services.outcomes import read_events
+from tests.support.data import MMLU_PRO
 from tests.support.system import make_settings, run_system
 
 ROWS = [
@@ -115,15 +115,12 @@ async def test_cascade_outcomes_prints_events_as_json_lines(replay_system):
 
 # ------------------------------------------------ answer-level escalation on recorded MMLU-Pro answers
 
-MMLU_PRO = Path("/work/shared/data/routing/mmlu_pro.parquet")
 SMALL, SECOND, LARGE = "Mistral-7B-Instruct-v0.2", "Meta-Llama-3_1-8B-Instruct", "Meta-Llama-3_1-70B-Instruct"
 
 
 @pytest.fixture(scope="module")
-def agree_and_disagree(tmp_path_factory):
+def agree_and_disagree(tmp_path_factory, routing_data):
     """Recorded prompts where Mistral-7B and Llama-3.1-8B give the same final answer, and where they do not."""
-    if not MMLU_PRO.exists():
-        pytest.skip(f"{MMLU_PRO} is not here")
     from classifier.answers import final_answer
 
     table = pq.read_table(MMLU_PRO, filters=[("model", "in", [SMALL, SECOND, LARGE])]).to_pandas()

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from classifier.policy import load_policy
+from tests.support.data import MMLU_PRO
 from training.cli import main
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing"
-MMLU_PRO = DATA / "mmlu_pro.parquet"
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "cascade.replay.yaml"
-pytestmark = pytest.mark.skipif(not MMLU_PRO.exists(), reason="routing data not present")
+pytestmark = pytest.mark.usefixtures("routing_data")
 COMMON = ["--data", str(MMLU_PRO), "--config", str(CONFIG), "--confidence", "agreement", "--sample", "200"]
 POLICIES = ["cascade", "route", "small", "large", "random"]
 

@@ -14,8 +14,8 @@ import pytest
 from services.core.errors import ConfigError, DeadlineExceeded, InvalidRequest, NotFound
 from services.tier.backends.base import Delta, Generation, Message
 from services.tier.backends.replay import ReplayBackend
+from tests.support.data import MMLU_PRO
 
-MMLU_PRO = Path("/work/shared/data/routing/mmlu_pro.parquet")
 ANSWER = "  Let's think step by step.\nThe  capital of France is Paris.\n\nThe answer is (B).  "
 
 
@@ -173,7 +173,7 @@ def test_unreadable_data_is_a_config_error(tmp_path: Path) -> None:
         ReplayBackend(data_path=tmp_path / "missing.parquet", model="small")
 
 
-@pytest.mark.skipif(not MMLU_PRO.exists(), reason="shared routing data not present")
+@pytest.mark.usefixtures("routing_data")
 async def test_real_mmlu_pro_answer_of_mistral() -> None:
     backend = ReplayBackend(data_path=MMLU_PRO, model="Mistral-7B-Instruct-v0.2")
     assert len(backend) > 10_000

@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 
 from classifier import load_model
+from tests.support.data import MMLU_PRO
 from training import fit as fit_module
 from training.classify_cmd import classify
 from training.cli import main
 from training.data import load_pair, parse_pair, split_masks
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing"
-MMLU_PRO = DATA / "mmlu_pro.parquet"
-pytestmark = pytest.mark.skipif(not MMLU_PRO.exists(), reason="routing data not present")
+pytestmark = pytest.mark.usefixtures("routing_data")
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from classifier import load_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,11 +21,10 @@ def _command(out: Path) -> list[str]:
     return [sys.executable, "-m", "training.cli", *argv[1:], "--sample", "300", "--quiet"]
 
 
-def test_rebuild_command_runs_on_a_sample(tmp_path: Path) -> None:
+def test_rebuild_command_runs_on_a_sample(tmp_path: Path, routing_data: Path) -> None:
     command = _command(tmp_path / "model")
     data = [Path(REPO, command[i + 1]) for i, arg in enumerate(command) if arg == "--data"]
-    if not all(p.exists() for p in data):
-        pytest.skip(f"routing data not present: {data}")
+    assert all(p.exists() for p in data), f"the rebuild command reads data that is not there: {data}"
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rebuilt = load_model(tmp_path / "model")
@@ -47,14 +44,13 @@ def _scorer_command(out: Path) -> list[str]:
     return [sys.executable, "-m", "training.cli", *argv[1:], "--sample", "300"]
 
 
-def test_scorer_rebuild_command_runs_on_a_sample(tmp_path: Path) -> None:
+def test_scorer_rebuild_command_runs_on_a_sample(tmp_path: Path, routing_data: Path) -> None:
     from classifier.confidence import Evidence
     from classifier.confidence.scorer import load_scorer
 
     command = _scorer_command(tmp_path / "scorer")
     data = Path(REPO, command[command.index("--data") + 1])
-    if not data.exists():
-        pytest.skip(f"routing data not present: {data}")
+    assert data.exists(), f"the scorer's rebuild command reads data that is not there: {data}"
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rebuilt, committed = load_scorer(tmp_path / "scorer"), load_scorer(SCORER_CARD.parent)
