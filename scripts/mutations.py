@@ -32,6 +32,7 @@ ROBUST = "tests/integration/test_robustness.py"
 SHARING = "tests/integration/test_routers_and_workers.py"
 OUTCOMES = "tests/integration/test_outcome_publisher.py"
 LOGIC = "tests/unit/test_cascade_logic.py"
+UP = "tests/integration/test_http_up.py::test_cascade_up_serves_asks_and_stops_in_reverse_order"
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,20 @@ MUTATIONS = [
         "self._reloader = asyncio.create_task(self._reload_loop())",
         "self._reloader = None",
         f"{SHARING}::test_a_local_model_file_is_hot_reloaded_while_requests_are_in_flight",
+    ),
+    m(
+        "up-stops-in-start-order",
+        "services/cli/up.py",
+        "for child in reversed(children):",
+        "for child in children:",
+        UP,
+    ),
+    m(
+        "services-ignore-sigterm",
+        "services/core/lifecycle.py",
+        "        stop.set()\n",
+        "        pass\n",
+        UP,
     ),
     m(
         "feature-question-mark-counts-bang",

@@ -18,7 +18,9 @@ from services.core.settings import load_settings
 from tests.support.system import openai_tier
 
 
-async def test_cascade_up_serves_http_and_stops_it_first(tmp_path, fake_openai):
+async def test_cascade_up_serves_asks_and_stops_in_reverse_order(tmp_path, fake_openai):
+    """`cascade up` starts every `python -m services.*` entry point; `cascade ask` gets an answer through them;
+    SIGINT stops the children by SIGTERM in reverse start order, each one handling its signal."""
     ports = {name: free_port() for name in ("nats", "gateway", "http")}
     config = tmp_path / "cascade.yaml"
     config.write_text(
@@ -27,6 +29,7 @@ async def test_cascade_up_serves_http_and_stops_it_first(tmp_path, fake_openai):
                 "nats": {"embedded": {"port": ports["nats"], "data_dir": str(tmp_path / "nats")}},
                 "gateway": {"port": ports["gateway"]},
                 "http": {"port": ports["http"]},
+                "escalation": {"confidence": "logprob"},
                 "tiers": {"small": openai_tier(fake_openai.base_url), "large": openai_tier(fake_openai.base_url)},
             }
         )
@@ -43,12 +46,24 @@ async def test_cascade_up_serves_http_and_stops_it_first(tmp_path, fake_openai):
             messages = [{"role": "user", "content": "Name a prime number."}]
             answer = await client.chat.completions.create(model="cascade:large", messages=messages)
         assert answer.choices[0].message.content and answer.cascade["tier"] == "large"
+        ask = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "services.cli.main", "ask", "Name a prime number.", "--policy", "large"],
+            *["--target", f"127.0.0.1:{ports['gateway']}", "--timeout", "20"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await ask.communicate()
+        assert ask.returncode == 0, err.decode()
+        assert out.decode().strip() and "tier=large path=large" in err.decode()
     finally:
         up.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(up.wait, 60) == 0
     lines = log_path.read_text().splitlines()
-    stopped = [i for i, line in enumerate(lines) if line.endswith(("http stopped", "gateway stopped"))]
-    assert [lines[i].rsplit(" ", 2)[-2] for i in stopped] == ["http", "gateway"]
+    stopped = [line.rsplit(" ", 2)[-2] for line in lines if line.endswith(" stopped")]
+    # Children by SIGTERM in reverse start order, then the supervisor; each child shut down on its signal.
+    assert stopped == ["http", "gateway", "tier", "tier", "router", "prompt-cascade"]
+    shutting_down = [line.split()[3] for line in lines if line.endswith("received SIGTERM, shutting down")]
+    assert sorted(shutting_down) == ["gateway", "http", "router", "tier", "tier"]
 
 
 async def _wait_for_line(path: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
