@@ -188,10 +188,13 @@ async def test_budget_keeps_an_escalation_on_the_small_tier_or_fails(budgeted):
     assert capped.route.tier == "small" and not capped.route.escalated
     assert capped.route.reason == common_pb2.PATH_REASON_BUDGET and capped.route.budget_limited
     with pytest.raises(aio.AioRpcError) as err:
-        await stub.Generate(cascade_pb2.GenerateRequest(prompt=hard, tenant="strict"), timeout=10)
+        await stub.Generate(
+            cascade_pb2.GenerateRequest(prompt=hard, tenant="strict", request_id="strict-1"), timeout=10
+        )
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "strict" in err.value.details()
     events = {e.request_id: e for e in await outcomes(system) if isinstance(e, events_pb2.OutcomeEvent)}
     assert events["cap-1"].route.budget_limited and events["cap-1"].route.reason == common_pb2.PATH_REASON_BUDGET
+    assert events["strict-1"].error.code == events_pb2.ERROR_CODE_RESOURCE_EXHAUSTED
 
 
 async def test_small_policy_never_escalates(stub):
@@ -263,12 +266,13 @@ async def test_feedback_is_recorded_once_per_distinct_score(stub, system):
         ({"messages": [common_pb2.ChatMessage(role="wizard", content="hi")]}, grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )
-async def test_bad_input_gets_a_clear_status(stub, request_kwargs, code, fake_openai):
+async def test_bad_input_gets_a_clear_status(stub, system, request_kwargs, code, fake_openai):
     with pytest.raises(aio.AioRpcError) as err:
         await stub.Generate(cascade_pb2.GenerateRequest(**request_kwargs), timeout=5)
     assert err.value.code() == code
     assert err.value.details()
     assert (await fake_openai.stats())["requests"] == 0  # rejected before any tier was asked
+    assert await outcomes(system) == []  # and before it became a request with an outcome
 
 
 @pytest.mark.parametrize("score", [-0.1, 1.5, math.nan])
@@ -346,9 +350,12 @@ async def test_no_tier_worker_is_unavailable(nats_server, fake_openai):
     ):
         with pytest.raises(aio.AioRpcError) as err:
             await cascade_pb2_grpc.CascadeStub(channel).Generate(
-                cascade_pb2.GenerateRequest(prompt="hi", policy=cascade_pb2.POLICY_LARGE), timeout=10
+                cascade_pb2.GenerateRequest(prompt="hi", policy=cascade_pb2.POLICY_LARGE, request_id="none-1"),
+                timeout=10,
             )
+        events = {e.request_id: e for e in await outcomes(system)}
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "no worker" in err.value.details()
+    assert events["none-1"].error.code == events_pb2.ERROR_CODE_UNAVAILABLE
 
 
 async def test_gateway_serves_tls_to_the_sdk(nats_server, fake_openai, self_signed):
