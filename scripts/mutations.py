@@ -212,6 +212,13 @@ MUTATIONS = [
         f"{ROBUST}::test_routing_switches",
     ),
     m(
+        "gateway-default-policy-ignored",
+        "services/gateway/requests.py",
+        "policy=_policy(req.policy, limits.default_policy),",
+        'policy=_policy(req.policy, "cascade"),',
+        f"{ROBUST}::test_the_gateway_default_policy_applies_to_requests_that_name_none",
+    ),
+    m(
         "router-fallback-tier-ignored",
         "services/gateway/cascade.py",
         "fallback = self.settings.router.fallback_tier",

@@ -357,3 +357,14 @@ async def test_routing_switches(nats_server, fake_openai, router, policy, tier, 
     resp, outcome = await _generate(nats_server, config, request)
     assert resp.route.tier == tier and resp.route.reason == reason and not resp.route.escalated
     assert outcome.route.reason == reason
+
+
+@pytest.mark.parametrize(("default_policy", "tier"), [("small", "small"), ("large", "large")])
+async def test_the_gateway_default_policy_applies_to_requests_that_name_none(
+    nats_server, fake_openai, default_policy, tier
+):
+    config = {"tiers": tiers(fake_openai.base_url), "gateway": {"default_policy": default_policy}}
+    request = cascade_pb2.GenerateRequest(prompt="Hard one [[confidence=0.2]]", request_id="dp-1")
+    resp, outcome = await _generate(nats_server, config, request)
+    assert resp.route.policy == default_policy and resp.route.tier == tier
+    assert resp.route.reason == common_pb2.PATH_REASON_POLICY and outcome.policy == default_policy
