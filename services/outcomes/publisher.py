@@ -35,6 +35,7 @@ class OutcomePublisher:
         self._max_backoff_s = max_backoff_s
         self._queue: asyncio.Queue[PendingEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._sending: PendingEvent | None = None  # taken from the queue, not yet acknowledged
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -59,7 +60,9 @@ class OutcomePublisher:
         try:
             await asyncio.wait_for(self._queue.join(), timeout_s)
         except TimeoutError:
-            lost = [self._queue.get_nowait().msg_id for _ in range(self._queue.qsize())]
+            unsent = [self._sending] if self._sending is not None else []
+            unsent += [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+            lost = [event.msg_id for event in unsent]
             log.error("%d outcome events not acknowledged at shutdown: %s", len(lost), lost)
         if self._task:
             self._task.cancel()
@@ -68,8 +71,9 @@ class OutcomePublisher:
 
     async def _run(self) -> None:
         while True:
-            event = await self._queue.get()
+            self._sending = event = await self._queue.get()
             await self._publish_with_retry(event)
+            self._sending = None
             self._queue.task_done()
 
     async def _publish_with_retry(self, event: PendingEvent) -> None:

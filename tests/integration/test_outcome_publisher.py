@@ -39,6 +39,7 @@ async def test_an_event_submitted_during_a_jetstream_outage_is_stored_once_it_is
     publisher.start()
     publisher.submit(subjects.OUTCOMES, "outcome:outage-1", b"event")
     assert await eventually(lambda: "retrying outcome outcome:outage-1" in caplog.text)
+    assert "outcome stream did not acknowledge" in caplog.text  # and says why
     await asyncio.sleep(0.5)  # a few more attempts fail meanwhile
     await ensure_stream(js, SETTINGS)
     await publisher.close()
@@ -92,3 +93,14 @@ async def test_the_gateway_names_each_outcome_by_its_request_id(nats_server, fak
     assert msg_id == "outcome:named-1"
     publisher = OutcomePublisher(js)
     assert not await publisher.publish_now(subjects.OUTCOMES, msg_id, payload)  # stored once
+
+
+async def test_close_gives_up_after_its_timeout_and_names_every_lost_event(js, caplog):
+    await js.delete_stream(SETTINGS.stream)  # and it never comes back
+    publisher = OutcomePublisher(js, timeout_s=0.5, max_backoff_s=0.1)
+    publisher.start()
+    for name in ("a", "b", "c"):
+        publisher.submit(subjects.OUTCOMES, f"outcome:{name}", b"event")
+    await publisher.close(timeout_s=0.5)
+    # The one being retried counts too, not only those still queued.
+    assert "3 outcome events not acknowledged at shutdown: ['outcome:a', 'outcome:b', 'outcome:c']" in caplog.text
