@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from classifier import load_model
-from classifier.features import HAND_FEATURE_NAMES, hand_features, hash_indices
+from classifier.features import HAND_FEATURE_NAMES, HASH_DIM, hand_features, hash_features, hash_indices
 from services.core.settings import DEFAULT_ROUTER_MODEL
 
 GOLDEN_SCRIPT = (
@@ -50,6 +50,13 @@ FEATURES = {
         4.00733328, 2.48490667, 2.72727275, 0.0, 0.72727281, 0.0555556, 0.0, 0.037037, 1.09861231, 0.69314718,
         0.69314718, 0.0, 1.38629436, 0.1666667,
     ],
+    # One character, one word, options as a Python list: the edges of the ratios and the option count.
+    "?": [0.69314718, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.69314718, 0.0, 0.0, 0.0, 1.0],
+    "Why?": [1.60943794, 0.69314718, 3.0, 0.0, 1.0, 0.0, 0.25, 0.0, 0.0, 0.69314718, 0.0, 0.0, 0.0, 0.25],
+    "Pick one: ['red', 'blue', 'green']": [
+        3.55534816, 1.79175949, 3.79999995, 0.0, 1.0, 0.0, 0.02941176, 0.0, 0.0, 0.0,
+        0.0, 1.09861231, 0.0, 0.32352942,
+    ],
 }
 # fmt: on
 
@@ -71,6 +78,20 @@ def test_hand_features_of_fixed_prompts_are_as_recorded(prompt: str) -> None:
 
 def test_hashed_grams_of_a_fixed_text_are_as_recorded() -> None:
     cols, vals = hash_indices("What is two plus two? Two.")
+    assert cols.dtype == np.int64 and vals.dtype == np.float32
     assert cols.tolist() == [960, 2662, 2793, 4687, 6500, 8433, 8855, 9042, 12898]
     # "two" three times: log1p(3) against log1p(1) for every other gram, l2-normalised.
     np.testing.assert_allclose(vals, [0.288675, 0.57735] + [0.288675] * 7, atol=1e-5)
+
+
+def test_hash_features_are_the_hashed_grams_in_dense_rows() -> None:
+    texts = ["What is two plus two? Two.", "", "!!!"]
+    dense = hash_features(texts)
+    assert dense.shape == (3, HASH_DIM) and dense.dtype == np.float32
+    cols, vals = hash_indices(texts[0])
+    np.testing.assert_array_equal(np.flatnonzero(dense[0]), cols)
+    np.testing.assert_allclose(dense[0, cols], vals)
+    assert not dense[1:].any()  # no words, no grams
+    for text in texts[1:]:
+        cols, vals = hash_indices(text)
+        assert cols.shape == vals.shape == (0,) and cols.dtype == np.int64 and vals.dtype == np.float32
