@@ -107,6 +107,13 @@ MUTATIONS = [
         f"{OUTCOMES}::test_close_flushes_every_queued_event",
     ),
     m(
+        "gateway-stop-skips-outcome-flush",
+        "services/gateway/server.py",
+        "        await self.outcomes.close()\n",
+        "        pass\n",
+        f"{OUTCOMES}::test_the_gateway_flushes_its_outcomes_when_it_stops",
+    ),
+    m(
         "cancel-never-published",
         "services/gateway/clients.py",
         "await self._nc.publish(subjects.CANCEL, request.request_id.encode())",

@@ -16,6 +16,7 @@ from services.outcomes import OutcomePublisher, ensure_stream
 from tests.support.system import eventually, make_settings, openai_tier, read_outcomes, run_system
 
 SETTINGS = OutcomeSettings()
+LARGE = cascade_pb2.POLICY_LARGE
 
 
 @pytest.fixture
@@ -104,3 +105,21 @@ async def test_close_gives_up_after_its_timeout_and_names_every_lost_event(js, c
     await publisher.close(timeout_s=0.5)
     # The one being retried counts too, not only those still queued.
     assert "3 outcome events not acknowledged at shutdown: ['outcome:a', 'outcome:b', 'outcome:c']" in caplog.text
+
+
+async def test_the_gateway_flushes_its_outcomes_when_it_stops(nats_server, fake_openai, js):
+    tier = openai_tier(fake_openai.base_url)
+    settings = make_settings(nats_server.url, {"small": tier, "large": tier}, outcomes={"publish_timeout_s": 0.5})
+    async with run_system(nats_server, settings) as system:
+        await js.delete_stream(SETTINGS.stream)  # the outcome cannot be stored yet
+        async with aio.insecure_channel(system.target) as channel:
+            stub = cascade_pb2_grpc.CascadeStub(channel)
+            await stub.Generate(
+                cascade_pb2.GenerateRequest(prompt="hi", request_id="flush-1", policy=LARGE), timeout=10
+            )
+        stopping = asyncio.create_task(system.gateway.stop(grace_s=1))
+        await asyncio.sleep(0.5)
+        assert not stopping.done()  # the gateway waits for its unacknowledged outcome ...
+        await ensure_stream(js, SETTINGS)
+        await stopping  # ... which it stores once the stream is back
+    assert [msg_id for msg_id, _ in await stored(js)] == ["outcome:flush-1"]
