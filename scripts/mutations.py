@@ -19,8 +19,10 @@ behaviours only the integration tests on real servers can check.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -325,6 +327,24 @@ def pytest(repo: Path, tests: tuple[str, ...]) -> subprocess.CompletedProcess[st
     return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
 
 
+def kill_leftovers(repo: Path) -> list[int]:
+    """SIGKILL processes still running in the scratch copy (e.g. services a mutation taught to ignore SIGTERM).
+
+    Only processes whose working directory is inside the copy are touched: nothing else can be there.
+    """
+    killed = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cwd = os.readlink(proc / "cwd").removesuffix(" (deleted)")
+        except OSError:
+            continue
+        if int(proc.name) != os.getpid() and Path(cwd).is_relative_to(repo):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+    return killed
+
+
 def apply(repo: Path, mutation: Mutation) -> str:
     """Apply the mutation; returns the original text of the file."""
     path = repo / mutation.path
@@ -373,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = pytest(repo, mutation.tests)
             finally:
                 (repo / mutation.path).write_text(original)
+                if leftovers := kill_leftovers(repo):
+                    print(f"       killed {len(leftovers)} processes the mutant left running", flush=True)
             caught = result.returncode != 0
             missed += [] if caught else [mutation.name]
             detail = first_failure(result.stdout) if caught else "all tests passed"
