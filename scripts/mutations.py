@@ -281,6 +281,7 @@ MUTATIONS = [
         "services/core/lifecycle.py",
         "        stop.set()\n",
         "        pass\n",
+        "tests/integration/test_entry_points.py::test_a_service_runs_until_a_signal_then_stops_cleanly",
         UP,
     ),
     m(
