@@ -157,3 +157,10 @@ def test_feedback_fields_and_their_limits():
         with pytest.raises(InvalidRequest) as err:
             parse_feedback(request)
         assert message in err.value.message
+
+
+def test_one_user_message_is_enough_and_only_the_last_user_message_must_have_text():
+    one = [common_pb2.ChatMessage(role="system", content="be brief"), common_pb2.ChatMessage(role="user", content="hi")]
+    assert parse_generate(cascade_pb2.GenerateRequest(messages=one), LIMITS).routed_text == "hi"
+    three = [common_pb2.ChatMessage(role="user", content=c) for c in ("", "second", "third")]
+    assert parse_generate(cascade_pb2.GenerateRequest(messages=three), LIMITS).routed_text == "third"
