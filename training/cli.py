@@ -41,6 +41,14 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML config: tier prices, router, escalation (default: built-in)")
     p.add_argument("--second", help="second-opinion model name (mmlu_pro default: Meta-Llama-3_1-8B-Instruct)")
     p.add_argument(
+        "--tiers",
+        metavar="A,B,C",
+        help="replay a cascade over these models, cheapest first (router.tiers of the --config, whose prices "
+        "are used in order): the router's cuts pick the starting tier, an unsure answer climbs one step; "
+        "with --second, a parallel second opinion on the cheapest tier's answer. Calibration: one router cut "
+        "x per-step escalation thresholds (a simpler search than the two-tier joint one)",
+    )
+    p.add_argument(
         "--confidence", metavar="NAME", help="confidence model by registry name (default: escalation.confidence)"
     )
     p.add_argument(

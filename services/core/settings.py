@@ -99,6 +99,13 @@ class RouterSettings(_Section):
     # threshold table for `target_large_share`, else the model's own default.
     threshold: float | None = Field(None, ge=0, le=1)
     target_large_share: float | None = Field(None, ge=0, le=1)
+    # The tiers in order of cost, cheapest first: the router picks the starting one, the cascade
+    # escalates one step up at a time. Unset: [small_tier, large_tier], the two-tier default. Set:
+    # small_tier, large_tier and fallback_tier default to its first, last and last entry.
+    tiers: tuple[str, ...] = ()
+    # More than two tiers: N-1 non-decreasing score cuts; a score at or above thresholds[i] starts
+    # on tiers[i+1] or above. Unset: every cut is `threshold` (the cheapest tier, or straight to the top).
+    thresholds: tuple[float, ...] | None = None
     small_tier: str = "small"
     large_tier: str = "large"
     # Where a request goes when the router cannot score it.
@@ -106,10 +113,40 @@ class RouterSettings(_Section):
     # Seconds between checks for a new model: a changed file, or a new "latest" publication (0: never).
     reload_interval_s: float = Field(10.0, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ends_of_the_tier_list(cls, data: Any) -> Any:
+        """small_tier / large_tier / fallback_tier follow a given tier list; the list follows them when unset."""
+        if not isinstance(data, dict):
+            return data
+        tiers = data.get("tiers")
+        if tiers:
+            tiers = [tiers] if isinstance(tiers, str) else list(tiers)
+            return {"small_tier": tiers[0], "large_tier": tiers[-1], "fallback_tier": tiers[-1], **data}
+        small, large = data.get("small_tier", "small"), data.get("large_tier", "large")
+        return {**data, "tiers": list(dict.fromkeys([small, large]))}
+
     @model_validator(mode="after")
     def _one_model_source(self) -> RouterSettings:
         if self.published is not None and "model" in self.model_fields_set:
             raise ValueError("set router.model (a path) or router.published (a version), not both")
+        return self
+
+    @model_validator(mode="after")
+    def _tier_list(self) -> RouterSettings:
+        tiers = self.tiers
+        if not tiers:
+            raise ValueError("router.tiers needs at least one tier")
+        if len(set(tiers)) != len(tiers):
+            raise ValueError(f"router.tiers names a tier twice: {list(tiers)}")
+        if (self.small_tier, self.large_tier) != (tiers[0], tiers[-1]):
+            raise ValueError("router.small_tier and router.large_tier must be the first and last of router.tiers")
+        if self.thresholds is not None:
+            if self.threshold is not None:
+                raise ValueError("set router.threshold (two tiers) or router.thresholds, not both")
+            t = self.thresholds
+            if len(t) != len(tiers) - 1 or any(not 0 <= x <= 1 for x in t) or list(t) != sorted(t):
+                raise ValueError(f"router.thresholds wants {len(tiers) - 1} non-decreasing numbers in [0, 1], got {t}")
         return self
 
 
@@ -134,14 +171,18 @@ class EscalationSettings(_Section):
     confidence_model: Path | None = None
     # A small-tier answer whose confidence is below this escalates to the large tier.
     min_confidence: float = Field(0.5, ge=0, le=1)
+    # More than two tiers: one threshold per tier below the top (cheapest first); an answer of
+    # router.tiers[i] below step_min_confidence[i] escalates to tiers[i+1]. Unset: min_confidence at every step.
+    step_min_confidence: tuple[float, ...] | None = None
     # Self-consistency: answers the small tier samples in one call (vLLM's n), at this temperature.
     samples: int = Field(1, ge=1, le=16)
     sample_temperature: float = Field(0.7, ge=0, le=2)
     second_opinion: SecondOpinionSettings = SecondOpinionSettings()
     # A small-tier failure (server down, error) is retried on the large tier.
     on_error: bool = True
-    # Escalations per request (one step up the tier list each).
-    max_escalations: int = Field(1, ge=0)
+    # Escalations per request (one step up the tier list each). Unset: len(router.tiers) - 1, so an
+    # answer can climb to the top tier (1 for the two-tier default).
+    max_escalations: int | None = Field(None, ge=0)
     # A policy file from `cascade train calibrate` (router and escalation thresholds, second-opinion
     # mode); when set, its values win over min_confidence, second_opinion and router.threshold.
     calibration: Path | None = None
@@ -273,7 +314,27 @@ class CascadeSettings(BaseSettings):
         missing = {t for t in named if t is not None} - set(self.tiers)
         if missing:
             raise ValueError(f"router or escalation names tiers that are not configured: {sorted(missing)}")
+        missing = set(r.tiers) - set(self.tiers)
+        if missing:
+            raise ValueError(f"router.tiers names tiers that are not configured: {sorted(missing)}")
+        steps = self.escalation.step_min_confidence
+        if steps is not None and (len(steps) != len(r.tiers) - 1 or any(not 0 <= x <= 1 for x in steps)):
+            raise ValueError(
+                f"escalation.step_min_confidence wants {len(r.tiers) - 1} numbers in [0, 1] "
+                f"(one per tier below the top of router.tiers), got {steps}"
+            )
         return self
+
+    @property
+    def max_escalations(self) -> int:
+        """Escalations a request may take: escalation.max_escalations, else one step per tier above the first."""
+        configured = self.escalation.max_escalations
+        return len(self.router.tiers) - 1 if configured is None else configured
+
+    def step_thresholds(self) -> tuple[float, ...]:
+        """The configured confidence threshold of each step up the tier list (before any calibration file)."""
+        esc = self.escalation
+        return esc.step_min_confidence or (esc.min_confidence,) * (len(self.router.tiers) - 1)
 
     @classmethod
     def settings_customise_sources(

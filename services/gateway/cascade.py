@@ -3,10 +3,12 @@
 Plain logic over injected parts (router, tiers, confidence model, outcome sink) and plain values
 (services/gateway/domain.py), so it is tested without a socket or a protobuf.
 
-Policies: ``cascade`` (route; a prompt the router is sure is hard goes straight to the large tier; a
-small answer escalates when its confidence is below the threshold), ``route`` (route, never
-escalate), ``small`` and ``large``. A small answer that may escalate is held until its confidence
-is known (HELD streams), or streamed live and retracted if it escalates (SPECULATIVE streams).
+Tiers are ``router.tiers``, cheapest first (two by default: small, large). Policies: ``cascade``
+(the router picks the starting tier; an answer below the top escalates one step up when its
+confidence is below that step's threshold, see small.py), ``route`` (route, never escalate),
+``small`` (the cheapest tier) and ``large`` (the top tier). An answer that may escalate is held
+until its confidence is known (HELD streams), or streamed live and retracted if it escalates
+(SPECULATIVE streams).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class Cascade:
         self.settings, self.confidence, self.calibration = settings, confidence, calibration
         self._budgets = budgets or Budgets(settings.gateway.budgets)
         self._prices = {name: t.price for name, t in settings.tiers.items()}
+        self._ladder = settings.router.tiers  # cheapest first; the last is "large" to budgets and records
 
     async def run(
         self, request: CascadeRequest, *, timeout_s: float, trace_context: Context | None = None
@@ -72,7 +75,7 @@ class Cascade:
 
         ``trace_context``: the caller's trace (from gRPC metadata); the request's span continues it.
         """
-        record = RequestRecord(request=request, prices=self._prices, large_tier=self.settings.router.large_tier)
+        record = RequestRecord(request=request, prices=self._prices, large_tier=self._ladder[-1])
         deadline = time.time() + timeout_s
         # Our own timer fires a little before the caller's gRPC deadline, so the request ends as
         # DEADLINE_EXCEEDED with our message rather than as a cancellation racing gRPC's.
@@ -108,7 +111,7 @@ class Cascade:
     ) -> AsyncIterator[TextChunk]:
         tier = await self._start(request, record)
         if self._may_escalate(request, record, tier):
-            stream = self._small_first(request, record, deadline)
+            stream = self._small_first(request, record, tier, deadline)
         else:
             stream = self._single(request, record, tier, deadline)
         async for chunk in stream:
@@ -116,20 +119,20 @@ class Cascade:
 
     async def _start(self, request: CascadeRequest, record: RequestRecord) -> str:
         """The starting tier, with the reason for it; asks the router for policies cascade and route."""
-        r, route = self.settings.router, record.route
+        ladder, route = self._ladder, record.route
         if request.policy in ("small", "large"):
             route.reason = Reason.POLICY
-            return r.small_tier if request.policy == "small" else r.large_tier
+            return ladder[0] if request.policy == "small" else ladder[-1]
         decision = await self._route(request, record)
-        tier = decision.tier if decision.tier in self.settings.tiers else r.fallback_tier
+        tier = decision.tier if decision.tier in ladder else self.settings.router.fallback_tier
         if decision.error or decision.tier != tier:
             route.reason = Reason.ROUTER_FALLBACK
-        elif request.policy == "cascade" and tier == r.large_tier:
+        elif request.policy == "cascade" and tier == ladder[-1]:
             route.reason = Reason.ROUTED_LARGE
         else:
             route.reason = Reason.ROUTED
-        if tier == r.large_tier != r.small_tier and self.budget_says_small(request, record):
-            return r.small_tier
+        if tier == ladder[-1] != ladder[0] and self.budget_says_small(request, record):
+            return ladder[0]
         return tier
 
     async def _route(self, request: CascadeRequest, record: RequestRecord) -> Decision:
@@ -151,7 +154,7 @@ class Cascade:
         return decision
 
     def budget_says_small(self, request: CascadeRequest, record: RequestRecord) -> bool:
-        """True when the tenant's budget keeps this request off the large tier; raises when it must fail."""
+        """True when the tenant's budget keeps this request off the large (top) tier; raises when it must fail."""
         spent = self._budgets.spent(request.tenant)
         if spent is None:
             return False
@@ -162,12 +165,11 @@ class Cascade:
         return True
 
     def _may_escalate(self, request: CascadeRequest, record: RequestRecord, tier: str) -> bool:
-        esc, r = self.settings.escalation, self.settings.router
-        if request.policy != "cascade" or tier != r.small_tier or r.small_tier == r.large_tier:
+        if request.policy != "cascade" or tier not in self._ladder or tier == self._ladder[-1]:
             return False
         if record.route.budget_limited:
             return False
-        if not esc.enabled or esc.max_escalations < 1:
+        if not self.settings.escalation.enabled or self.settings.max_escalations < 1:
             if record.route.reason == Reason.ROUTED:
                 record.route.reason = Reason.NO_ESCALATION
             return False
@@ -185,9 +187,9 @@ class Cascade:
         record.answered_by(attempt)
 
     async def _small_first(
-        self, request: CascadeRequest, record: RequestRecord, deadline: float
+        self, request: CascadeRequest, record: RequestRecord, tier: str, deadline: float
     ) -> AsyncIterator[TextChunk]:
-        async for chunk in SmallFirst(self, request, record, deadline).run():
+        async for chunk in SmallFirst(self, request, record, deadline, start=tier).run():
             yield chunk
 
     def tier_call(self, request: CascadeRequest, deadline: float, *, n: int = 1) -> TierCall:

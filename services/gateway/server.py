@@ -44,7 +44,11 @@ class GatewayService:
         # Loaded once, here: a model or policy file that cannot be used stops the gateway at start.
         confidence = load_confidence(esc.confidence, esc.confidence_model)
         calibration = (
-            CalibrationFile(esc.calibration, interval_s=self._settings.router.reload_interval_s)
+            CalibrationFile(
+                esc.calibration,
+                interval_s=self._settings.router.reload_interval_s,
+                n_tiers=len(self._settings.router.tiers),
+            )
             if esc.calibration
             else None
         )

@@ -32,7 +32,9 @@ class RouterService:
         self.policy = ThresholdPolicy(
             holder=self._holder,
             settings=settings.router,
-            calibration=CalibrationFile(calibration, interval_s=self._settings.reload_interval_s)
+            calibration=CalibrationFile(
+                calibration, interval_s=self._settings.reload_interval_s, n_tiers=len(self._settings.tiers)
+            )
             if calibration
             else None,
         )
@@ -134,4 +136,5 @@ class RouterService:
             threshold=d.threshold,
             model_version=d.model_version,
             latency_ms=d.latency_ms,
+            thresholds=d.thresholds,
         )

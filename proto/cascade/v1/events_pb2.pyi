@@ -39,7 +39,7 @@ class RouteRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class RouteDecision(_message.Message):
-    __slots__ = ("request_id", "tier", "score", "threshold", "model_version", "latency_ms", "error")
+    __slots__ = ("request_id", "tier", "score", "threshold", "model_version", "latency_ms", "error", "thresholds")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class RouteDecision(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tier: str
     score: float
@@ -54,7 +55,8 @@ class RouteDecision(_message.Message):
     model_version: str
     latency_ms: float
     error: str
-    def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    thresholds: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ..., thresholds: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TierRequest(_message.Message):
     __slots__ = ("request_id", "messages", "max_tokens", "temperature", "stop", "want_logprobs", "chunk_subject", "deadline_unix_ms", "n")
