@@ -51,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     events.add_argument("--follow", action="store_true", help="keep waiting for new events (Ctrl-C stops)")
     events.set_defaults(func=_run("services.cli.outcomes"))
+    export = events.add_subparsers(dest="outcomes_command", metavar="SUBCOMMAND").add_parser(
+        "export",
+        help="write recorded outcomes with their labels as a routing-data Parquet file (train fit --data reads it)",
+        description="One row per (request, model that answered with a label), in the columns of "
+        "shared/data/routing; prompt_id is the prompt's SHA-256. Rows of outcomes recorded without "
+        "outcomes.store_prompt_text have no prompt: they are skipped and counted on stderr.",
+    )
+    export.add_argument("--out", type=Path, required=True, metavar="FILE.parquet")
+    export.add_argument("--since", metavar="TIME", help="ISO 8601 time (naive: UTC) or an age: 30m, 12h, 7d")
+    export.add_argument("--config", type=Path, help="config whose NATS, stream, tiers and feedback window to use")
+    export.add_argument("--nats", help="NATS URL (default: the config's, else the embedded server's address)")
+    export.set_defaults(func=_run("services.cli.export"))
 
     from services.cli.confidence import add_parser as add_confidence_parser
 
