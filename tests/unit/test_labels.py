@@ -8,6 +8,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cascade.v1 import common_pb2, events_pb2
+from services.core.settings import OutcomeSettings
 from training.labels import label_rows
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -132,3 +133,16 @@ def test_a_tier_recorded_without_its_model_takes_the_configured_one():
     fbs = [feedback("r1", 1.0, 1)]
     assert labels([event], fbs)[1].no_model == 1
     assert labels([event], fbs, tier_models={"small": "s-7b"})[0] == {("r1", "s-7b"): (1.0, "feedback")}
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "message"),
+    [
+        ({"feedback_window_s": 0}, "greater than 0"),
+        ({"feedback_window_s": 3 * 86400, "max_age_days": 2}, "must not exceed outcomes.max_age_days"),
+        ({"seen_stream": "CASCADE_OUTCOMES"}, "must differ"),
+    ],
+)
+def test_the_feedback_window_must_fit_in_the_outcomes_retention(outcomes, message):
+    with pytest.raises(ValueError, match=message):
+        OutcomeSettings(**outcomes)
