@@ -21,7 +21,7 @@ from pathlib import Path
 
 from services.core.errors import CascadeError, ConfigError
 from services.core.settings import CascadeSettings, load_settings
-from services.sdk import AsyncCascadeClient, GenerateResult
+from services.sdk import AsyncCascadeClient, GenerateResult, TlsConfig
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -158,6 +158,20 @@ async def _answered(
             summary.feedback_errors[exc.code.name] += 1
 
 
+def gateway_tls(settings: CascadeSettings) -> TlsConfig | bool:
+    """TLS as the config's gateway serves it: its own certificate as the root (right for a self-signed
+    one), and its own certificate and key as the client's when it requires client certificates."""
+    gw = settings.gateway
+    if gw.tls_cert is None:
+        return False
+    mutual = gw.tls_client_ca is not None
+    return TlsConfig(
+        root_certificates=gw.tls_cert,
+        certificate_chain=gw.tls_cert if mutual else None,
+        private_key=gw.tls_key if mutual else None,
+    )
+
+
 def gateway_target(settings: CascadeSettings) -> str:
     """The config's gateway address (a wildcard host: this machine)."""
     gw = settings.gateway
@@ -190,7 +204,7 @@ async def _main(args: argparse.Namespace, settings: CascadeSettings, prompts: li
     target = args.target or gateway_target(settings)
     # disable=None: no bar when stderr is not a terminal (CI logs, pipes).
     with tqdm(total=len(prompts), desc=f"replay -> {target}", unit="req", disable=None) as bar:
-        async with AsyncCascadeClient(target=target, timeout=args.timeout) as client:
+        async with AsyncCascadeClient(target=target, tls=gateway_tls(settings), timeout=args.timeout) as client:
             return await run_replay(
                 client,
                 prompts,

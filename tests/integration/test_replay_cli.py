@@ -14,7 +14,7 @@ import yaml
 
 from cascade.v1 import events_pb2
 from services.cli.export import collect
-from services.cli.replay import load_prompts, run_replay
+from services.cli.replay import gateway_tls, load_prompts, run_replay
 from services.core.nats import connect_nats
 from services.outcomes import read_events
 from services.sdk import AsyncCascadeClient
@@ -130,3 +130,20 @@ async def test_replayed_traffic_exports_as_labelled_rows(system, data_file):
         ("p3", "big-70b", 1.0, "replay", "Argon is one."),
     }
     assert labels.outcomes == 3 and labels.feedback == 0
+
+
+async def test_replay_reaches_a_gateway_that_requires_client_certificates(nats_server, data_file, self_signed):
+    key, cert = self_signed
+    tiers = {
+        "small": {"backend": "replay", "replay": {"data": data_file, "model": "small-7b"}},
+        "large": {"backend": "replay", "replay": {"data": data_file, "model": "big-70b"}},
+    }
+    gateway = {"tls_cert": cert, "tls_key": key, "tls_client_ca": cert}
+    settings = make_settings(nats_server.url, tiers, gateway=gateway)
+    async with run_system(nats_server, settings) as system:
+        tls = gateway_tls(system.settings)
+        async with AsyncCascadeClient(target=f"localhost:{system.gateway.port}", tls=tls, timeout=10) as client:
+            summary = await run_replay(
+                client, load_prompts(data_file, limit=1), tier_models={}, large_tier="large", policy="small"
+            )
+    assert (summary.sent, summary.answered, dict(summary.errors)) == (1, 1, {})
