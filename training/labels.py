@@ -17,17 +17,24 @@ Each attempt that produced an answer gets at most one label, from the strongest 
 
 The reference answers themselves (a large tier's, a second opinion's) get a label only from a source
 about them (replay ground truth, or feedback when they were returned).
+
+:func:`read_traffic` reads the events from JetStream (the whole stream, or a durable consumer's
+unread part); :func:`label_rows` is plain logic over them.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from nats.js import JetStreamContext
+
 from cascade.v1 import events_pb2
 from classifier.answers import final_answer, same_answer
+from services.outcomes import read_events
 
 SOURCES = ("replay", "feedback", "escalation", "second_opinion")
 _REFERENCE_PURPOSES = ("escalation", "shadow")
@@ -62,6 +69,28 @@ class LabelSummary:
     @property
     def rows(self) -> int:
         return sum(self.by_source.values())
+
+
+@dataclass
+class Traffic:
+    outcomes: list[events_pb2.OutcomeEvent] = field(default_factory=list)
+    feedback: list[events_pb2.FeedbackEvent] = field(default_factory=list)
+
+
+async def read_traffic(
+    js: JetStreamContext, *, stream: str, durable: str | None = None, since: datetime | None = None
+) -> Traffic:
+    """The outcome and feedback events not yet acknowledged by ``durable`` (None: the whole stream),
+    from ``since`` on (see :func:`services.outcomes.read_events`)."""
+    traffic = Traffic()
+    events = read_events(js, stream=stream, durable=durable, since=since)
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if isinstance(event, events_pb2.OutcomeEvent):
+                traffic.outcomes.append(event)
+            elif isinstance(event, events_pb2.FeedbackEvent):
+                traffic.feedback.append(event)
+    return traffic
 
 
 def label_rows(

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cascade.v1 import events_pb2
 from services.cli.outcomes import nats_url
 from services.core.errors import CascadeError, InvalidRequest
 from services.core.nats import connect_nats
 from services.core.settings import CascadeSettings, load_settings
-from services.outcomes import read_events
-from training.labels import SOURCES, LabelRow, LabelSummary, label_rows
+from training.labels import SOURCES, LabelRow, LabelSummary, label_rows, read_traffic
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -58,21 +55,15 @@ async def collect(
     settings: CascadeSettings, *, url: str | None, since: datetime | None
 ) -> tuple[list[LabelRow], LabelSummary]:
     """Read every outcome and feedback event (since ``since``) and label them."""
-    outcomes: list[events_pb2.OutcomeEvent] = []
-    feedback: list[events_pb2.FeedbackEvent] = []
     nc = await connect_nats(nats_url(settings, url), name="cascade-export")
     try:
-        events = read_events(nc.jetstream(), stream=settings.outcomes.stream, durable=None, since=since)
-        async with contextlib.aclosing(events):
-            async for event in events:
-                if isinstance(event, events_pb2.OutcomeEvent):
-                    outcomes.append(event)
-                elif isinstance(event, events_pb2.FeedbackEvent):
-                    feedback.append(event)
+        traffic = await read_traffic(nc.jetstream(), stream=settings.outcomes.stream, since=since)
     finally:
         await nc.drain()
     tier_models = {name: getattr(t, t.backend).model for name, t in settings.tiers.items()}
-    return label_rows(outcomes, feedback, window_s=settings.outcomes.feedback_window_s, tier_models=tier_models)
+    return label_rows(
+        traffic.outcomes, traffic.feedback, window_s=settings.outcomes.feedback_window_s, tier_models=tier_models
+    )
 
 
 def write_parquet(rows: list[LabelRow], out: Path) -> tuple[int, int]:
