@@ -73,3 +73,16 @@ async def test_an_id_is_known_while_its_record_is_pending_and_then_on_every_gate
         assert not await elsewhere.seen("r-2")
     finally:
         await nc.drain()
+
+
+async def test_feedback_while_the_answer_still_streams_is_accepted(system):
+    system, stub = system
+    call = stub.GenerateStream(
+        cascade_pb2.GenerateRequest(prompt="Tell me a story.", policy=cascade_pb2.POLICY_LARGE, max_tokens=40),
+        timeout=10,
+    )
+    chunks = aiter(call)
+    first = await anext(chunks)  # the request id arrives with the first chunk, before the outcome exists
+    fb = cascade_pb2.FeedbackRequest(request_id=first.request_id, score=1.0)
+    assert (await stub.Feedback(fb, timeout=5)).accepted
+    assert [c async for c in chunks][-1].final
