@@ -236,7 +236,27 @@ class OutcomeSettings(_Section):
     max_bytes: int = Field(1 << 30, gt=0)
     # Record the prompt text itself, not only its hash (off: prompts may hold personal data).
     store_prompt_text: bool = False
+    # Record every attempt's answer text (attempts[].text, answer_text), so an escalated request's
+    # small and large answers can be compared into a label (off: answers may hold personal data).
+    store_answer_text: bool = False
     publish_timeout_s: float = Field(5.0, gt=0)
+    # Feedback counts for this long after a request (seconds): the gateway refuses feedback for an
+    # id it has not seen within the window (NOT_FOUND), and labels ignore feedback that came later.
+    feedback_window_s: float = Field(86400.0, gt=0)
+    # The stream of recently seen request ids (one message per id, kept for feedback_window_s), which
+    # every gateway copy checks a Feedback call against; at max bytes the oldest ids are dropped.
+    seen_stream: str = "CASCADE_REQUESTS"
+    seen_max_bytes: int = Field(256 << 20, gt=0)
+
+    @model_validator(mode="after")
+    def _window_within_retention(self) -> OutcomeSettings:
+        if self.feedback_window_s > self.max_age_days * 86400:
+            raise ValueError(
+                "outcomes.feedback_window_s must not exceed outcomes.max_age_days: outcomes must outlive it"
+            )
+        if self.seen_stream == self.stream:
+            raise ValueError("outcomes.seen_stream must differ from outcomes.stream")
+        return self
 
 
 class HttpSettings(_Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
@@ -52,7 +53,7 @@ class TierClient:
         sub = await self._nc.subscribe(request.chunk_subject)
         finished = False
         try:
-            await self._send(tier, request)
+            accept = await self._send(tier, request)
             seq = 0
             while not finished:
                 chunk = await self._next_chunk(sub, tier)
@@ -62,13 +63,14 @@ class TierClient:
                 finished = chunk.final
                 if chunk.HasField("error") and chunk.error.code:
                     raise error_for_code(chunk.error.code, chunk.error.message)
-                yield wire.piece(chunk)
+                piece = wire.piece(chunk)
+                yield dataclasses.replace(piece, backend=accept.backend, model=accept.model) if finished else piece
         finally:
             await sub.unsubscribe()
             if not finished:  # we stopped listening early: let the worker stop generating
                 await self._nc.publish(subjects.CANCEL, request.request_id.encode())
 
-    async def _send(self, tier: str, request: events_pb2.TierRequest) -> None:
+    async def _send(self, tier: str, request: events_pb2.TierRequest) -> events_pb2.TierAccept:
         try:
             reply = await self._nc.request(
                 subjects.tier_subject(tier),
@@ -83,6 +85,7 @@ class TierClient:
         accept = events_pb2.TierAccept.FromString(reply.data)
         if accept.HasField("error") and accept.error.code:
             raise error_for_code(accept.error.code, accept.error.message)
+        return accept
 
     async def _next_chunk(self, sub, tier: str) -> events_pb2.TokenChunk:  # type: ignore[no-untyped-def]
         try:

@@ -87,6 +87,9 @@ class Piece:
     usage: Usage = Usage()
     replay_score: float | None = None
     samples: tuple[str, ...] = ()
+    # Who answered, as the tier worker announced it (final piece only): backend kind and model name.
+    backend: str = ""
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)

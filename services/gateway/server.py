@@ -22,7 +22,7 @@ from services.gateway.clients import RouterClient, TierClient
 from services.gateway.interceptor import ErrorInterceptor
 from services.gateway.record import RequestRecord
 from services.gateway.servicer import CascadeServicer
-from services.outcomes import OutcomePublisher, ensure_stream
+from services.outcomes import OutcomePublisher, SeenRequests, ensure_seen_stream, ensure_stream
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = cascade_pb2.DESCRIPTOR.services_by_name["Cascade"].full_name
@@ -37,6 +37,7 @@ class GatewayService:
         js = nc.jetstream()
         self._js = js
         self.outcomes = OutcomePublisher(js, timeout_s=settings.outcomes.publish_timeout_s)
+        self.seen = SeenRequests(js, publisher=self.outcomes, settings=settings.outcomes)
 
     def _cascade(self) -> Cascade:
         gw, esc = self._settings.gateway, self._settings.escalation
@@ -63,15 +64,17 @@ class GatewayService:
         )
 
     def _record_outcome(self, record: RequestRecord) -> None:
-        event = wire.outcome(record, store_prompt_text=self._settings.outcomes.store_prompt_text)
+        opts = self._settings.outcomes
+        event = wire.outcome(record, store_prompt_text=opts.store_prompt_text, store_answer_text=opts.store_answer_text)
         self.outcomes.submit(subjects.OUTCOMES, f"outcome:{event.request_id}", event.SerializeToString())
 
     async def start(self) -> None:
         cascade = self._cascade()  # first: a bad confidence model or policy file fails before anything runs
         await ensure_stream(self._js, self._settings.outcomes)
+        await ensure_seen_stream(self._js, self._settings.outcomes)
         self.outcomes.start()
         server = aio.server(interceptors=[ErrorInterceptor()])
-        servicer = CascadeServicer(cascade=cascade, outcomes=self.outcomes, settings=self._settings)
+        servicer = CascadeServicer(cascade=cascade, outcomes=self.outcomes, seen=self.seen, settings=self._settings)
         cascade_pb2_grpc.add_CascadeServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if self._settings.gateway.reflection:

@@ -103,9 +103,11 @@ def summary(record: RequestRecord) -> dict[str, Any]:
     }
 
 
-def tier_attempt(a: Attempt, record: RequestRecord) -> events_pb2.TierAttempt:
+def tier_attempt(a: Attempt, record: RequestRecord, *, store_answer_text: bool = False) -> events_pb2.TierAttempt:
     out = events_pb2.TierAttempt(
         tier=a.tier,
+        backend=a.final.backend if a.final else "",
+        model=a.final.model if a.final else "",
         usage=usage_msg(a.usage()),
         cost_usd=a.cost_usd(record.prices[a.tier]),
         latency_ms=a.latency_ms,
@@ -119,10 +121,15 @@ def tier_attempt(a: Attempt, record: RequestRecord) -> events_pb2.TierAttempt:
         out.error.CopyFrom(error_info(a.error))
     if a.final is not None and a.final.replay_score is not None:
         out.replay_score = a.final.replay_score
+    if store_answer_text and a.final is not None:
+        out.text = a.text
+        out.sample_texts.extend(a.samples)
     return out
 
 
-def outcome(record: RequestRecord, *, store_prompt_text: bool) -> events_pb2.OutcomeEvent:
+def outcome(
+    record: RequestRecord, *, store_prompt_text: bool, store_answer_text: bool = False
+) -> events_pb2.OutcomeEvent:
     req, answer = record.request, record.answer
     event = events_pb2.OutcomeEvent(
         schema_version=1,
@@ -133,10 +140,12 @@ def outcome(record: RequestRecord, *, store_prompt_text: bool) -> events_pb2.Out
         policy=req.policy,
         prompt_sha256=hashlib.sha256(req.routed_text.encode()).hexdigest(),
         prompt_text=req.routed_text if store_prompt_text else "",
-        attempts=[tier_attempt(a, record) for a in record.attempts],
+        attempts=[tier_attempt(a, record, store_answer_text=store_answer_text) for a in record.attempts],
         answer_chars=len(answer.text) if answer and record.error is None else 0,
         **summary(record),
     )
     if record.error is not None:
         event.error.CopyFrom(error_info(record.error))
+    elif store_answer_text and answer is not None:
+        event.answer_text = answer.text
     return event

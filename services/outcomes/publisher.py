@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from nats.errors import Error as NatsError
@@ -35,12 +36,19 @@ class OutcomePublisher:
         self._max_backoff_s = max_backoff_s
         self._queue: asyncio.Queue[PendingEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # Message ids submitted but not yet acknowledged (a Counter: the same id may be queued twice).
+        self._pending: Counter[str] = Counter()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
     def submit(self, subject: str, msg_id: str, payload: bytes) -> None:
+        self._pending[msg_id] += 1
         self._queue.put_nowait(PendingEvent(subject, msg_id, payload))
+
+    def is_pending(self, msg_id: str) -> bool:
+        """True while an event with this message id waits for the stream's acknowledgement."""
+        return self._pending[msg_id] > 0
 
     async def publish_now(self, subject: str, msg_id: str, payload: bytes) -> bool:
         """Publish and wait for the stream's acknowledgement; False if it was a duplicate."""
@@ -70,6 +78,9 @@ class OutcomePublisher:
         while True:
             event = await self._queue.get()
             await self._publish_with_retry(event)
+            self._pending[event.msg_id] -= 1
+            if not self._pending[event.msg_id]:
+                del self._pending[event.msg_id]
             self._queue.task_done()
 
     async def _publish_with_retry(self, event: PendingEvent) -> None:
