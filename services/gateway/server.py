@@ -86,9 +86,24 @@ class GatewayService:
             self.port = server.add_secure_port(address, credentials)
         await server.start()
         self._server = server
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(serving=self._nc.is_connected)
         log.info("gateway listening on %s:%d", gw.host, self.port)
+
+    async def nats_connection_changed(self, connected: bool) -> None:
+        """NOT_SERVING while NATS is away (no route, no tier, no outcome can be had), SERVING once back.
+
+        Load balancers, orchestrators and `cascade up` read the standard gRPC health service, so
+        they stop sending requests here that could only end in UNAVAILABLE.
+        """
+        if self._server is None:  # not started: start() reads the connection itself
+            return
+        log.warning("NATS %s: gateway health %s", *(("is back", "SERVING") if connected else ("lost", "NOT_SERVING")))
+        await self._set_health(serving=connected)
+
+    async def _set_health(self, *, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)  # ignored once shutdown has begun: NOT_SERVING stays
 
     async def stop(self, *, grace_s: float = 10.0) -> None:
         await self._health.enter_graceful_shutdown()
