@@ -20,10 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 # Import names of the distributions the train extra adds (where they differ from the distribution's name).
 _IMPORT_NAMES = {"scikit-learn": "sklearn"}
 
-# Runs in a fresh interpreter where the train extra's packages cannot be imported (as in the Docker
-# image, which installs the base package only): every command's --help, as JSON {command: [code, text]}.
-_BASE_INSTALL = """
-import contextlib, importlib.abc, io, json, sys
+# Prepended to a script run by a fresh interpreter: the packages named in argv[1] (comma-separated)
+# cannot be imported, as on an install without the train extra (the Docker image's).
+BLOCKER = """
+import importlib.abc, sys
 BLOCKED = set(sys.argv[1].split(","))
 
 class NotInstalled(importlib.abc.MetaPathFinder):
@@ -33,6 +33,13 @@ class NotInstalled(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, NotInstalled())
+"""
+
+# Every command's --help, as JSON {command: [code, text]}, and what the first train command says.
+_BASE_INSTALL = (
+    BLOCKER
+    + """
+import contextlib, io, json
 from services.cli.main import build_parser, main
 sub = next(a for a in build_parser()._actions if a.dest == "command")
 helps = {}
@@ -53,9 +60,10 @@ with contextlib.redirect_stderr(out):
         helps["train fit (run)"] = [exit.code, out.getvalue()]
 print(json.dumps({"helps": helps, "loaded": sorted(m for m in sys.modules if m.partition(".")[0] in BLOCKED)}))
 """
+)
 
 
-def _train_extra_imports() -> list[str]:
+def train_extra_imports() -> list[str]:
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["train"]
     names = [re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0] for req in extra]
     return [_IMPORT_NAMES.get(name, name) for name in names]
@@ -72,7 +80,7 @@ def _helps(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, str]:
 
 
 def test_every_command_has_help_on_a_base_install_without_the_train_extra():
-    blocked = _train_extra_imports()
+    blocked = train_extra_imports()
     assert {"pandas", "sklearn", "scipy", "skl2onnx", "matplotlib"} <= set(blocked)
     run = subprocess.run(
         [sys.executable, "-c", _BASE_INSTALL, ",".join(blocked)], capture_output=True, text=True, cwd=REPO, timeout=120
