@@ -85,6 +85,7 @@ async def test_a_nats_server_that_cannot_listen_reports_its_own_error_and_is_rea
             await server.start()
     assert "nats-server exited with code 1" in caught.value.message
     assert "Starting nats-server" not in caught.value.message  # its error lines, not its banner
+    assert "JetStream" not in caught.value.message
     assert _nats_children() == []  # exited and reaped: no zombie
 
 
@@ -111,3 +112,10 @@ def _processes_using(path: Path) -> list[str]:
             if str(path) in cmdline.read_bytes().decode(errors="replace"):
                 found.append(cmdline.parent.name)
     return found
+
+
+async def test_a_nats_server_that_is_not_ready_in_time_is_stopped_not_left_running(tmp_path):
+    server = NatsServer(data_dir=tmp_path / "js")
+    with pytest.raises(Unavailable, match="did not listen"):
+        await server.start(ready_timeout_s=0)
+    assert _nats_children() == []
