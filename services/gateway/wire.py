@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from typing import Any, cast
 
 from cascade.v1 import common_pb2, events_pb2
 from services.core.wire import FINISH_NAMES, FINISH_REASONS, error_info, now_timestamp
@@ -15,7 +15,7 @@ from services.gateway.requests import POLICIES
 # Reason.X <-> PATH_REASON_X: the proto's enum is the table, the domain names its members the same.
 _REASONS = {r: getattr(common_pb2, f"PATH_REASON_{r.name}") for r in Reason}
 # "cascade" -> POLICY_CASCADE, the inverse of the request parser's table.
-_POLICY_VALUES = {name: value for value, name in POLICIES.items()}
+_POLICY_VALUES = {name: cast(common_pb2.Policy, value) for value, name in POLICIES.items()}
 
 
 def tier_request(call: TierCall) -> events_pb2.TierRequest:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import socket
-from pathlib import Path
 
 import pytest
 from grpc import aio
@@ -17,6 +14,7 @@ from services.core import runner
 from services.core.errors import Unavailable
 from services.core.nats import NatsServer
 from services.gateway.server import SERVICE_NAME, GatewayService
+from tests.support.processes import children_named
 from tests.support.system import make_settings, openai_tier
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -86,36 +84,11 @@ async def test_a_nats_server_that_cannot_listen_reports_its_own_error_and_is_rea
     assert "nats-server exited with code 1" in caught.value.message
     assert "Starting nats-server" not in caught.value.message  # its error lines, not its banner
     assert "JetStream" not in caught.value.message
-    assert _nats_children() == []  # exited and reaped: no zombie
-
-
-def _nats_children() -> list[str]:
-    """This process's child processes named nats-server, zombies included, as 'pid state'."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            pid, rest = stat.read_text().split(" (", 1)
-        except OSError:  # gone meanwhile
-            continue
-        comm, fields = rest.rsplit(") ", 1)
-        state, ppid = fields.split()[:2]
-        if comm == "nats-server" and int(ppid) == os.getpid():
-            found.append(f"{pid} {state}")
-    return found
-
-
-def _processes_using(path: Path) -> list[str]:
-    """Live processes whose command line names ``path``."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            if str(path) in cmdline.read_bytes().decode(errors="replace"):
-                found.append(cmdline.parent.name)
-    return found
+    assert children_named("nats-server") == []  # exited and reaped: no zombie
 
 
 async def test_a_nats_server_that_is_not_ready_in_time_is_stopped_not_left_running(tmp_path):
     server = NatsServer(data_dir=tmp_path / "js")
     with pytest.raises(Unavailable, match="did not listen"):
         await server.start(ready_timeout_s=0)
-    assert _nats_children() == []
+    assert children_named("nats-server") == []

@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from services.core.nats import free_port
-from tests.integration.test_faults import _processes_using
-from tests.integration.test_http_up import _wait_for_line
+from tests.support.processes import processes_using, wait_for_line
 
 REPO = Path(__file__).resolve().parents[2]
 REPLAY_CONFIG = REPO / "configs" / "cascade.replay.yaml"
@@ -52,7 +51,7 @@ async def test_a_second_cascade_up_fails_at_once_and_leaves_the_first_serving(tm
     with log_path.open("wb") as log:
         first = subprocess.Popen([*CASCADE, "up", "--config", str(config)], stdout=log, stderr=log)
     try:
-        await _wait_for_line(log_path, "prompt-cascade is up", first)
+        await wait_for_line(log_path, "prompt-cascade is up", first)
         lock = data_dir / "cascade-up.lock"
         assert lock.read_text().strip() == str(first.pid)
 
@@ -96,4 +95,4 @@ async def test_cascade_up_reports_a_nats_server_that_cannot_start_and_leaves_no_
     # nats-server's own words on the terminal, not only in its log file:
     assert "Can't start JetStream: storage directory is not a directory" in out, out
     assert str(data_dir / "nats-server.log") in out
-    assert _processes_using(data_dir) == []
+    assert processes_using(data_dir) == []
