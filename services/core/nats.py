@@ -165,7 +165,7 @@ class NatsServer:
 
     async def _wait_ready(self, timeout_s: float, log_path: Path, log_start: int) -> None:
         assert self._process is not None and self._ports_dir is not None
-        ports_file = Path(self._ports_dir.name) / f"{Path(nats_server_binary()).name}_{self._process.pid}.ports"
+        ports_dir, pid = Path(self._ports_dir.name), self._process.pid
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
@@ -174,7 +174,7 @@ class NatsServer:
                     f"nats-server exited with code {self._process.returncode} on {self.url} "
                     f"(data in {self.data_dir}): {_errors(log_path, log_start)} (its log: {log_path})"
                 )
-            if ports_file.exists():
+            if any(ports_dir.glob(f"*_{pid}.ports")):  # "<executable name>_<pid>.ports"
                 return
             await asyncio.sleep(0.05)
         raise Unavailable(f"nats-server did not listen on {self.url} within {timeout_s}s (its log: {log_path})")
