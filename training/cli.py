@@ -77,7 +77,7 @@ def _add_evaluate(sub: Any) -> None:
         "evaluate",
         help="router metrics (AUC, APGR, CPT, cost), or whole policies replayed (--policy)",
         description="Without --policy: score held-out prompts with a router model and report ROC AUC, APGR, "
-        "CPT(50%%), CPT(80%%), CPT(95%%) (as RouteLLM defines them) and the cost saving at 95%% of the large "
+        "CPT(50%), CPT(80%), CPT(95%) (as RouteLLM defines them) and the cost saving at 95% of the large "
         "tier's quality, beside a random and an oracle router; writes evaluation.json and quality_curve.png. "
         "With --policy: replay serving policies (cascade, route, small, large, random) on recorded answers of "
         "the test prompts, exactly as the gateway applies them, and report quality, quality relative to the "
@@ -113,7 +113,7 @@ def _add_calibrate(sub: Any) -> None:
         "mode (never, parallel, when_unsure with a band) x escalation threshold and keep the policy meeting "
         "the target at the lowest cost: quality=X (cheapest keeping X of the large tier's quality), "
         "large-share=X (best quality with at most X of requests on the large tier) or cost=X (best quality "
-        "at most X USD per 1,000 requests). Reports what it does on the test prompts with 95%% bootstrap "
+        "at most X USD per 1,000 requests). Reports what it does on the test prompts with 95% bootstrap "
         "intervals and writes the policy file the gateway and router read. --router-only: the old "
         "calibration of the router model's own default threshold (rewrites its metadata and card).",
     )
@@ -167,15 +167,21 @@ def _add_fit(sub: Any) -> None:
         help="fit a router model on outcome data and write DIR/router.onnx + model card",
         description="Fit a difficulty classifier on routing outcomes, export it to ONNX, check that the "
         "ONNX graph scores like the fitted model (|diff| <= 1e-4 on up to 1,000 test prompts) and "
-        "write DIR/router.onnx and DIR/model_card.json. Split is by prompt id: 70%% train, 15%% "
-        "validation (thresholds), 15%% test (metrics).",
+        "write DIR/router.onnx and DIR/model_card.json. Split is by prompt id: 70% train, 15% "
+        "validation (thresholds), 15% test (metrics).",
     )
     _add_data_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
-    p.add_argument("--features", default="word", choices=sorted(FEATURE_SETS), help="feature set")
-    p.add_argument("--family", default="logreg", choices=FAMILIES, help="model family")
-    p.add_argument("--label", default="large-wins", choices=sorted(LABELS), help="training label")
-    p.add_argument("--seed", type=int, default=0, help="seed for the split and the fit")
+    # The defaults are the shipped router's settings (its card's rebuild_command), so a plain
+    # `fit` on new data trains the kind of model that is in service; a unit test keeps them in step.
+    p.add_argument(
+        "--features", default="hand", choices=sorted(FEATURE_SETS), help="feature set (default: %(default)s)"
+    )
+    p.add_argument("--family", default="logreg", choices=FAMILIES, help="model family (default: %(default)s)")
+    p.add_argument(
+        "--label", default="large-wins", choices=sorted(LABELS), help="training label (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for the split and the fit (default: %(default)s)")
     p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_lazy("training.fit_cmd", "run_fit"))

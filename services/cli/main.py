@@ -38,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --stream: show a small answer live, and mark where it is withdrawn if it escalates",
     )
     ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
-    ask.add_argument("--sample", action="store_true", help="ask a random prompt known to the config's replay tier")
+    ask.add_argument(
+        "--sample",
+        action="store_true",
+        help="ask a random prompt known to the config's replay tier; it is printed before the answer "
+        "(with --json: the 'prompt' field)",
+    )
     ask.add_argument("--seed", type=int, help="with --sample: which prompt")
     ask.add_argument("--config", type=Path, help="with --sample: the config whose replay tier to draw from")
     ask.set_defaults(func=_run("services.cli.ask"))
@@ -92,12 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     try:
         from training.cli import add_classify_parser, add_train_parser
-    except ImportError:  # a base install (no train extra): every other command still works
+    except ImportError as exc:  # a base install (no train extra): every other command still works
+        for name in ("train", "classify"):
+            _add_missing_extra(sub, name, exc)
         return parser
 
     add_train_parser(sub)
     add_classify_parser(sub)
     return parser
+
+
+def _add_missing_extra(sub: argparse._SubParsersAction, name: str, exc: ImportError) -> None:  # type: ignore[type-arg]
+    """A command whose code is not installed: it says what to install instead of 'invalid choice'."""
+    message = f"`cascade {name}` needs the train extra ({exc}): pip install 'prompt-cascade[train]'"
+    p = sub.add_parser(name, help="(not installed: needs the train extra)", description=message)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def run(_args: argparse.Namespace) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    p.set_defaults(func=run)
 
 
 def _run(module: str):  # type: ignore[no-untyped-def]

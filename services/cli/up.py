@@ -7,6 +7,10 @@ runs, `python -m services.<name>`). It waits until the gateway reports SERVING a
 front door answers. Ctrl-C (or SIGTERM) stops them in reverse order: the HTTP front door,
 then the gateway, so no accepted request loses its outcome, then the workers, the router and
 NATS. If any process dies, everything stops.
+
+Before it starts anything it takes a lock on the embedded NATS data directory and checks that
+every port it will listen on is free (services/cli/preflight.py), so a second `cascade up` on the
+same directory or ports fails at once and leaves the running one alone.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from services.cli.preflight import check_ports, instance_lock, listen_addresses
 from services.core import subjects
 from services.core.errors import CascadeError, Unavailable
 from services.core.lifecycle import setup_logging, stop_event_on_signals
@@ -43,7 +48,12 @@ def main(args: argparse.Namespace) -> int:
     setup_logging("up")
     try:
         settings = load_settings(args.config)
-        return asyncio.run(_up(settings, args.config))
+        # Before anything starts: a second `cascade up` on the same data directory or ports stops here.
+        with contextlib.ExitStack() as held:
+            if settings.nats.url is None:
+                held.enter_context(instance_lock(settings.nats.embedded.data_dir))
+            check_ports(listen_addresses(settings))
+            return asyncio.run(_up(settings, args.config))
     except CascadeError as exc:
         log.error("%s", exc)
         return 1

@@ -86,6 +86,10 @@ class ConfigError(CascadeError):
     code = ErrorCode.INVALID_ARGUMENT
 
 
+class InUse(ConfigError):
+    """A port or data directory the configuration names is taken by another process."""
+
+
 class ModelError(CascadeError):
     """A router model file is missing, corrupt or does not match what is expected."""
 

@@ -32,6 +32,7 @@ class GatewayService:
     def __init__(self, *, nc: NatsClient, settings: CascadeSettings) -> None:
         self._nc, self._settings = nc, settings
         self._server: aio.Server | None = None
+        self._stopping = False
         self._health = health.aio.HealthServicer()
         self.port: int = settings.gateway.port
         js = nc.jetstream()
@@ -93,11 +94,27 @@ class GatewayService:
             self.port = server.add_secure_port(address, credentials)
         await server.start()
         self._server = server
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(serving=self._nc.is_connected)
         log.info("gateway listening on %s:%d", gw.host, self.port)
 
+    async def nats_connection_changed(self, connected: bool) -> None:
+        """NOT_SERVING while NATS is away (no route, no tier, no outcome can be had), SERVING once back.
+
+        Load balancers, orchestrators and `cascade up` read the standard gRPC health service, so
+        they stop sending requests here that could only end in UNAVAILABLE.
+        """
+        if self._server is None or self._stopping:  # not started (start() reads it), or shutting down
+            return
+        log.warning("NATS %s: gateway health %s", *(("is back", "SERVING") if connected else ("lost", "NOT_SERVING")))
+        await self._set_health(serving=connected)
+
+    async def _set_health(self, *, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)  # ignored once shutdown has begun: NOT_SERVING stays
+
     async def stop(self, *, grace_s: float = 10.0) -> None:
+        self._stopping = True  # the drain that follows closes NATS: that is no outage to report
         await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace_s)

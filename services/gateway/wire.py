@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from typing import Any, cast
 
 from cascade.v1 import common_pb2, events_pb2
 from services.core.wire import FINISH_NAMES, FINISH_REASONS, error_info, now_timestamp
 from services.gateway.domain import Decision, Piece, Reason, Route, TierCall, Usage
 from services.gateway.record import Attempt, RequestRecord
+from services.gateway.requests import POLICIES
 
 # Reason.X <-> PATH_REASON_X: the proto's enum is the table, the domain names its members the same.
 _REASONS = {r: getattr(common_pb2, f"PATH_REASON_{r.name}") for r in Reason}
+# "cascade" -> POLICY_CASCADE, the inverse of the request parser's table.
+_POLICY_VALUES = {name: cast(common_pb2.Policy, value) for value, name in POLICIES.items()}
 
 
 def tier_request(call: TierCall) -> events_pb2.TierRequest:
@@ -66,7 +69,8 @@ def route_summary(route: Route) -> common_pb2.RouteSummary:
         router_score=route.router_score,
         router_threshold=route.router_threshold,
         router_model_version=route.router_model_version,
-        policy=route.policy,
+        policy=route.policy,  # deprecated beside applied_policy; kept for existing subscribers
+        applied_policy=_POLICY_VALUES[route.policy],
         router_error=route.router_error,
         samples=route.samples,
         second_opinion_tier=route.second_opinion_tier,
@@ -137,7 +141,7 @@ def outcome(
         time=now_timestamp(),
         tenant=req.tenant,
         tags=req.tags,
-        policy=req.policy,
+        policy=req.policy,  # deprecated: route.applied_policy
         prompt_sha256=hashlib.sha256(req.routed_text.encode()).hexdigest(),
         prompt_text=req.routed_text if store_prompt_text else "",
         attempts=[tier_attempt(a, record, store_answer_text=store_answer_text) for a in record.attempts],

@@ -1,0 +1,44 @@
+"""Looking at processes a test started: log lines, children (zombies included), leftovers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+
+async def wait_for_line(path: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    """Wait until ``text`` is in the log file ``path``; fail at once if ``process`` exits first."""
+    for _ in range(int(timeout_s / 0.2)):
+        if text in path.read_text():
+            return
+        assert process.poll() is None, path.read_text()[-3000:]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {text!r} in {path} within {timeout_s}s")
+
+
+def children_named(name: str) -> list[str]:
+    """This process's children called ``name``, zombies included, as 'pid state'."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+        except OSError:  # gone meanwhile
+            continue
+        comm, fields = rest.rsplit(") ", 1)
+        state, ppid = fields.split()[:2]
+        if comm == name and int(ppid) == os.getpid():
+            found.append(f"{pid} {state}")
+    return found
+
+
+def processes_using(path: Path) -> list[str]:
+    """Pids of live processes whose command line names ``path``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if str(path) in cmdline.read_bytes().decode(errors="replace"):
+                found.append(cmdline.parent.name)
+    return found
