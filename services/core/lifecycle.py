@@ -17,16 +17,26 @@ def setup_logging(service: str) -> None:
     )
 
 
-def stop_event_on_signals() -> asyncio.Event:
-    """An event set by the first SIGINT or SIGTERM (a second one kills as usual)."""
+def stop_event_on_signals(*, again: Callable[[], None] | None = None) -> asyncio.Event:
+    """An event set by the first SIGINT or SIGTERM.
+
+    A second signal kills the process as usual, or, with ``again``, calls it instead (a supervisor
+    must not die half-way through stopping its children: they would be left running).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log = logging.getLogger(__name__)
 
     def on_signal(sig: signal.Signals) -> None:
-        logging.getLogger(__name__).info("received %s, shutting down", sig.name)
+        if stop.is_set() and again is not None:
+            log.warning("received %s again, hurrying", sig.name)
+            again()
+            return
+        log.info("received %s, shutting down", sig.name)
         stop.set()
-        for s in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(s)
+        if again is None:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(s)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from services.core.nats import free_port
-from tests.support.processes import processes_using, wait_for_line
+from tests.support.processes import alive, children_of, processes_using, wait_for_line
 
 REPO = Path(__file__).resolve().parents[2]
 REPLAY_CONFIG = REPO / "configs" / "cascade.replay.yaml"
@@ -96,3 +96,25 @@ async def test_cascade_up_reports_a_nats_server_that_cannot_start_and_leaves_no_
     assert "Can't start JetStream: storage directory is not a directory" in out, out
     assert str(data_dir / "nats-server.log") in out
     assert processes_using(data_dir) == []
+
+
+async def test_a_second_ctrl_c_while_stopping_kills_the_rest_and_leaves_no_process(tmp_path):
+    ports = {name: free_port() for name in ("nats", "gateway", "http")}
+    config = _replay_config(tmp_path / "up.yaml", data_dir=tmp_path / "nats", ports=ports)
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as log:
+        up = subprocess.Popen([*CASCADE, "up", "--config", str(config)], stdout=log, stderr=log)
+    try:
+        await wait_for_line(log_path, "prompt-cascade is up", up)
+        children = children_of(up.pid)
+        assert len(children) == 7, children  # nats-server, router, tiers small, second and large, gateway, http
+    finally:
+        up.send_signal(signal.SIGINT)
+        await wait_for_line(log_path, "received SIGINT, shutting down", up)
+        up.send_signal(signal.SIGINT)  # impatient: the supervisor must not die and orphan its children
+        code = await asyncio.to_thread(up.wait, 60)
+    out = log_path.read_text()
+    assert "received SIGINT again, hurrying" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    assert code == 0, out[-3000:]
+    assert [pid for pid in children if alive(pid)] == []

@@ -42,3 +42,25 @@ def processes_using(path: Path) -> list[str]:
             if str(path) in cmdline.read_bytes().decode(errors="replace"):
                 found.append(cmdline.parent.name)
     return found
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids of the live children of ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            child, rest = stat.read_text().split(" (", 1)
+        except OSError:  # gone meanwhile
+            continue
+        state, ppid = rest.rsplit(") ", 1)[1].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.append(int(child))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
