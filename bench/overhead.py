@@ -18,8 +18,8 @@ Every process (load generator included) shares the machine's cores; the load ave
 
 --policy: route (default) asks the router, never escalates; cascade also scores each small answer
 (threshold 0: nothing escalates, the figure is the decision's cost); small and large skip the router.
---profile-at N: while the grpc path runs at concurrency N, py-spy samples every service process
-(`pip install py-spy`); the raw profiles land in --profile-dir and their top functions are printed.
+--profile-at N: while the grpc path (or --profile-path) runs at concurrency N, py-spy samples every service
+process (`pip install py-spy`); the raw profiles land in --profile-dir, their top functions are printed.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[Leve
             if name == "direct" and concurrency > args.direct_up_to:
                 continue
             call = bench.path(name, args.policy)
-            profiling = name == "grpc" and concurrency == args.profile_at
+            profiling = name == args.profile_path and concurrency == args.profile_at
             python = {k: v for k, v in bench.services.items() if k != "nats-server"}
             samplers = profile.start(python, args.profile_dir, seconds=args.seconds) if profiling else []
             before = cpu_seconds(bench.processes)
@@ -351,6 +351,7 @@ def main() -> None:
     parser.add_argument("--upstream-processes", type=int, default=1, help="bench/upstream.py server processes")
     parser.add_argument("--png", type=Path, help="write the latency-throughput curve here")
     parser.add_argument("--profile-at", type=int, help="profile the services while the grpc path runs at this level")
+    parser.add_argument("--profile-path", default="grpc", choices=["grpc", "http"], help="the path to profile")
     parser.add_argument("--profile-dir", type=Path, default=Path(tempfile.gettempdir()) / "cascade-profile")
     # uvloop for the load generator too: it shares the cores with what it measures.
     uvloop.run(run(parser.parse_args()))
