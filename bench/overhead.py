@@ -2,7 +2,8 @@
 
     python -m bench.overhead [--seconds 3] [--concurrency 1 2 4 8 16 32 64 128 256]
                              [--paths direct grpc http] [--policy route] [--max-tokens 16]
-                             [--png docs/capacity.png] [--profile-at 32 --profile-dir DIR]
+                             [--png docs/capacity.png [--save RUN.json] [--baseline BEFORE.json]]
+                             [--profile-at 32 [--profile-path grpc|http] --profile-dir DIR]
 
 The cascade runs as `cascade up` runs it: a nats-server and one process per service (router, one tier
 worker per tier, gateway, the OpenAI-compatible HTTP front door). The upstream LLM is bench/upstream.py,
@@ -281,27 +282,47 @@ def report_added(pooled: dict[str, list[float]], rounds: int) -> None:
         print(f"| {name} | {len(latencies)} | {p50:.2f} | {p99:.2f} {added}")
 
 
-def plot(curves: dict[str, list[Level]], path: Path, title: str) -> None:
+Points = dict[str, list[tuple[int, float, float, float]]]  # path -> (concurrency, req/s, p50 ms, p99 ms)
+
+
+def points(curves: dict[str, list[Level]]) -> Points:
+    return {
+        name: [(lv.concurrency, lv.rps, statistics.median(lv.latencies_ms), lv.percentile(0.99)) for lv in levels]
+        for name, levels in curves.items()
+    }
+
+
+def plot(runs: dict[str, Points], path: Path, title: str) -> None:
+    """p50 and p99 against throughput, one panel each; several runs (e.g. before and after) overlaid."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for (name, levels), color in zip(curves.items(), ("tab:gray", "tab:blue", "tab:orange"), strict=False):
-        rps, p50 = [level.rps for level in levels], [statistics.median(level.latencies_ms) for level in levels]
-        ax.plot(rps, p50, "o-", color=color, label=f"{name} p50")
-        ax.plot(rps, [level.percentile(0.99) for level in levels], "x--", color=color, label=f"{name} p99", alpha=0.6)
-        for level in levels:
-            ax.annotate(str(level.concurrency), (level.rps, statistics.median(level.latencies_ms)), fontsize=7)
-    ax.set_xlabel("throughput (requests/s)")
-    ax.set_ylabel("latency (ms, log scale)")
-    ax.set_yscale("log")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    colors = {"direct": "tab:gray", "grpc": "tab:blue", "http": "tab:orange"}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    for (label, run), style in zip(runs.items(), ("o:", "o-"), strict=False):
+        faded = style == "o:" and len(runs) > 1
+        for name, rows in run.items():
+            for ax, column, which in ((axes[0], 2, "p50"), (axes[1], 3, "p99")):
+                rps, latency = [r[1] for r in rows], [r[column] for r in rows]
+                line_label = f"{name} ({label})" if len(runs) > 1 else name
+                ax.plot(rps, latency, style, color=colors.get(name), label=line_label, alpha=0.45 if faded else 1.0)
+                if not faded:
+                    for row in rows:
+                        ax.annotate(
+                            str(row[0]), (row[1], row[column]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                        )
+                ax.set_title(f"{which} latency against throughput (labels: concurrency)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("throughput (requests/s)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("latency (ms, log scale)")
+    fig.suptitle(title, fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     print(f"wrote {path}")
 
 
@@ -321,8 +342,16 @@ async def run(args: argparse.Namespace) -> None:
         curves = await measure(bench, args)
     for name, levels in curves.items():
         print(f"{name}: peak {max(level.rps for level in levels):.0f} req/s")
+    measured = points(curves)
+    if args.save:
+        args.save.write_text(json.dumps(measured))
     if args.png:
-        plot(curves, args.png, f"policy {args.policy}, {args.max_tokens} tokens, {os.cpu_count()} cores shared")
+        runs = {args.baseline_label: json.loads(args.baseline.read_text())} if args.baseline else {}
+        runs[args.label] = measured
+        title = (
+            f"bench.overhead: policy {args.policy}, {args.max_tokens} tokens, every process on {os.cpu_count()} cores"
+        )
+        plot(runs, args.png, title)
 
 
 def main() -> None:
@@ -349,7 +378,11 @@ def main() -> None:
         "limits it beyond a few callers (default: %(default)s)",
     )
     parser.add_argument("--upstream-processes", type=int, default=1, help="bench/upstream.py server processes")
-    parser.add_argument("--png", type=Path, help="write the latency-throughput curve here")
+    parser.add_argument("--png", type=Path, help="write the latency-throughput curves here")
+    parser.add_argument("--save", type=Path, help="write the curves' points here (JSON), e.g. for --baseline")
+    parser.add_argument("--baseline", type=Path, help="a saved run to draw beside this one in the PNG")
+    parser.add_argument("--baseline-label", default="before")
+    parser.add_argument("--label", default="after", help="this run's name in the PNG when a baseline is drawn")
     parser.add_argument("--profile-at", type=int, help="profile the services while the grpc path runs at this level")
     parser.add_argument("--profile-path", default="grpc", choices=["grpc", "http"], help="the path to profile")
     parser.add_argument("--profile-dir", type=Path, default=Path(tempfile.gettempdir()) / "cascade-profile")
