@@ -2,7 +2,7 @@
 
     python -m bench.overhead [--seconds 3] [--concurrency 1 2 4 8 16 32 64 128 256]
                              [--paths direct grpc http] [--policy route] [--max-tokens 16]
-                             [--png docs/capacity.png [--save RUN.json] [--baseline BEFORE.json]]
+                             [--png docs/capacity.png [--save RUN.json] [--baseline BEFORE.json] [--replot RUN.json]]
                              [--profile-at 32 [--profile-path grpc|http] --profile-dir DIR]
 
 The cascade runs as `cascade up` runs it: a nats-server and one process per service (router, one tier
@@ -342,7 +342,10 @@ async def run(args: argparse.Namespace) -> None:
         curves = await measure(bench, args)
     for name, levels in curves.items():
         print(f"{name}: peak {max(level.rps for level in levels):.0f} req/s")
-    measured = points(curves)
+    draw(points(curves), args)
+
+
+def draw(measured: Points, args: argparse.Namespace) -> None:
     if args.save:
         args.save.write_text(json.dumps(measured))
     if args.png:
@@ -387,7 +390,12 @@ def main() -> None:
     parser.add_argument("--profile-path", default="grpc", choices=["grpc", "http"], help="the path to profile")
     parser.add_argument("--profile-dir", type=Path, default=Path(tempfile.gettempdir()) / "cascade-profile")
     # uvloop for the load generator too: it shares the cores with what it measures.
-    uvloop.run(run(parser.parse_args()))
+    parser.add_argument("--replot", type=Path, help="measure nothing: draw this saved run (and --baseline) to --png")
+    args = parser.parse_args()
+    if args.replot:
+        draw(json.loads(args.replot.read_text()), args)
+        return
+    uvloop.run(run(args))
 
 
 if __name__ == "__main__":
