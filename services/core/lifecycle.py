@@ -6,7 +6,12 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import uvloop
+
+T = TypeVar("T")
 
 
 def setup_logging(service: str) -> None:
@@ -50,4 +55,15 @@ def run_service(name: str, serve: Callable[[asyncio.Event], Awaitable[None]]) ->
     async def main() -> None:
         await serve(stop_event_on_signals())
 
-    asyncio.run(main())
+    run_event_loop(main())
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """The one event loop every service process runs on: uvloop's (libuv, in C), not asyncio's own.
+
+    py-spy on the services under bench/overhead.py put a large share of each process in asyncio's
+    pure-Python loop (Handle._run, call_at/TimerHandle, _SelectorSocketTransport.write); uvloop runs
+    the same code, scheduling and socket I/O in C. Always uvloop, no fallback: one loop to measure and
+    to debug. (Tests run services in pytest's own loop, so the code must not depend on either.)
+    """
+    return uvloop.run(main)
