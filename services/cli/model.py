@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.cli.registry_client import connect_once
 from services.core.errors import CascadeError, ModelError
+from services.core.nats import connect_nats
 from services.core.settings import load_settings
 from services.registry import store
 from services.registry.kinds import KINDS
@@ -64,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace, *, url: str, bucket: str) -> int:
-    nc = await connect_once(url, name=f"cascade-model-{args.model_command}")
+    nc = await connect_nats(url, name=f"cascade-model-{args.model_command}", wait_s=5)
     try:
         registry = ModelRegistry(nc=nc, bucket=bucket)
         js = nc.jetstream()

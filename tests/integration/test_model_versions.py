@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +14,7 @@ from classifier.contract import CARD_FILE, ONNX_FILE
 from services.cli.main import main as cascade_main
 from services.core import subjects
 from services.core.nats import connect_nats
-from services.core.settings import DEFAULT_ROUTER_MODEL
+from services.core.settings import DEFAULT_CONFIDENCE_MODEL, DEFAULT_ROUTER_MODEL
 from services.registry import store
 from services.registry.manage import ModelRegistry
 from tests.integration.test_model_registry import config_file, publish
@@ -127,3 +129,39 @@ async def test_a_bucket_of_the_old_layout_is_read_as_routers(nats_server, nc, tm
     out = capsys.readouterr().out
     assert f" * {ROUTER_VERSION}" in out and "scorer: active (none)" in out
     assert SCORER_VERSION not in out
+
+
+MMLU_PRO = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing" / "mmlu_pro.parquet"
+
+
+@pytest.mark.skipif(not MMLU_PRO.exists(), reason="routing data not present")
+async def test_cli_publishes_a_scorer_only_if_its_escalation_apgr_is_not_worse(nats_server, nc, tmp_path, capsys):
+    config = str(config_file(nats_server, tmp_path))
+    events = await events_on(nc)
+
+    def publish_scorer(folder: Path, *extra: str) -> int:
+        return cascade("train", "publish", "--model", str(folder), "--config", config, *extra)
+
+    data = ("--data", str(MMLU_PRO), "--sample", "400")
+    assert await asyncio.to_thread(publish_scorer, DEFAULT_CONFIDENCE_MODEL) == 0
+    worse = scorer_variant(tmp_path, "scorer-20990101.inverted", invert=True)
+    assert await asyncio.to_thread(publish_scorer, worse, *data) == 3
+    out = capsys.readouterr().out
+    found = re.search(r"escalation APGR on \d+ held-out answers: candidate \S+ ([0-9.]+), serving \S+ ([0-9.]+)", out)
+    assert found, out
+    candidate, serving = map(float, found.groups())
+    assert candidate < serving
+    js = nc.jetstream()
+    assert await store.current_version(js, bucket="models", kind="scorer") == SCORER_VERSION
+    assert await store.current_version(js, bucket="models", kind="router") is None  # kinds are apart
+    same = scorer_variant(tmp_path, "scorer-20990102.same")
+    assert await asyncio.to_thread(publish_scorer, same, *data) == 0  # equal is not worse
+    assert await store.current_version(js, bucket="models", kind="scorer") == same.name
+    record = (await store.publication(js, bucket="models", kind="scorer", version=same.name))["record"]
+    assert record["gate"]["metric"] == "escalation APGR" and record["gate"]["candidate"] == record["gate"]["serving"]
+    await nc.flush()
+    assert [(e.kind, e.action, e.version) for e in events] == [
+        ("scorer", "published", SCORER_VERSION),
+        ("scorer", "refused", worse.name),
+        ("scorer", "published", same.name),
+    ]
