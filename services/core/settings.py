@@ -96,9 +96,10 @@ class RouterSettings(_Section):
     model: Path = DEFAULT_ROUTER_MODEL
     # "latest" (follow every new publication) or one version (pinned); set: `model` is not used.
     published: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    # The object store bucket of published models.
+    # The model registry's object store bucket: routers and answer scorers (escalation.published),
+    # also where `cascade train publish` and `cascade model` read and write.
     registry_bucket: str = Field(default="cascade-models", pattern=r"^[A-Za-z0-9_-]+$")
-    # Published versions are downloaded here, one folder per version.
+    # Published versions are downloaded here, one folder per kind and version (<kind>/<version>/).
     cache_dir: Path = Path(".cascade/models")
     # Score at or above which a prompt goes to the large tier. Unset: taken from the model's
     # threshold table for `target_large_share`, else the model's own default.
@@ -115,7 +116,8 @@ class RouterSettings(_Section):
     large_tier: str = "large"
     # Where a request goes when the router cannot score it.
     fallback_tier: str = "large"
-    # Seconds between checks for a new model: a changed file, or a new "latest" publication (0: never).
+    # Seconds between checks for a new model: a changed file (0: never), or the registry's "latest"
+    # (router and gateway scorer; they also switch at once on each ModelEvent; 0: on events only).
     reload_interval_s: float = Field(10.0, ge=0)
 
     @model_validator(mode="before")
