@@ -190,22 +190,26 @@ def _add_fit(sub: Any) -> None:
 def _add_publish(sub: Any) -> None:
     p = sub.add_parser(
         "publish",
-        help="publish a model to the JetStream object store if it beats the published one",
-        description="Upload a model folder to the NATS JetStream object store and point 'latest' at it; "
-        "routers configured with router.published: latest load it within router.reload_interval_s. "
-        "When a model is already published, both are scored on the --data prompts that neither was "
-        "trained on, and the candidate is published only if its APGR beats the published model's by "
-        "more than --min-gain (--force: publish without comparing). Exit status: 0 published (or "
-        "already the latest), 3 not published because it is not better, 1 error.",
+        help="publish a router or scorer to the model registry if it is not worse than the one in service",
+        description="Upload a model folder (router.onnx or scorer.onnx, + model_card.json) to the config's "
+        "model registry (router.registry_bucket on nats.url) and point its kind's 'latest' at it; routers "
+        "(router.published: latest) and gateways (escalation.published: latest) switch to it at once. When "
+        "a model of that kind is in service, both are scored on --data held out from both (router: APGR of "
+        "routing; scorer: escalation APGR, mean over 0, 1 and 4 other answers) and the candidate is published "
+        "only if its gain is at least --min-gain (0: not worse); a refusal is kept in the history. --force "
+        "publishes without comparing and needs --reason, kept with --by in the registry. Exit status: 0 "
+        "published (or already active), 3 refused by the gate, 1 error.",
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="model folder (router.onnx + model_card.json)")
-    p.add_argument(
-        "--nats", metavar="URL", help="NATS server (default: $CASCADE_NATS__URL, else nats://127.0.0.1:4222)"
-    )
-    p.add_argument("--bucket", default="cascade-models", help="object store bucket (default: %(default)s)")
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder (router.onnx or scorer.onnx)")
+    p.add_argument("--config", type=Path, help="YAML config: NATS URL and registry bucket (default: built-in)")
     _add_data_args(p, required=False)
-    p.add_argument("--min-gain", type=float, default=0.0, help="APGR gain needed to publish (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="publish without comparing with the published model")
+    p.add_argument(
+        "--sample", type=int, metavar="N", help="scorer gate: compare on N sampled prompts of --data (default: all)"
+    )
+    p.add_argument("--min-gain", type=float, default=0.0, help="gain needed to publish (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="publish without comparing (needs --reason)")
+    p.add_argument("--reason", help="why, in words: kept in the publication record and the history")
+    p.add_argument("--by", help="who publishes (default: the login name)")
     p.set_defaults(func=_lazy("training.publish_cmd", "run_publish"))
 
 

@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_confidence_parser(sub).set_defaults(func=_run("services.cli.confidence"))
 
+    from services.cli.model import add_parser as add_model_parser
+
+    add_model_parser(sub).set_defaults(func=_run("services.cli.model"))
+
     try:
         from training.cli import add_classify_parser, add_train_parser
     except ImportError as exc:  # a base install (no train extra): every other command still works

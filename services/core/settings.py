@@ -44,6 +44,11 @@ class NatsSettings(_Section):
     # How long a starting service waits for NATS before it exits with an error.
     connect_wait_s: float = Field(60.0, gt=0)
 
+    @property
+    def client_url(self) -> str:
+        """Where a command connects: the configured URL, else the embedded server `cascade up` starts."""
+        return self.url or f"nats://{self.embedded.host}:{self.embedded.port}"
+
 
 class PriceSettings(_Section):
     """USD per million tokens."""
@@ -91,9 +96,10 @@ class RouterSettings(_Section):
     model: Path = DEFAULT_ROUTER_MODEL
     # "latest" (follow every new publication) or one version (pinned); set: `model` is not used.
     published: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    # The object store bucket of published models.
+    # The model registry's object store bucket: routers and answer scorers (escalation.published),
+    # also where `cascade train publish` and `cascade model` read and write.
     registry_bucket: str = Field(default="cascade-models", pattern=r"^[A-Za-z0-9_-]+$")
-    # Published versions are downloaded here, one folder per version.
+    # Published versions are downloaded here, one folder per kind and version (<kind>/<version>/).
     cache_dir: Path = Path(".cascade/models")
     # Score at or above which a prompt goes to the large tier. Unset: taken from the model's
     # threshold table for `target_large_share`, else the model's own default.
@@ -110,7 +116,8 @@ class RouterSettings(_Section):
     large_tier: str = "large"
     # Where a request goes when the router cannot score it.
     fallback_tier: str = "large"
-    # Seconds between checks for a new model: a changed file, or a new "latest" publication (0: never).
+    # Seconds between checks for a new model: a changed file (0: never), or the registry's "latest"
+    # (router and gateway scorer; they also switch at once on each ModelEvent; 0: on events only).
     reload_interval_s: float = Field(10.0, ge=0)
 
     @model_validator(mode="before")
@@ -169,6 +176,10 @@ class EscalationSettings(_Section):
     confidence: str = "scorer"
     # The confidence model's files; unset: the shipped default for `confidence`.
     confidence_model: Path | None = None
+    # The scorer from the model registry instead (router.registry_bucket, cached under router.cache_dir):
+    # "latest" (follow every promotion, checked every router.reload_interval_s and on each ModelEvent)
+    # or one version (pinned). Needs confidence: scorer; set: confidence_model is not used.
+    published: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     # A small-tier answer whose confidence is below this escalates to the large tier.
     min_confidence: float = Field(0.5, ge=0, le=1)
     # More than two tiers: one threshold per tier below the top (cheapest first); an answer of
@@ -186,6 +197,16 @@ class EscalationSettings(_Section):
     # A policy file from `cascade train calibrate` (router and escalation thresholds, second-opinion
     # mode); when set, its values win over min_confidence, second_opinion and router.threshold.
     calibration: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_scorer_source(self) -> EscalationSettings:
+        if self.published is not None and self.confidence != "scorer":
+            raise ValueError(
+                f"escalation.published is a published scorer: it needs confidence: scorer, not {self.confidence!r}"
+            )
+        if self.published is not None and self.confidence_model is not None:
+            raise ValueError("set escalation.confidence_model (a path) or escalation.published (a version), not both")
+        return self
 
 
 class BudgetSettings(_Section):

@@ -219,11 +219,12 @@ class Cascade:
 
     def score_alone(self, request: CascadeRequest, record: RequestRecord, attempt: Attempt) -> None:
         """Confidence of an answer that is not judged against others (it is returned whatever it is)."""
+        model = self.confidence  # once: a hot swap between scoring and recording must not mislabel
         escalation.score(
-            self.confidence,
+            model,
             prompt=request.routed_text,
             attempt=attempt,
             others=(),
             router_score=record.route.router_score if record.route.router_model_version else None,
         )
-        record.route.confidence_model_version = self.confidence.version
+        record.route.confidence_model_version = model.version

@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NatsClient
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc
-from classifier.confidence import load_confidence
+from classifier.confidence import ConfidenceModel, load_confidence
 from services.core import subjects
 from services.core.calibration import CalibrationFile
 from services.core.errors import ConfigError
@@ -23,6 +23,8 @@ from services.gateway.interceptor import ErrorInterceptor
 from services.gateway.record import RequestRecord
 from services.gateway.servicer import CascadeServicer
 from services.outcomes import OutcomePublisher, SeenRequests, ensure_seen_stream, ensure_stream
+from services.registry import store
+from services.registry.follow import Follower
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = cascade_pb2.DESCRIPTOR.services_by_name["Cascade"].full_name
@@ -39,12 +41,32 @@ class GatewayService:
         self._js = js
         self.outcomes = OutcomePublisher(js, timeout_s=settings.outcomes.publish_timeout_s)
         self.seen = SeenRequests(js, publisher=self.outcomes, settings=settings.outcomes)
+        self._follower: Follower | None = None
+        self.cascade: Cascade  # built in start(); a scorer follower swaps its confidence model
 
-    def _cascade(self) -> Cascade:
+    async def _confidence(self) -> ConfidenceModel:
+        """The configured confidence model; a published scorer is fetched and, for "latest", followed."""
+        esc, r = self._settings.escalation, self._settings.router
+        if esc.published is None:
+            return load_confidence(esc.confidence, esc.confidence_model)
+        follower = Follower(
+            nc=self._nc,
+            kind="scorer",
+            bucket=r.registry_bucket,
+            cache_dir=r.cache_dir,
+            interval_s=r.reload_interval_s,
+            serving=lambda: self.cascade.confidence.version,
+            swap=lambda model: setattr(self.cascade, "confidence", model),  # one assignment: atomic
+        )
+        model: ConfidenceModel = await follower.load(esc.published)
+        if esc.published == store.LATEST:
+            self._follower = follower
+        log.info("scorer %s fetched from bucket %s (%s)", model.version, r.registry_bucket, esc.published)
+        return model
+
+    def _cascade(self, confidence: ConfidenceModel) -> Cascade:
         gw, esc = self._settings.gateway, self._settings.escalation
         tiers = TierClient(self._nc, accept_timeout_s=gw.tier_accept_timeout_s, idle_timeout_s=gw.chunk_idle_timeout_s)
-        # Loaded once, here: a model or policy file that cannot be used stops the gateway at start.
-        confidence = load_confidence(esc.confidence, esc.confidence_model)
         calibration = (
             CalibrationFile(
                 esc.calibration,
@@ -70,7 +92,10 @@ class GatewayService:
         self.outcomes.submit(subjects.OUTCOMES, f"outcome:{event.request_id}", event.SerializeToString())
 
     async def start(self) -> None:
-        cascade = self._cascade()  # first: a bad confidence model or policy file fails before anything runs
+        # First: a confidence model or policy file that cannot be used stops the gateway before anything runs.
+        cascade = self.cascade = self._cascade(await self._confidence())
+        if self._follower is not None:
+            await self._follower.start()
         await ensure_stream(self._js, self._settings.outcomes)
         await ensure_seen_stream(self._js, self._settings.outcomes)
         self.outcomes.start()
@@ -116,6 +141,8 @@ class GatewayService:
     async def stop(self, *, grace_s: float = 10.0) -> None:
         self._stopping = True  # the drain that follows closes NATS: that is no outage to report
         await self._health.enter_graceful_shutdown()
+        if self._follower is not None:
+            await self._follower.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
         await self.outcomes.close()

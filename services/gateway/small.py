@@ -147,7 +147,6 @@ class SmallFirst:
             route.samples = 1 + len(attempt.samples) if self._esc.samples > 1 else 0
         threshold = self._rules.steps[self._step]
         route.confidence_threshold = threshold
-        route.confidence_model_version = self._c.confidence.version
         second = await parallel[0] if parallel is not None else None
         unsure_asks = parallel is None and self._step == 0 and self._mode == "when_unsure"
         if unsure_asks and self._rules.unsure(self._score(attempt, others)):
@@ -166,8 +165,10 @@ class SmallFirst:
 
     def _score(self, attempt: Attempt, others: list[str]) -> float:
         route = self._record.route
+        model = self._c.confidence  # once: a hot swap between scoring and recording must not mislabel
+        route.confidence_model_version = model.version
         return escalation.score(
-            self._c.confidence,
+            model,
             prompt=self._request.routed_text,
             attempt=attempt,
             others=others,

@@ -77,6 +77,10 @@ class ModelHolder:
         self._stamp = stamp
         return self._replace(self._path)
 
+    def install(self, model: RouterModel, path: Path) -> None:
+        """Serve an already loaded and checked model (a published version); one assignment, atomic."""
+        self._path, self._stamp, self._model = path, self._file_stamp(path), model
+
     def switch_to(self, path: Path) -> bool:
         """Serve the model at another path (a newly published version), unless it is bad."""
         if not self._replace(path):
