@@ -14,7 +14,7 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client as NatsClient
 
-from services.core.errors import ConfigError, Unavailable
+from services.core.errors import ConfigError, NatsUnavailable, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,18 @@ async def connect_nats(url: str, *, name: str, connect_timeout_s: float = 2.0, w
         return await asyncio.wait_for(connecting, wait_s)
     except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
         raise Unavailable(f"cannot connect to NATS at {url} within {wait_s:.0f}s: {exc!r}") from exc
+
+
+def nats_down(nc: NatsClient, *, doing: str) -> NatsUnavailable | None:
+    """The error to raise when ``nc`` is not connected (None when it is).
+
+    Checked before a request instead of letting it wait: while reconnecting, nats-py buffers what
+    is sent and the caller would only see a timeout that does not say NATS is the cause.
+    """
+    if nc.is_connected:
+        return None
+    state = "reconnecting" if nc.is_reconnecting else "closed" if nc.is_closed else "not connected"
+    return NatsUnavailable(f"NATS connection lost ({state}): cannot {doing}")
 
 
 def nats_server_binary() -> str:

@@ -237,6 +237,20 @@ class OutcomeSettings(_Section):
     # Record the prompt text itself, not only its hash (off: prompts may hold personal data).
     store_prompt_text: bool = False
     publish_timeout_s: float = Field(5.0, gt=0)
+    # A publish repeated with the same message id within this window is stored once (a retry, or the
+    # next gateway republishing what a killed one had spooled); the server remembers ids this long.
+    duplicate_window_s: float = Field(600.0, gt=0)
+    # The gateway's local write-ahead spool (services/outcomes/spool.py): one directory per gateway.
+    spool_dir: Path = Path(".cascade/spool")
+    spool_max_bytes: int = Field(256 << 20, gt=0)
+    spool_fsync: Literal["always", "batch", "never"] = "batch"
+    spool_fsync_interval_s: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _window_within_age(self) -> OutcomeSettings:
+        if self.duplicate_window_s > self.max_age_days * 86400:
+            raise ValueError("outcomes.duplicate_window_s cannot be longer than max_age_days")
+        return self
 
 
 class HttpSettings(_Section):
@@ -380,6 +394,7 @@ _PATH_KEYS = {
     ("gateway", "tls_client_ca"),
     ("escalation", "confidence_model"),
     ("escalation", "calibration"),
+    ("outcomes", "spool_dir"),
 }
 
 

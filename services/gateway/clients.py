@@ -13,6 +13,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.errors import InternalError, TierUnavailable, Unavailable, error_for_code
+from services.core.nats import nats_down
 from services.core.telemetry import inject_headers
 from services.gateway import wire
 from services.gateway.domain import Decision, Piece, TierCall
@@ -25,13 +26,17 @@ class RouterClient:
         self._nc = nc
 
     async def route(self, *, request_id: str, text: str, timeout_s: float) -> Decision:
+        if down := nats_down(self._nc, doing="reach the router"):
+            raise down
         payload = events_pb2.RouteRequest(request_id=request_id, text=text).SerializeToString()
         try:
             msg = await self._nc.request(subjects.ROUTE, payload, timeout=timeout_s, headers=inject_headers())
         except NoRespondersError:
             raise Unavailable("no router is running") from None
         except (NatsTimeoutError, TimeoutError):
-            raise Unavailable(f"router did not answer within {timeout_s}s") from None
+            raise nats_down(self._nc, doing="reach the router") or Unavailable(
+                f"router did not answer within {timeout_s}s"
+            ) from None
         try:
             return wire.decision(events_pb2.RouteDecision.FromString(msg.data))
         except DecodeError:
@@ -47,6 +52,8 @@ class TierClient:
         self._idle_timeout_s = idle_timeout_s
 
     async def stream(self, tier: str, call: TierCall) -> AsyncIterator[Piece]:
+        if down := nats_down(self._nc, doing=f"reach tier {tier!r}"):
+            raise down
         request = wire.tier_request(call)
         request.chunk_subject = f"{subjects.CHUNK_INBOX_PREFIX}.{self._nc.new_inbox().rsplit('.', 1)[-1]}"
         sub = await self._nc.subscribe(request.chunk_subject)
@@ -65,7 +72,7 @@ class TierClient:
                 yield wire.piece(chunk)
         finally:
             await sub.unsubscribe()
-            if not finished:  # we stopped listening early: let the worker stop generating
+            if not finished and self._nc.is_connected:  # we stopped listening early: let the worker stop
                 await self._nc.publish(subjects.CANCEL, request.request_id.encode())
 
     async def _send(self, tier: str, request: events_pb2.TierRequest) -> None:
@@ -79,7 +86,9 @@ class TierClient:
         except NoRespondersError:
             raise TierUnavailable(f"no worker is serving tier {tier!r}") from None
         except (NatsTimeoutError, TimeoutError):
-            raise TierUnavailable(f"tier {tier!r} did not accept within {self._accept_timeout_s}s") from None
+            raise nats_down(self._nc, doing=f"reach tier {tier!r}") or TierUnavailable(
+                f"tier {tier!r} did not accept within {self._accept_timeout_s}s"
+            ) from None
         accept = events_pb2.TierAccept.FromString(reply.data)
         if accept.HasField("error") and accept.error.code:
             raise error_for_code(accept.error.code, accept.error.message)
@@ -88,7 +97,9 @@ class TierClient:
         try:
             msg = await sub.next_msg(timeout=self._idle_timeout_s)
         except (NatsTimeoutError, TimeoutError):
-            raise TierUnavailable(f"tier {tier!r} went silent for {self._idle_timeout_s}s") from None
+            raise nats_down(self._nc, doing=f"hear from tier {tier!r}") or TierUnavailable(
+                f"tier {tier!r} went silent for {self._idle_timeout_s}s"
+            ) from None
         try:
             return events_pb2.TokenChunk.FromString(msg.data)
         except DecodeError:

@@ -22,7 +22,7 @@ from services.gateway.clients import RouterClient, TierClient
 from services.gateway.interceptor import ErrorInterceptor
 from services.gateway.record import RequestRecord
 from services.gateway.servicer import CascadeServicer
-from services.outcomes import OutcomePublisher, ensure_stream
+from services.outcomes import OutcomePublisher, Spool, ensure_stream
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = cascade_pb2.DESCRIPTOR.services_by_name["Cascade"].full_name
@@ -34,9 +34,15 @@ class GatewayService:
         self._server: aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self.port: int = settings.gateway.port
-        js = nc.jetstream()
-        self._js = js
-        self.outcomes = OutcomePublisher(js, timeout_s=settings.outcomes.publish_timeout_s)
+        self._js = nc.jetstream()
+        out = settings.outcomes
+        spool = Spool(
+            out.spool_dir,
+            max_bytes=out.spool_max_bytes,
+            fsync=out.spool_fsync,
+            fsync_interval_s=out.spool_fsync_interval_s,
+        )
+        self.outcomes = OutcomePublisher(nc, spool=spool, stream=out, timeout_s=out.publish_timeout_s)
 
     def _cascade(self) -> Cascade:
         gw, esc = self._settings.gateway, self._settings.escalation
@@ -69,7 +75,7 @@ class GatewayService:
     async def start(self) -> None:
         cascade = self._cascade()  # first: a bad confidence model or policy file fails before anything runs
         await ensure_stream(self._js, self._settings.outcomes)
-        self.outcomes.start()
+        self.outcomes.start()  # locks the spool dir; publishes what an earlier (killed) gateway left there
         server = aio.server(interceptors=[ErrorInterceptor()])
         servicer = CascadeServicer(cascade=cascade, outcomes=self.outcomes, settings=self._settings)
         cascade_pb2_grpc.add_CascadeServicer_to_server(servicer, server)

@@ -2,6 +2,7 @@
 
 from services.outcomes.publisher import OutcomePublisher
 from services.outcomes.reader import read_events
+from services.outcomes.spool import Spool
 from services.outcomes.stream import ensure_stream
 
-__all__ = ["OutcomePublisher", "ensure_stream", "read_events"]
+__all__ = ["OutcomePublisher", "Spool", "ensure_stream", "read_events"]

@@ -7,6 +7,7 @@ They share the test's event loop only to keep the fixture simple.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ def make_settings(nats_url: str, tiers: dict[str, Any], **sections: Any) -> Casc
     # the fake OpenAI server's [[confidence=...]] prompts, and independent of the learned scorer's file.
     sections.setdefault("escalation", {})
     sections["escalation"] = {"confidence": "logprob", **sections["escalation"]}
+    # Each system its own outcome spool (a spool directory belongs to one gateway).
+    sections.setdefault("outcomes", {})
+    sections["outcomes"] = {"spool_dir": tempfile.mkdtemp(prefix="cascade-spool-"), **sections["outcomes"]}
     return CascadeSettings(nats={"url": nats_url}, tiers=tiers, **sections)
 
 

@@ -1,0 +1,250 @@
+"""A bounded, crash-safe local spool for outcome events: one file per event, in one directory.
+
+Every event is written here before it is published (write-ahead), and its file is deleted once
+JetStream has acknowledged it. What is in the spool when the gateway dies (SIGKILL, OOM, a crash)
+is published by the next gateway that opens the same directory.
+
+Why one file per event, written to a temporary name and then ``os.replace``-d into place: a
+reader only ever sees whole files, so no recovery code is needed (a segment file with offsets
+would need torn-write detection and compaction), and an acknowledged event is one ``unlink``.
+The standard library is enough; queue libraries (persist-queue, diskcache) bring SQLite or
+their own segment formats and synchronous locking for a job this small. Each file carries a
+CRC-32, so a file damaged by a machine crash is set aside (``*.bad``) instead of blocking the queue.
+
+Durability (``fsync``): ``write`` returns once the file is in the kernel's page cache, which
+survives the process being killed. Surviving a machine crash needs the file on the disk:
+``always`` fsyncs each file (and the directory) as soon as it is written, ``batch`` every
+``fsync_interval_s``, ``never`` leaves it to the kernel. The fsyncs run in a worker thread,
+never on the event loop, and an event acknowledged before its turn is never fsynced at all.
+
+Bound: at ``max_bytes`` a new event is refused (counted in :attr:`Spool.dropped`, logged as an
+error); events already in the spool are never dropped, so the loss is the newest events of a
+long outage, not a gap in the middle of it.
+
+One spool directory belongs to one gateway: :meth:`Spool.open` takes an exclusive ``flock`` on
+``<dir>/.lock`` (released by the kernel when the process dies, so a SIGKILL leaves no stale lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import itertools
+import logging
+import os
+import struct
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from services.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FsyncPolicy = Literal["always", "batch", "never"]
+SUFFIX = ".evt"
+MAGIC = b"CSP1"
+# magic, crc32 of the rest, subject length, message id length; then subject, message id, payload.
+_HEADER = struct.Struct(">4sIHH")
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledEvent:
+    path: Path
+    subject: str
+    msg_id: str
+    payload: bytes
+
+
+def encode(subject: str, msg_id: str, payload: bytes) -> bytes:
+    s, m = subject.encode(), msg_id.encode()
+    body = s + m + payload
+    return _HEADER.pack(MAGIC, zlib.crc32(struct.pack(">HH", len(s), len(m)) + body), len(s), len(m)) + body
+
+
+def decode(path: Path, data: bytes) -> SpooledEvent:
+    """The event in a spool file; ValueError if the file is not a whole, intact one."""
+    if len(data) < _HEADER.size:
+        raise ValueError("shorter than a header")
+    magic, crc, ns, nm = _HEADER.unpack_from(data)
+    body = data[_HEADER.size :]
+    if magic != MAGIC or zlib.crc32(struct.pack(">HH", ns, nm) + body) != crc or len(body) < ns + nm:
+        raise ValueError("bad magic or checksum")
+    return SpooledEvent(path, body[:ns].decode(), body[ns : ns + nm].decode(), body[ns + nm :])
+
+
+class Spool:
+    def __init__(
+        self, directory: Path, *, max_bytes: int, fsync: FsyncPolicy = "batch", fsync_interval_s: float = 1.0
+    ) -> None:
+        self.directory = directory
+        self._max_bytes = max_bytes
+        self._fsync = fsync
+        self._fsync_interval_s = fsync_interval_s
+        self._lock_fd: int | None = None
+        self._queue: deque[Path] = deque()  # files not yet acknowledged, oldest first
+        self._sizes: dict[Path, int] = {}
+        self._bytes = 0
+        self._unsynced: list[Path] = []
+        self._dirty = asyncio.Event()
+        self._syncer: asyncio.Task[None] | None = None
+        # File names sort in write order: a start-time prefix, then a counter within this process.
+        self._prefix = f"{time.time_ns():020d}-{os.getpid()}"
+        self._counter = itertools.count()
+        self.dropped = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self) -> int:
+        """Lock the directory and queue the events a previous process left; returns their number."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot use outcomes.spool_dir {self.directory}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(
+                f"outcomes.spool_dir {self.directory} is in use by another gateway (pid {holder}); "
+                "give each gateway its own spool directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+        for tmp in self.directory.glob(".tmp-*"):  # a write cut short by a crash: never acknowledged to anyone
+            tmp.unlink(missing_ok=True)
+        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+            size = path.stat().st_size
+            self._queue.append(path)
+            self._sizes[path] = size
+            self._bytes += size
+        if self._queue:
+            log.warning("outcome spool %s holds %d events from an earlier run", self.directory, len(self._queue))
+        if self._fsync != "never":
+            self._syncer = asyncio.create_task(self._sync_loop())
+        return len(self._queue)
+
+    async def close(self) -> None:
+        """Put what is still spooled on the disk, then release the directory."""
+        if self._syncer is not None:
+            self._syncer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._syncer
+            await asyncio.to_thread(self._sync, self._take_unsynced())
+        if self._queue:
+            log.warning(
+                "%d outcome events stay in the spool %s; the next gateway on it publishes them",
+                len(self._queue),
+                self.directory,
+            )
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------------ events
+
+    def write(self, subject: str, msg_id: str, payload: bytes) -> Path | None:
+        """Spool one event (without waiting for the disk); None when the spool is full or unwritable."""
+        data = encode(subject, msg_id, payload)
+        if self._bytes + len(data) > self._max_bytes:
+            self.dropped += 1
+            log.error(
+                "outcome spool %s is full (%d bytes, limit %d): dropped %s (%d dropped so far)",
+                self.directory,
+                self._bytes,
+                self._max_bytes,
+                msg_id,
+                self.dropped,
+            )
+            return None
+        name = f"{self._prefix}-{next(self._counter):012d}{SUFFIX}"
+        path, tmp = self.directory / name, self.directory / f".tmp-{name}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.dropped += 1
+            log.error("cannot write outcome %s to the spool %s: %s", msg_id, self.directory, exc)
+            tmp.unlink(missing_ok=True)
+            return None
+        self._queue.append(path)
+        self._sizes[path] = len(data)
+        self._bytes += len(data)
+        if self._fsync != "never":
+            self._unsynced.append(path)
+            self._dirty.set()
+        return path
+
+    def peek(self) -> SpooledEvent | None:
+        """The oldest event not yet acknowledged (damaged files are set aside on the way)."""
+        while self._queue:
+            path = self._queue[0]
+            try:
+                return decode(path, path.read_bytes())
+            except (OSError, ValueError) as exc:
+                log.error("setting aside a damaged outcome spool file %s: %s", path, exc)
+                self._forget(path)
+                with contextlib.suppress(OSError):
+                    path.rename(path.with_suffix(".bad"))
+        return None
+
+    def ack(self, path: Path) -> None:
+        """The event is stored in JetStream: delete its file."""
+        self._forget(path)
+        path.unlink(missing_ok=True)
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def _forget(self, path: Path) -> None:
+        if self._queue and self._queue[0] == path:
+            self._queue.popleft()
+        else:
+            with contextlib.suppress(ValueError):
+                self._queue.remove(path)
+        self._bytes -= self._sizes.pop(path, 0)
+
+    # ------------------------------------------------------------------ fsync
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            if self._fsync == "batch":
+                await asyncio.sleep(self._fsync_interval_s)
+            await asyncio.to_thread(self._sync, self._take_unsynced())
+
+    def _take_unsynced(self) -> list[Path]:
+        paths, self._unsynced = self._unsynced, []
+        self._dirty.clear()
+        return [p for p in paths if p in self._sizes]  # acknowledged meanwhile: nothing to keep
+
+    def _sync(self, paths: list[Path]) -> None:
+        if not paths:
+            return
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        dir_fd = os.open(self.directory, os.O_RDONLY)  # the renames themselves
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
