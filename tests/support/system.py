@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import ConnectionReconnectingError
 
 from services.core.nats import NatsServer, connect_nats
 from services.core.settings import CascadeSettings
@@ -58,6 +59,13 @@ def make_settings(nats_url: str, tiers: dict[str, Any], **sections: Any) -> Casc
     return CascadeSettings(nats={"url": nats_url}, tiers=tiers, **sections)
 
 
+async def _drain(nc: NatsClient) -> None:
+    try:
+        await nc.drain()
+    except ConnectionReconnectingError:  # a test stopped nats-server and this client has not reconnected yet
+        await nc.close()
+
+
 @asynccontextmanager
 async def run_system(
     nats: NatsServer, settings: CascadeSettings, *, run_router: bool = True, run_tiers: tuple[str, ...] | None = None
@@ -66,7 +74,7 @@ async def run_system(
 
         async def connect(name: str) -> NatsClient:
             nc = await connect_nats(nats.url, name=name)
-            stack.push_async_callback(nc.drain)
+            stack.push_async_callback(_drain, nc)
             return nc
 
         async def started(service: Any) -> Any:
