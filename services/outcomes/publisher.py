@@ -41,8 +41,13 @@ class OutcomePublisher:
         stream: OutcomeSettings | None = None,
         timeout_s: float = 5.0,
         max_backoff_s: float = 5.0,
+        window: int = 64,
     ) -> None:
-        """``stream``: the stream to create again when it has gone missing (None: wait for someone else)."""
+        """``stream``: the stream to create again when it has gone missing (None: wait for someone else).
+
+        ``window``: publishes in flight at once.
+        """
+        self._window = window
         self._nc = nc
         self._stream = stream
         self._js = nc.jetstream()
@@ -104,26 +109,35 @@ class OutcomePublisher:
     async def _run(self) -> None:
         failures = 0
         while True:
-            event = self.spool.peek()
-            if event is None:
+            events = self.spool.peek(self._window)
+            if not events:
                 self._empty.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            try:
-                await self.publish_now(event.subject, event.msg_id, event.payload)
-            except Unavailable as exc:
-                if not failures:
-                    log.warning("outcome events wait in the spool until JetStream stores them: %s", exc.message)
-                failures += 1
-                if isinstance(exc, NoStream) and self._stream is not None:
-                    with contextlib.suppress(NatsError, TimeoutError):
-                        await ensure_stream(self._js, self._stream)
-                # Disconnected: nothing is sent, so look again soon (reconnects take ~0.5 s); otherwise back off.
-                delay = 0.1 if isinstance(exc, NatsUnavailable) else min(0.05 * 2**failures, self._max_backoff_s)
-                await asyncio.sleep(delay)
+            # Several publishes in flight: one at a time would cap outcomes at one JetStream round trip each.
+            results = await asyncio.gather(
+                *(self.publish_now(e.subject, e.msg_id, e.payload) for e in events), return_exceptions=True
+            )
+            error: Unavailable | None = None
+            for event, result in zip(events, results, strict=True):
+                if isinstance(result, Unavailable):
+                    error = error or result
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    self.spool.ack(event.path)
+            if error is None:
+                if failures:
+                    log.info("JetStream stores outcome events again (after %d failed tries)", failures)
+                    failures = 0
                 continue
-            if failures:
-                log.info("JetStream stores outcome events again (after %d failed tries)", failures)
-                failures = 0
-            self.spool.ack(event.path)
+            if not failures:
+                log.warning("outcome events wait in the spool until JetStream stores them: %s", error.message)
+            failures += 1
+            if isinstance(error, NoStream) and self._stream is not None:
+                with contextlib.suppress(NatsError, TimeoutError):
+                    await ensure_stream(self._js, self._stream)
+            # Disconnected: nothing is sent, so look again soon (reconnects take ~0.5 s); otherwise back off.
+            delay = 0.1 if isinstance(error, NatsUnavailable) else min(0.05 * 2**failures, self._max_backoff_s)
+            await asyncio.sleep(delay)

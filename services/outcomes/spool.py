@@ -4,12 +4,14 @@ Every event is written here before it is published (write-ahead), and its file i
 JetStream has acknowledged it. What is in the spool when the gateway dies (SIGKILL, OOM, a crash)
 is published by the next gateway that opens the same directory.
 
-Why one file per event, written to a temporary name and then ``os.replace``-d into place: a
-reader only ever sees whole files, so no recovery code is needed (a segment file with offsets
-would need torn-write detection and compaction), and an acknowledged event is one ``unlink``.
-The standard library is enough; queue libraries (persist-queue, diskcache) bring SQLite or
-their own segment formats and synchronous locking for a job this small. Each file carries a
-CRC-32, so a file damaged by a machine crash is set aside (``*.bad``) instead of blocking the queue.
+Why one file per event: an acknowledged event is one ``unlink``, and there is nothing to
+compact or recover (a segment file with an offset file would need both). Each file is created
+with ``O_EXCL`` and carries a CRC-32 over its contents, so a file a crash cut short (or a machine
+crash left empty) fails its check and is set aside (``*.bad``) instead of blocking the queue or
+being published half; a write-then-rename would double the cost of a write and, without an
+fsync, guard against nothing more (after a power cut a renamed file can be empty too). The
+standard library is enough; queue libraries (persist-queue, diskcache) bring SQLite or their
+own segment formats and synchronous locking for a job this small.
 
 Durability (``fsync``): ``write`` returns once the file is in the kernel's page cache, which
 survives the process being killed. Surviving a machine crash needs the file on the disk:
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import itertools
 import logging
@@ -54,7 +57,7 @@ _HEADER = struct.Struct(">4sIHH")
 
 @dataclass(frozen=True, slots=True)
 class SpooledEvent:
-    path: Path
+    path: str
     subject: str
     msg_id: str
     payload: bytes
@@ -66,7 +69,7 @@ def encode(subject: str, msg_id: str, payload: bytes) -> bytes:
     return _HEADER.pack(MAGIC, zlib.crc32(struct.pack(">HH", len(s), len(m)) + body), len(s), len(m)) + body
 
 
-def decode(path: Path, data: bytes) -> SpooledEvent:
+def decode(path: str, data: bytes) -> SpooledEvent:
     """The event in a spool file; ValueError if the file is not a whole, intact one."""
     if len(data) < _HEADER.size:
         raise ValueError("shorter than a header")
@@ -82,14 +85,15 @@ class Spool:
         self, directory: Path, *, max_bytes: int, fsync: FsyncPolicy = "batch", fsync_interval_s: float = 1.0
     ) -> None:
         self.directory = directory
+        self._dir = str(directory)  # str paths: a pathlib join and hash cost more than the write itself
         self._max_bytes = max_bytes
         self._fsync = fsync
         self._fsync_interval_s = fsync_interval_s
         self._lock_fd: int | None = None
-        self._queue: deque[Path] = deque()  # files not yet acknowledged, oldest first
-        self._sizes: dict[Path, int] = {}
+        self._queue: deque[str] = deque()  # files not yet acknowledged, oldest first
+        self._sizes: dict[str, int] = {}
         self._bytes = 0
-        self._unsynced: list[Path] = []
+        self._unsynced: list[str] = []
         self._dirty = asyncio.Event()
         self._syncer: asyncio.Task[None] | None = None
         # File names sort in write order: a start-time prefix, then a counter within this process.
@@ -118,10 +122,8 @@ class Spool:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
-        for tmp in self.directory.glob(".tmp-*"):  # a write cut short by a crash: never acknowledged to anyone
-            tmp.unlink(missing_ok=True)
-        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
-            size = path.stat().st_size
+        for path in sorted(str(p) for p in self.directory.glob(f"*{SUFFIX}")):
+            size = os.stat(path).st_size
             self._queue.append(path)
             self._sizes[path] = size
             self._bytes += size
@@ -150,30 +152,34 @@ class Spool:
 
     # ------------------------------------------------------------------ events
 
-    def write(self, subject: str, msg_id: str, payload: bytes) -> Path | None:
+    def write(self, subject: str, msg_id: str, payload: bytes) -> str | None:
         """Spool one event (without waiting for the disk); None when the spool is full or unwritable."""
         data = encode(subject, msg_id, payload)
         if self._bytes + len(data) > self._max_bytes:
             self.dropped += 1
-            log.error(
-                "outcome spool %s is full (%d bytes, limit %d): dropped %s (%d dropped so far)",
-                self.directory,
-                self._bytes,
-                self._max_bytes,
-                msg_id,
-                self.dropped,
-            )
+            if self.dropped == 1 or self.dropped % 1000 == 0:  # a long outage must not flood the log
+                log.error(
+                    "outcome spool %s is full (%d bytes, limit %d): dropped %s (%d dropped so far)",
+                    self.directory,
+                    self._bytes,
+                    self._max_bytes,
+                    msg_id,
+                    self.dropped,
+                )
             return None
-        name = f"{self._prefix}-{next(self._counter):012d}{SUFFIX}"
-        path, tmp = self.directory / name, self.directory / f".tmp-{name}"
+        path = f"{self._dir}/{self._prefix}-{next(self._counter):012d}{SUFFIX}"
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, "short write")
+            finally:
+                os.close(fd)
         except OSError as exc:
             self.dropped += 1
             log.error("cannot write outcome %s to the spool %s: %s", msg_id, self.directory, exc)
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
             return None
         self._queue.append(path)
         self._sizes[path] = len(data)
@@ -183,23 +189,28 @@ class Spool:
             self._dirty.set()
         return path
 
-    def peek(self) -> SpooledEvent | None:
-        """The oldest event not yet acknowledged (damaged files are set aside on the way)."""
-        while self._queue:
-            path = self._queue[0]
+    def peek(self, limit: int = 1) -> list[SpooledEvent]:
+        """Up to ``limit`` of the oldest events not yet acknowledged (damaged files are set aside)."""
+        events: list[SpooledEvent] = []
+        i = 0
+        while i < len(self._queue) and len(events) < limit:
+            path = self._queue[i]
             try:
-                return decode(path, path.read_bytes())
+                with open(path, "rb") as f:
+                    events.append(decode(path, f.read()))
+                i += 1
             except (OSError, ValueError) as exc:
                 log.error("setting aside a damaged outcome spool file %s: %s", path, exc)
                 self._forget(path)
                 with contextlib.suppress(OSError):
-                    path.rename(path.with_suffix(".bad"))
-        return None
+                    os.replace(path, path.removesuffix(SUFFIX) + ".bad")
+        return events
 
-    def ack(self, path: Path) -> None:
+    def ack(self, path: str) -> None:
         """The event is stored in JetStream: delete its file."""
         self._forget(path)
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
     @property
     def pending(self) -> int:
@@ -209,7 +220,7 @@ class Spool:
     def bytes(self) -> int:
         return self._bytes
 
-    def _forget(self, path: Path) -> None:
+    def _forget(self, path: str) -> None:
         if self._queue and self._queue[0] == path:
             self._queue.popleft()
         else:
@@ -226,12 +237,12 @@ class Spool:
                 await asyncio.sleep(self._fsync_interval_s)
             await asyncio.to_thread(self._sync, self._take_unsynced())
 
-    def _take_unsynced(self) -> list[Path]:
+    def _take_unsynced(self) -> list[str]:
         paths, self._unsynced = self._unsynced, []
         self._dirty.clear()
         return [p for p in paths if p in self._sizes]  # acknowledged meanwhile: nothing to keep
 
-    def _sync(self, paths: list[Path]) -> None:
+    def _sync(self, paths: list[str]) -> None:
         if not paths:
             return
         for path in paths:

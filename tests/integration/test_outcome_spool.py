@@ -26,7 +26,7 @@ from services.core.nats import NatsServer, connect_nats, free_port
 from services.core.settings import CascadeSettings
 from services.gateway.server import GatewayService
 from services.outcomes import read_events
-from services.outcomes.spool import SUFFIX
+from services.outcomes.spool import SUFFIX, decode
 from tests.support.system import make_settings, openai_tier, run_system
 
 
@@ -201,9 +201,18 @@ async def test_a_killed_gateways_spooled_events_are_published_by_the_next_one(tm
         await fail_requests_during_an_outage(nats_server, proc, ids, spool_dir)
         os.kill(proc.pid, signal.SIGKILL)
         await asyncio.to_thread(proc.wait)
-    assert len(spooled(spool_dir)) == len(ids)
+    files = spooled(spool_dir)
+    assert len(files) == len(ids)
 
     await nats_server.start()
+    # As if the killed gateway had got JetStream's ack for the first event but died before deleting its file:
+    # the next gateway republishes it, and its message id keeps it from being stored twice.
+    already = decode(str(files[0]), files[0].read_bytes())
+    admin = await connect_nats(nats_server.url, name="test-admin")
+    try:
+        await admin.jetstream().publish(already.subject, already.payload, headers={"Nats-Msg-Id": already.msg_id})
+    finally:
+        await admin.drain()
     settings = CascadeSettings(
         nats={"url": nats_server.url},
         gateway={"port": 0},
