@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from services.core.errors import ConfigError
+from services.core.settings import CascadeSettings, load_settings
 from services.outcomes.spool import SUFFIX, Spool, encode
 
 SUBJECT = "cascade.outcomes.request"
@@ -82,3 +84,13 @@ async def test_two_gateways_cannot_share_a_spool_directory(tmp_path) -> None:
     successor = Spool(tmp_path, max_bytes=1 << 20, fsync="never")
     successor.open()  # free once the owner has closed it
     await successor.close()
+
+
+def test_spool_settings_are_validated_and_resolved_against_the_config_file(tmp_path) -> None:
+    with pytest.raises(ValidationError, match="duplicate_window_s"):
+        CascadeSettings(outcomes={"duplicate_window_s": 2 * 86400, "max_age_days": 1})
+    with pytest.raises(ValidationError, match="spool_fsync"):
+        CascadeSettings(outcomes={"spool_fsync": "sometimes"})
+    config = tmp_path / "cascade.yaml"
+    config.write_text("outcomes: {spool_dir: spool/gw1}\n")
+    assert load_settings(config).outcomes.spool_dir == tmp_path / "spool" / "gw1"
