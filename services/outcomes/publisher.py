@@ -54,7 +54,6 @@ class OutcomePublisher:
         self.spool = spool
         self._timeout_s = timeout_s
         self._max_backoff_s = max_backoff_s
-        self._wake = asyncio.Event()  # a new event, or close(): look at the spool again now
         self._empty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -65,9 +64,8 @@ class OutcomePublisher:
 
     def submit(self, subject: str, msg_id: str, payload: bytes) -> None:
         """Spool the event for publishing; never blocks and never raises (a full spool logs and counts)."""
-        if self.spool.write(subject, msg_id, payload) is not None:
+        if self.spool.submit(subject, msg_id, payload):
             self._empty.clear()
-            self._wake.set()
 
     async def publish_now(self, subject: str, msg_id: str, payload: bytes) -> bool:
         """Publish and wait for the stream's acknowledgement; False if it was a duplicate.
@@ -111,9 +109,10 @@ class OutcomePublisher:
         while True:
             events = self.spool.peek(self._window)
             if not events:
-                self._empty.set()
-                self._wake.clear()
-                await self._wake.wait()
+                if not self.spool.pending:
+                    self._empty.set()
+                self.spool.ready.clear()
+                await self.spool.ready.wait()
                 continue
             # Several publishes in flight: one at a time would cap outcomes at one JetStream round trip each.
             results = await asyncio.gather(

@@ -76,7 +76,7 @@ async def test_outcomes_of_an_outage_are_stored_once_nats_returns(system, nats_s
         assert err.code() == grpc.StatusCode.UNAVAILABLE
         assert "NATS connection lost" in (err.details() or "")
     spool_dir = system.settings.outcomes.spool_dir
-    assert len(spooled(spool_dir)) == len(ids)  # on disk, not only in memory
+    await eventually(lambda: len(spooled(spool_dir)) == len(ids), "every outcome is on disk, not only in memory")
 
     await nats_server.start()
     await eventually(lambda: system.gateway.outcomes.pending == 0, "the spool drained")
