@@ -240,7 +240,7 @@ class OutcomeSettings(_Section):
     # A publish repeated with the same message id within this window is stored once (a retry, or the
     # next gateway republishing what a killed one had spooled); the server remembers ids this long.
     duplicate_window_s: float = Field(600.0, gt=0)
-    # The gateway's local write-ahead spool (services/outcomes/spool.py): one directory per gateway.
+    # The gateway's local outcome spool (services/outcomes/spool.py): one directory per gateway.
     spool_dir: Path = Path(".cascade/spool")
     spool_max_bytes: int = Field(256 << 20, gt=0)
     spool_fsync: Literal["always", "batch", "never"] = "batch"

@@ -1,7 +1,7 @@
 """Publishing outcome events without slowing requests down, and without losing them.
 
-The gateway hands each event to :meth:`OutcomePublisher.submit`, which writes it to the local
-spool (:mod:`services.outcomes.spool`) and returns: no request waits for NATS. A background task
+The gateway hands each event to :meth:`OutcomePublisher.submit`, which queues it for the local
+spool (:mod:`services.outcomes.spool`) and returns: no request waits for NATS or the disk. A background task
 publishes the spooled events, oldest first, to JetStream and deletes each once the stream has
 acknowledged it; while JetStream is unreachable they wait in the spool and the task retries.
 Each event carries a NATS message id, so a retry after a lost acknowledgement, or a republish
@@ -122,6 +122,9 @@ class OutcomePublisher:
             for event, result in zip(events, results, strict=True):
                 if isinstance(result, Unavailable):
                     error = error or result
+                elif isinstance(result, Exception):  # a bug must not stop publishing: log it, retry later
+                    log.error("publishing outcome %s failed", event.msg_id, exc_info=result)
+                    error = error or Unavailable(f"unexpected {result!r}")
                 elif isinstance(result, BaseException):
                     raise result
                 else:
