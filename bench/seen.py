@@ -18,14 +18,14 @@ from pathlib import Path
 from services.core import subjects
 from services.core.nats import NatsServer, connect_nats
 from services.core.settings import OutcomeSettings
-from services.outcomes import OutcomePublisher, SeenRequests, ensure_seen_stream, ensure_stream
+from services.outcomes import OutcomePublisher, SeenRequests, Spool, ensure_seen_stream, ensure_stream
 
 OUTCOME_BYTES = 600  # about an OutcomeEvent of a two-attempt request without texts
 
 
-async def drain_rate(js, settings: OutcomeSettings, n: int, *, record_ids: bool, tag: str) -> float:  # type: ignore[no-untyped-def]
-    publisher = OutcomePublisher(js)
-    seen = SeenRequests(js, publisher=publisher, settings=settings)
+async def drain_rate(nc, settings: OutcomeSettings, n: int, *, record_ids: bool, tag: str, spool_dir: Path) -> float:  # type: ignore[no-untyped-def]
+    publisher = OutcomePublisher(nc, spool=Spool(spool_dir / tag, max_bytes=1 << 34))
+    seen = SeenRequests(nc, publisher=publisher, settings=settings)
     start = time.perf_counter()
     publisher.start()
     for i in range(n):
@@ -36,8 +36,9 @@ async def drain_rate(js, settings: OutcomeSettings, n: int, *, record_ids: bool,
     return n / (time.perf_counter() - start)
 
 
-async def lookup_ms(js, settings: OutcomeSettings, n: int) -> list[float]:  # type: ignore[no-untyped-def]
-    seen = SeenRequests(js, publisher=OutcomePublisher(js), settings=settings)
+async def lookup_ms(nc, settings: OutcomeSettings, n: int, *, spool_dir: Path) -> list[float]:  # type: ignore[no-untyped-def]
+    publisher = OutcomePublisher(nc, spool=Spool(spool_dir / "lookups", max_bytes=1 << 20))
+    seen = SeenRequests(nc, publisher=publisher, settings=settings)
     out = []
     for i in range(n):
         start = time.perf_counter()
@@ -55,9 +56,9 @@ async def main(requests: int) -> None:
             js = nc.jetstream()
             await ensure_stream(js, settings)
             await ensure_seen_stream(js, settings)
-            without = await drain_rate(js, settings, requests, record_ids=False, tag="without")
-            with_ids = await drain_rate(js, settings, requests, record_ids=True, tag="with")
-            lookups = sorted(await lookup_ms(js, settings, min(requests, 1000)))
+            without = await drain_rate(nc, settings, requests, record_ids=False, tag="without", spool_dir=Path(tmp))
+            with_ids = await drain_rate(nc, settings, requests, record_ids=True, tag="with", spool_dir=Path(tmp))
+            lookups = sorted(await lookup_ms(nc, settings, min(requests, 1000), spool_dir=Path(tmp)))
             await nc.drain()
     print(f"outcome publisher, {requests} requests: {without:.0f} requests/s without the id record")
     print(f"outcome publisher, {requests} requests: {with_ids:.0f} requests/s with it (two publishes each)")

@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import nats
 from nats.aio.client import Client as NatsClient
 
-from services.core.errors import ConfigError, Unavailable
+from services.core.errors import ConfigError, NatsUnavailable, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,18 @@ async def connect_nats(
         return await asyncio.wait_for(connecting, wait_s)
     except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
         raise Unavailable(f"cannot connect to NATS at {url} within {wait_s:.0f}s: {exc!r}") from exc
+
+
+def nats_down(nc: NatsClient, *, doing: str) -> NatsUnavailable | None:
+    """The error to raise when ``nc`` is not connected (None when it is).
+
+    Checked before a request instead of letting it wait: while reconnecting, nats-py buffers what
+    is sent and the caller would only see a timeout that does not say NATS is the cause.
+    """
+    if nc.is_connected:
+        return None
+    state = "reconnecting" if nc.is_reconnecting else "closed" if nc.is_closed else "not connected"
+    return NatsUnavailable(f"NATS connection lost ({state}): cannot {doing}")
 
 
 def nats_server_binary() -> str:

@@ -268,13 +268,23 @@ class OutcomeSettings(_Section):
     # every gateway copy checks a Feedback call against; at max bytes the oldest ids are dropped.
     seen_stream: str = "CASCADE_REQUESTS"
     seen_max_bytes: int = Field(256 << 20, gt=0)
+    # A publish repeated with the same message id within this window is stored once (a retry, or the
+    # next gateway republishing what a killed one had spooled); the server remembers ids this long.
+    duplicate_window_s: float = Field(600.0, gt=0)
+    # The gateway's local outcome spool (services/outcomes/spool.py): one directory per gateway.
+    spool_dir: Path = Path(".cascade/spool")
+    spool_max_bytes: int = Field(256 << 20, gt=0)
+    spool_fsync: Literal["always", "batch", "never"] = "batch"
+    spool_fsync_interval_s: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
-    def _window_within_retention(self) -> OutcomeSettings:
+    def _windows_within_retention(self) -> OutcomeSettings:
         if self.feedback_window_s > self.max_age_days * 86400:
             raise ValueError(
                 "outcomes.feedback_window_s must not exceed outcomes.max_age_days: outcomes must outlive it"
             )
+        if self.duplicate_window_s > self.max_age_days * 86400:
+            raise ValueError("outcomes.duplicate_window_s cannot be longer than max_age_days")
         if self.seen_stream == self.stream:
             raise ValueError("outcomes.seen_stream must differ from outcomes.stream")
         return self
@@ -421,6 +431,7 @@ _PATH_KEYS = {
     ("gateway", "tls_client_ca"),
     ("escalation", "confidence_model"),
     ("escalation", "calibration"),
+    ("outcomes", "spool_dir"),
 }
 
 

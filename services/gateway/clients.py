@@ -17,6 +17,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.errors import InternalError, TierUnavailable, Unavailable, error_for_code
+from services.core.nats import nats_down
 from services.core.telemetry import inject_headers
 from services.gateway import wire
 from services.gateway.domain import Decision, Piece, TierCall
@@ -29,13 +30,17 @@ class RouterClient:
         self._nc = nc
 
     async def route(self, *, request_id: str, text: str, timeout_s: float) -> Decision:
+        if down := nats_down(self._nc, doing="reach the router"):
+            raise down
         payload = events_pb2.RouteRequest(request_id=request_id, text=text).SerializeToString()
         try:
             msg = await self._nc.request(subjects.ROUTE, payload, timeout=timeout_s, headers=inject_headers())
         except NoRespondersError:
             raise Unavailable("no router is running") from None
         except (NatsTimeoutError, TimeoutError):
-            raise Unavailable(f"router did not answer within {timeout_s}s") from None
+            raise nats_down(self._nc, doing="reach the router") or Unavailable(
+                f"router did not answer within {timeout_s}s"
+            ) from None
         try:
             return wire.decision(events_pb2.RouteDecision.FromString(msg.data))
         except DecodeError:
@@ -89,6 +94,8 @@ class TierClient:
         self._inbox = ChunkInbox(nc)
 
     async def stream(self, tier: str, call: TierCall) -> AsyncIterator[Piece]:
+        if down := nats_down(self._nc, doing=f"reach tier {tier!r}"):
+            raise down
         request = wire.tier_request(call)
         request.chunk_subject, chunks = await self._inbox.open()
         finished = False
@@ -107,7 +114,7 @@ class TierClient:
                 yield dataclasses.replace(piece, backend=accept.backend, model=accept.model) if finished else piece
         finally:
             self._inbox.close(request.chunk_subject)
-            if not finished:  # we stopped listening early: let the worker stop generating
+            if not finished and self._nc.is_connected:  # we stopped listening early: let the worker stop
                 await self._nc.publish(subjects.CANCEL, request.request_id.encode())
 
     async def _send(self, tier: str, request: events_pb2.TierRequest) -> events_pb2.TierAccept:
@@ -121,7 +128,9 @@ class TierClient:
         except NoRespondersError:
             raise TierUnavailable(f"no worker is serving tier {tier!r}") from None
         except (NatsTimeoutError, TimeoutError):
-            raise TierUnavailable(f"tier {tier!r} did not accept within {self._accept_timeout_s}s") from None
+            raise nats_down(self._nc, doing=f"reach tier {tier!r}") or TierUnavailable(
+                f"tier {tier!r} did not accept within {self._accept_timeout_s}s"
+            ) from None
         accept = events_pb2.TierAccept.FromString(reply.data)
         if accept.HasField("error") and accept.error.code:
             raise error_for_code(accept.error.code, accept.error.message)
@@ -133,7 +142,9 @@ class TierClient:
                 async with asyncio.timeout(self._idle_timeout_s):
                     data = await chunks.get()
             except TimeoutError:
-                raise TierUnavailable(f"tier {tier!r} went silent for {self._idle_timeout_s}s") from None
+                raise nats_down(self._nc, doing=f"hear from tier {tier!r}") or TierUnavailable(
+                    f"tier {tier!r} went silent for {self._idle_timeout_s}s"
+                ) from None
         else:
             data = chunks.get_nowait()
         try:

@@ -22,7 +22,7 @@ from services.gateway.clients import RouterClient, TierClient
 from services.gateway.interceptor import ErrorInterceptor
 from services.gateway.record import RequestRecord
 from services.gateway.servicer import CascadeServicer
-from services.outcomes import OutcomePublisher, SeenRequests, ensure_seen_stream, ensure_stream
+from services.outcomes import OutcomePublisher, SeenRequests, Spool, ensure_seen_stream, ensure_stream
 from services.registry import store
 from services.registry.follow import Follower
 
@@ -37,10 +37,16 @@ class GatewayService:
         self._stopping = False
         self._health = health.aio.HealthServicer()
         self.port: int = settings.gateway.port
-        js = nc.jetstream()
-        self._js = js
-        self.outcomes = OutcomePublisher(js, timeout_s=settings.outcomes.publish_timeout_s)
-        self.seen = SeenRequests(js, publisher=self.outcomes, settings=settings.outcomes)
+        self._js = nc.jetstream()
+        out = settings.outcomes
+        spool = Spool(
+            out.spool_dir,
+            max_bytes=out.spool_max_bytes,
+            fsync=out.spool_fsync,
+            fsync_interval_s=out.spool_fsync_interval_s,
+        )
+        self.outcomes = OutcomePublisher(nc, spool=spool, stream=out, timeout_s=out.publish_timeout_s)
+        self.seen = SeenRequests(nc, publisher=self.outcomes, settings=out)
         self._follower: Follower | None = None
         self.cascade: Cascade  # built in start(); a scorer follower swaps its confidence model
 
@@ -98,7 +104,7 @@ class GatewayService:
             await self._follower.start()
         await ensure_stream(self._js, self._settings.outcomes)
         await ensure_seen_stream(self._js, self._settings.outcomes)
-        self.outcomes.start()
+        self.outcomes.start()  # locks the spool dir; publishes what an earlier (killed) gateway left there
         server = aio.server(interceptors=[ErrorInterceptor()])
         servicer = CascadeServicer(cascade=cascade, outcomes=self.outcomes, seen=self.seen, settings=self._settings)
         cascade_pb2_grpc.add_CascadeServicer_to_server(servicer, server)

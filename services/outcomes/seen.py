@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
+from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -29,6 +30,7 @@ from nats.js.errors import NotFoundError as JsNotFoundError
 
 from services.core import subjects
 from services.core.errors import Unavailable
+from services.core.nats import nats_down
 from services.core.settings import OutcomeSettings
 from services.outcomes.publisher import OutcomePublisher
 
@@ -64,8 +66,8 @@ async def ensure_seen_stream(js: JetStreamContext, settings: OutcomeSettings) ->
 class SeenRequests:
     """Records request ids as they start and answers whether an id was seen within the window."""
 
-    def __init__(self, js: JetStreamContext, *, publisher: OutcomePublisher, settings: OutcomeSettings) -> None:
-        self._js, self._publisher, self._settings = js, publisher, settings
+    def __init__(self, nc: NatsClient, *, publisher: OutcomePublisher, settings: OutcomeSettings) -> None:
+        self._nc, self._js, self._publisher, self._settings = nc, nc.jetstream(), publisher, settings
 
     def record(self, request_id: str) -> None:
         self._publisher.submit(seen_subject(request_id), _msg_id(request_id), b"")
@@ -74,13 +76,17 @@ class SeenRequests:
         """True when ``request_id`` started within the feedback window (on any gateway copy)."""
         if self._publisher.is_pending(_msg_id(request_id)):
             return True
+        if down := nats_down(self._nc, doing="look up the request id"):
+            raise down
         try:
             # Not a direct get: that may be answered by a replica that lags the write.
             msg = await self._js.get_msg(self._settings.seen_stream, subject=seen_subject(request_id))
         except JsNotFoundError:
             return False
         except (NatsError, TimeoutError) as exc:
-            raise Unavailable(f"cannot look up the request id: {exc!r}") from exc
+            raise nats_down(self._nc, doing="look up the request id") or Unavailable(
+                f"cannot look up the request id: {exc!r}"
+            ) from exc
         # The stream expires ids itself; this check makes the window exact between its sweeps.
         return msg.time is None or (datetime.now(UTC) - msg.time).total_seconds() <= self._settings.feedback_window_s
 

@@ -12,7 +12,7 @@ from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from services.core import subjects
 from services.core.nats import connect_nats
 from services.core.settings import OutcomeSettings
-from services.outcomes import OutcomePublisher, SeenRequests, ensure_seen_stream, read_events
+from services.outcomes import OutcomePublisher, SeenRequests, Spool, ensure_seen_stream, read_events
 from tests.support.system import make_settings, openai_tier, run_system
 
 
@@ -55,15 +55,16 @@ async def test_feedback_within_the_window_counts_and_after_it_is_not_found(syste
     assert [(e.request_id, e.score) for e in await stored_feedback(system)] == [("late.1:x", 0.5)]
 
 
-async def test_an_id_is_known_while_its_record_is_pending_and_then_on_every_gateway_copy(nats_server):
+async def test_an_id_is_known_while_its_record_is_pending_and_then_on_every_gateway_copy(nats_server, tmp_path):
     settings = OutcomeSettings()
     nc = await connect_nats(nats_server.url, name="t")
     try:
         js = nc.jetstream()
         await ensure_seen_stream(js, settings)
-        serving = OutcomePublisher(js)  # not started yet: the write has not reached JetStream
-        here = SeenRequests(js, publisher=serving, settings=settings)
-        elsewhere = SeenRequests(js, publisher=OutcomePublisher(js), settings=settings)
+        serving = OutcomePublisher(nc, spool=Spool(tmp_path / "here", max_bytes=1 << 20))  # not started yet
+        here = SeenRequests(nc, publisher=serving, settings=settings)
+        other = OutcomePublisher(nc, spool=Spool(tmp_path / "elsewhere", max_bytes=1 << 20))
+        elsewhere = SeenRequests(nc, publisher=other, settings=settings)
         here.record("r-1")
         assert await here.seen("r-1")  # feedback that overtakes the asynchronous write is not refused
         assert not await elsewhere.seen("r-1")

@@ -27,6 +27,7 @@ async def test_cascade_up_serves_http_and_stops_it_first(tmp_path, fake_openai):
                 "nats": {"embedded": {"port": ports["nats"], "data_dir": str(tmp_path / "nats")}},
                 "gateway": {"port": ports["gateway"]},
                 "http": {"port": ports["http"]},
+                "outcomes": {"spool_dir": str(tmp_path / "spool")},
                 "tiers": {"small": openai_tier(fake_openai.base_url), "large": openai_tier(fake_openai.base_url)},
             }
         )
