@@ -251,6 +251,49 @@ class GatewaySettings(_Section):
         return self
 
 
+# Built-in redaction patterns for outcomes.redact, applied in the order listed: "phone" before "number"
+# (a number pattern first would leave a phone number's digits as several [number] pieces).
+REDACT_PATTERNS: dict[str, tuple[str, str]] = {
+    "email": (r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", "[email]"),
+    "ipv4": (r"\b(?:\d{1,3}\.){3}\d{1,3}\b", "[ip]"),
+    "phone": (r"(?<![\w+])\+?\d[\d ()./-]{6,}\d\b", "[phone]"),
+    "number": (r"\d+(?:[.,]\d+)*", "[number]"),
+}
+
+
+class RedactRule(_Section):
+    """One redaction: a built-in ``name`` (REDACT_PATTERNS), or a custom ``pattern`` with its replacement."""
+
+    name: str | None = None
+    pattern: str | None = None
+    # For a custom pattern (re.sub syntax: \1 and \g<name> refer to groups); a built-in has its own.
+    replacement: str = "[redacted]"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_name_alone(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _compiles(self) -> RedactRule:
+        if self.pattern is None:
+            if self.name not in REDACT_PATTERNS:
+                raise ValueError(
+                    f"outcomes.redact: unknown pattern {self.name!r}; built-in: {sorted(REDACT_PATTERNS)}, "
+                    "or give a custom one as {pattern: REGEX, replacement: TEXT}"
+                )
+            return self
+        try:
+            re.compile(self.pattern).sub(self.replacement, "")  # a bad group reference fails here too
+        except re.error as exc:
+            raise ValueError(f"outcomes.redact: bad regular expression {self.pattern!r}: {exc}") from exc
+        return self
+
+    def compiled(self) -> tuple[re.Pattern[str], str]:
+        pattern, replacement = (self.pattern, self.replacement) if self.pattern else REDACT_PATTERNS[self.name or ""]
+        return re.compile(pattern), replacement
+
+
 class OutcomeSettings(_Section):
     stream: str = "CASCADE_OUTCOMES"
     max_age_days: float = Field(30.0, gt=0)
@@ -260,6 +303,11 @@ class OutcomeSettings(_Section):
     # Record every attempt's answer text (attempts[].text, answer_text), so an escalated request's
     # small and large answers can be compared into a label (off: answers may hold personal data).
     store_answer_text: bool = False
+    # Applied to every text an outcome stores (prompt, answers, samples) before it leaves the gateway:
+    # built-in names (REDACT_PATTERNS) or {pattern, replacement}, in order; then redact_hook, a function
+    # "package.module:function" taking and returning a str, imported and tried once at start.
+    redact: tuple[RedactRule, ...] = ()
+    redact_hook: str | None = Field(None, pattern=r"^[\w.]+:[\w]+$")
     publish_timeout_s: float = Field(5.0, gt=0)
     # Feedback counts for this long after a request (seconds): the gateway refuses feedback for an
     # id it has not seen within the window (NOT_FOUND), and labels ignore feedback that came later.
