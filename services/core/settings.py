@@ -328,6 +328,28 @@ class OutcomeSettings(_Section):
         return self
 
 
+class ExplorationSettings(_Section):
+    """A share of requests also (shadow) or instead (against) answered by another tier, for labels."""
+
+    # Share of the requests under policies cascade and route that are explored, chosen by a hash of the
+    # request id (and seed): the same id is always chosen or never. 0: off.
+    share: float = Field(0.0, ge=0, le=1)
+    # shadow: after the answer is returned, the other end of router.tiers answers too, in the background
+    # (never returned; its attempt has purpose "shadow"). against: the router's decision is inverted.
+    mode: Literal["shadow", "against"] = "shadow"
+    # Caps over the last hour of this gateway's traffic (None: no cap): USD spent on explored requests
+    # (a shadow's attempt; the whole cost of a request routed against the decision), and the share of
+    # requests explored. A capped request is simply not explored.
+    max_usd_per_hour: float | None = Field(None, ge=0)
+    max_share: float | None = Field(None, ge=0, le=1)
+    # Salt of the choosing hash: another seed explores another sample of request ids.
+    seed: str = ""
+    # A shadow answer that takes longer is recorded as DEADLINE_EXCEEDED; the outcome is published then.
+    shadow_timeout_s: float = Field(120.0, gt=0)
+    # Shadows running at once; beyond it a chosen request is not explored.
+    max_shadows_in_flight: int = Field(16, ge=1)
+
+
 class HttpSettings(_Section):
     """The OpenAI-compatible HTTP front door (``python -m services.http``), a client of the gateway."""
 
@@ -393,6 +415,7 @@ class CascadeSettings(BaseSettings):
     tiers: dict[str, TierSettings] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     escalation: EscalationSettings = EscalationSettings()
     outcomes: OutcomeSettings = OutcomeSettings()
+    exploration: ExplorationSettings = ExplorationSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     http: HttpSettings = HttpSettings()
 

@@ -154,6 +154,8 @@ class GatewayService:
             await self._follower.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
+        if hasattr(self, "cascade"):  # shadow answers still running publish their outcomes before the flush
+            await self.cascade.exploration.close(timeout_s=grace_s)
         await self.outcomes.close()
 
 

@@ -93,7 +93,7 @@ def timings(record: RequestRecord) -> common_pb2.StageTimings:
         first_token_ms=record.first_token_ms,
         small_ms=small_ms,
         large_ms=large_ms,
-        total_ms=(time.perf_counter() - record.started) * 1e3,
+        total_ms=((record.finished or time.perf_counter()) - record.started) * 1e3,
     )
 
 
@@ -125,6 +125,7 @@ def tier_attempt(
         finish_reason=FINISH_REASONS[a.final.finish_reason or "stop"] if a.final else common_pb2.FINISH_REASON_ERROR,
         purpose=str(a.purpose),
         samples=1 + len(a.samples) if a.samples else 0,
+        tier_rank=record.tier_rank(a.tier),
     )
     if a.confidence is not None:
         out.confidence = a.confidence
@@ -164,6 +165,7 @@ def outcome(
         prompt_text=redact(req.routed_text) if store_prompt_text else "",
         attempts=[tier_attempt(a, record, store_answer_text=store_answer_text, redact=redact) for a in record.attempts],
         answer_chars=len(answer.text) if answer and record.error is None else 0,
+        exploration=record.exploration,
         **summary(record),
     )
     if record.error is not None:
