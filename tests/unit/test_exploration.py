@@ -198,3 +198,16 @@ async def test_at_most_max_shadows_in_flight():
     assert cascade.exploration.running == 2
     await cascade.exploration.close(timeout_s=5)
     assert sorted(r.exploration for r in sink) == ["", "", "shadow", "shadow"]
+
+
+def test_the_readme_example_is_valid_settings():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", text[text.index("### Exploration") :], re.S)
+    assert block
+    s = ExplorationSettings(**yaml.safe_load(block.group(1))["exploration"])
+    assert (s.share, s.mode, s.max_usd_per_hour) == (0.02, "shadow", 5.0)
