@@ -14,8 +14,9 @@ same id is always chosen or never, and tests are reproducible) is explored in on
 
 Only policies ``cascade`` and ``route`` are explored (small and large are the caller's choice), and
 not a request the tenant's budget kept off the large tier. What exploration spends is capped over
-the last hour (``max_usd_per_hour``, ``max_share``), counted in memory by each gateway process
-like the tenants' budgets (budget.py's window, with "explored" in place of "used the large tier").
+the last hour (``max_usd_per_hour``, ``max_share``), counted in memory by each gateway process in
+one-minute buckets: budget.py's window keeps one entry per request, which at a busy gateway's rate
+is millions of entries an hour, summed on every check; sixty buckets are bounded and cheap.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from services.core.errors import Cancelled, CascadeError, DeadlineExceeded, InternalError
-from services.core.settings import BudgetSettings, ExplorationSettings
-from services.gateway.budget import Budgets
+from services.core.settings import ExplorationSettings
 from services.gateway.domain import Piece, Purpose, Reason, TierCall
 from services.gateway.record import Attempt, RequestRecord
 from services.gateway.requests import CascadeRequest
@@ -38,8 +40,7 @@ log = logging.getLogger(__name__)
 
 SHADOW, AGAINST = "shadow", "against_decision"  # OutcomeEvent.exploration
 _POLICIES = ("cascade", "route")
-_WINDOW_S = 3600.0
-_ALL = ""  # the one "tenant" of the caps' window
+_BUCKET_S, _BUCKETS = 60.0, 60  # the caps' window: the last hour, by the minute
 
 
 class Tiers(Protocol):
@@ -47,6 +48,40 @@ class Tiers(Protocol):
 
 
 Publish = Callable[[RequestRecord], None]
+
+
+@dataclass
+class _Bucket:
+    minute: int
+    seen: int = 0
+    explored: int = 0
+    usd: float = 0.0
+
+
+class _Window:
+    """Requests seen and explored, and USD spent exploring, over the last hour (one-minute buckets)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock, self._buckets = clock, deque[_Bucket]()
+
+    def _current(self) -> _Bucket:
+        minute = int(self._clock() // _BUCKET_S)
+        while self._buckets and self._buckets[0].minute <= minute - _BUCKETS:
+            self._buckets.popleft()
+        if not self._buckets or self._buckets[-1].minute != minute:
+            self._buckets.append(_Bucket(minute))
+        return self._buckets[-1]
+
+    def add(self, *, explored: bool, usd: float) -> None:
+        bucket = self._current()
+        bucket.seen += 1
+        bucket.explored += explored
+        bucket.usd += usd
+
+    def totals(self) -> tuple[int, int, float]:
+        self._current()  # drops what is older than the hour
+        b = self._buckets
+        return sum(x.seen for x in b), sum(x.explored for x in b), sum(x.usd for x in b)
 
 
 class Exploration:
@@ -59,11 +94,8 @@ class Exploration:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._s, self._ladder, self._tiers = settings, ladder, tiers
-        caps = BudgetSettings(
-            max_large_share=settings.max_share, max_large_usd=settings.max_usd_per_hour, window_s=_WINDOW_S
-        )
-        capped = settings.max_share is not None or settings.max_usd_per_hour is not None
-        self._window = Budgets({_ALL: caps} if capped else {}, clock=clock)
+        self._capped = settings.max_share is not None or settings.max_usd_per_hour is not None
+        self._window = _Window(clock)
         self._shadows: set[asyncio.Task[None]] = set()
 
     def chosen(self, request_id: str) -> bool:
@@ -76,11 +108,23 @@ class Exploration:
     def _explore(self, request: CascadeRequest) -> bool:
         if request.policy not in _POLICIES or not self.chosen(request.request_id):
             return False
-        spent = self._window.spent(_ALL)
-        if spent is not None:
-            log.info("request %s not explored: exploration cap reached (%s)", request.request_id, spent.message)
+        cap = self._cap_reached()
+        if cap:
+            log.info("request %s not explored: %s", request.request_id, cap)
             return False
         return True
+
+    def _cap_reached(self) -> str:
+        if not self._capped:
+            return ""
+        seen, explored, usd = self._window.totals()
+        s = self._s
+        if s.max_usd_per_hour is not None and usd >= s.max_usd_per_hour:
+            return f"exploration spent ${usd:.6f} of max_usd_per_hour ${s.max_usd_per_hour:g} in the last hour"
+        # A share needs a request count: the first request of the hour is never refused by share alone.
+        if s.max_share is not None and explored >= s.max_share * max(seen, 1):
+            return f"{explored} of {seen} requests explored in the last hour (max_share {s.max_share:g})"
+        return ""
 
     def route(self, request: CascadeRequest, record: RequestRecord, tier: str) -> str:
         """Mode against: the other end of the ladder for a chosen request, else ``tier``."""
@@ -146,8 +190,8 @@ class Exploration:
                 log.exception("request %s: the outcome after its shadow was not recorded", record.request.request_id)
 
     def _count(self, record: RequestRecord, *, explored: bool, usd: float) -> None:
-        if record.request.policy in _POLICIES:
-            self._window.record(_ALL, used_large=explored, large_usd=usd)
+        if self._capped and record.request.policy in _POLICIES:
+            self._window.add(explored=explored, usd=usd)
 
     @property
     def running(self) -> int:

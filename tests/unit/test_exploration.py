@@ -175,7 +175,10 @@ async def test_the_usd_cap_stops_exploring_until_the_hour_has_passed():
         await cascade.exploration.close(timeout_s=5)
         clock.now += 60
     assert [r.exploration for r in sink] == ["shadow", "shadow", ""]  # the second began below the cap
-    clock.now += 3600
+    clock.now = 3000  # within the hour of both shadows
+    await run(cascade, req("still"))
+    assert sink[-1].exploration == "" and cascade.exploration.running == 0
+    clock.now = 3600  # the first shadow has left the window, the second not: one shadow spent, below the cap
     await run(cascade, req("later"))
     await cascade.exploration.close(timeout_s=5)
     assert sink[-1].exploration == "shadow"
