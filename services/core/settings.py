@@ -254,7 +254,9 @@ class GatewaySettings(_Section):
 # Built-in redaction patterns for outcomes.redact, applied in the order listed: "phone" before "number"
 # (a number pattern first would leave a phone number's digits as several [number] pieces).
 REDACT_PATTERNS: dict[str, tuple[str, str]] = {
-    "email": (r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", "[email]"),
+    # The lookbehind starts a match only where a run of address characters starts: without it a long
+    # run with no "@" is scanned again from each of its characters (quadratic; 250 ms on one MMLU-Pro text).
+    "email": (r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+", "[email]"),
     "ipv4": (r"\b(?:\d{1,3}\.){3}\d{1,3}\b", "[ip]"),
     "phone": (r"(?<![\w+])\+?\d[\d ()./-]{6,}\d\b", "[phone]"),
     "number": (r"\d+(?:[.,]\d+)*", "[number]"),
