@@ -8,7 +8,9 @@ Tiers are ``router.tiers``, cheapest first (two by default: small, large). Polic
 confidence is below that step's threshold, see small.py), ``route`` (route, never escalate),
 ``small`` (the cheapest tier) and ``large`` (the top tier). An answer that may escalate is held
 until its confidence is known (HELD streams), or streamed live and retracted if it escalates
-(SPECULATIVE streams).
+(SPECULATIVE streams). Exploration (explore.py) may invert the router's decision (``_start``) or
+answer on the other tier in the background after the request (``_finish``, which then leaves the
+outcome to it).
 """
 
 from __future__ import annotations
