@@ -11,7 +11,9 @@ Each attempt that produced an answer gets at most one label, from the strongest 
    feedback is ignored.
 3. ``escalation``: an answer compared with the answer of the larger tier that was asked after it
    (purpose ``escalation``, or ``shadow`` for exploration): 1 when their final answers agree (the
-   cheaper tier was right), else 0. Needs the answer texts (``outcomes.store_answer_text``).
+   cheaper tier was right), else 0. A shadow on a cheaper tier than the returned answer is itself
+   labelled so, by the answer (``TierAttempt.tier_rank`` tells which tier is larger). Needs the
+   answer texts (``outcomes.store_answer_text``).
 4. ``second_opinion``: the share of other answers that agreed with the small answer
    (``RouteSummary.agreement``) when a second-opinion tier was asked: the weakest signal, in [0, 1].
 
@@ -37,7 +39,6 @@ from classifier.answers import final_answer, same_answer
 from services.outcomes import read_events
 
 SOURCES = ("replay", "feedback", "escalation", "second_opinion")
-_REFERENCE_PURPOSES = ("escalation", "shadow")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -195,14 +196,30 @@ def _label(event: events_pb2.OutcomeEvent, i: int, feedback: float | None) -> tu
 
 
 def _reference(event: events_pb2.OutcomeEvent, i: int) -> events_pb2.TierAttempt | None:
-    """The answer of the tier asked after attempt ``i`` to do better (an escalation, or a shadow)."""
-    if event.attempts[i].purpose not in ("answer", "escalation"):
+    """The answer of a larger tier to judge attempt ``i`` by: a later escalation or a shadow above it;
+    for a shadow below the answer (exploration of a request answered by the top tier), the answer returned.
+
+    Which tier is larger comes from ``tier_rank``; events without it (equal ranks) keep the order of
+    asking: a later shadow is the reference, an earlier answer is never judged by a shadow.
+    """
+    attempt = event.attempts[i]
+
+    def usable(a: events_pb2.TierAttempt) -> bool:
+        return not a.error.code and bool(a.text) and a.tier != attempt.tier
+
+    if attempt.purpose == "shadow":
+        j = _returned(event)
+        returned = event.attempts[j] if j is not None else None
+        if returned is not None and usable(returned) and returned.tier_rank > attempt.tier_rank:
+            return returned
+        return None
+    if attempt.purpose not in ("answer", "escalation"):
         return None
     return next(
         (
             a
             for a in event.attempts[i + 1 :]
-            if a.purpose in _REFERENCE_PURPOSES and not a.error.code and a.text and a.tier != event.attempts[i].tier
+            if usable(a) and (a.purpose == "escalation" or (a.purpose == "shadow" and a.tier_rank >= attempt.tier_rank))
         ),
         None,
     )
@@ -214,6 +231,6 @@ def _returned(event: events_pb2.OutcomeEvent) -> int | None:
         return None
     for i in range(len(event.attempts) - 1, -1, -1):
         a = event.attempts[i]
-        if a.tier == event.route.tier and a.purpose != "second_opinion" and not a.error.code:
+        if a.tier == event.route.tier and a.purpose not in ("second_opinion", "shadow") and not a.error.code:
             return i
     return None

@@ -8,7 +8,9 @@ Tiers are ``router.tiers``, cheapest first (two by default: small, large). Polic
 confidence is below that step's threshold, see small.py), ``route`` (route, never escalate),
 ``small`` (the cheapest tier) and ``large`` (the top tier). An answer that may escalate is held
 until its confidence is known (HELD streams), or streamed live and retracted if it escalates
-(SPECULATIVE streams).
+(SPECULATIVE streams). Exploration (explore.py) may invert the router's decision (``_start``) or
+answer on the other tier in the background after the request (``_finish``, which then leaves the
+outcome to it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from services.core.telemetry import tracer
 from services.gateway import escalation
 from services.gateway.budget import Budgets
 from services.gateway.domain import Decision, Piece, Reason, TextChunk, TierCall
+from services.gateway.explore import Exploration
 from services.gateway.record import Attempt, RequestRecord
 from services.gateway.requests import CascadeRequest
 from services.gateway.small import SmallFirst  # the escalating path of policy cascade
@@ -60,6 +63,7 @@ class Cascade:
         confidence: ConfidenceModel,
         calibration: CalibrationFile | None = None,
         budgets: Budgets | None = None,
+        exploration: Exploration | None = None,
     ) -> None:
         self._router, self._tiers, self._record_outcome = router, tiers, record_outcome
         # Public to the escalating path (small.py), which is this class's other half.
@@ -67,6 +71,8 @@ class Cascade:
         self._budgets = budgets or Budgets(settings.gateway.budgets)
         self._prices = {name: t.price for name, t in settings.tiers.items()}
         self._ladder = settings.router.tiers  # cheapest first; the last is "large" to budgets and records
+        # Public: the gateway waits for its shadows at shutdown.
+        self.exploration = exploration or Exploration(settings.exploration, ladder=self._ladder, tiers=tiers)
 
     async def run(
         self, request: CascadeRequest, *, timeout_s: float, trace_context: Context | None = None
@@ -75,7 +81,7 @@ class Cascade:
 
         ``trace_context``: the caller's trace (from gRPC metadata); the request's span continues it.
         """
-        record = RequestRecord(request=request, prices=self._prices, large_tier=self._ladder[-1])
+        record = RequestRecord(request=request, prices=self._prices, large_tier=self._ladder[-1], ladder=self._ladder)
         deadline = time.time() + timeout_s
         # Our own timer fires a little before the caller's gRPC deadline, so the request ends as
         # DEADLINE_EXCEEDED with our message rather than as a cancellation racing gRPC's.
@@ -103,8 +109,12 @@ class Cascade:
         yield record
 
     def _finish(self, record: RequestRecord) -> None:
-        self._budgets.record(record.request.tenant, used_large=record.used_large, large_usd=record.large_cost_usd())
-        self._record_outcome(record)
+        record.finished = time.perf_counter()
+        request = record.request
+        self._budgets.record(request.tenant, used_large=record.used_large, large_usd=record.large_cost_usd())
+        # The outcome is published here, or by a shadow answer once it ends (exploration, mode shadow).
+        shadow_call = self.tier_call(request, time.time() + self.settings.exploration.shadow_timeout_s)
+        self.exploration.finish(request, record, publish=self._record_outcome, call=shadow_call)
 
     async def _answer(
         self, request: CascadeRequest, record: RequestRecord, deadline: float
@@ -131,7 +141,9 @@ class Cascade:
             route.reason = Reason.ROUTED_LARGE
         else:
             route.reason = Reason.ROUTED
+        tier = self.exploration.route(request, record, tier)  # exploration "against" inverts the decision
         if tier == ladder[-1] != ladder[0] and self.budget_says_small(request, record):
+            record.exploration = ""  # the tenant's budget wins over exploration
             return ladder[0]
         return tier
 

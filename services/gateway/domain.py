@@ -34,6 +34,7 @@ class Purpose(enum.StrEnum):
     ANSWER = "answer"
     SECOND_OPINION = "second_opinion"
     ESCALATION = "escalation"
+    SHADOW = "shadow"  # exploration: another tier answered in the background, never returned
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

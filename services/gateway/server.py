@@ -21,6 +21,7 @@ from services.gateway.cascade import Cascade
 from services.gateway.clients import RouterClient, TierClient
 from services.gateway.interceptor import ErrorInterceptor
 from services.gateway.record import RequestRecord
+from services.gateway.redact import Redactor
 from services.gateway.servicer import CascadeServicer
 from services.outcomes import OutcomePublisher, SeenRequests, Spool, ensure_seen_stream, ensure_stream
 from services.registry import store
@@ -48,6 +49,7 @@ class GatewayService:
         self.outcomes = OutcomePublisher(nc, spool=spool, stream=out, timeout_s=out.publish_timeout_s)
         self.seen = SeenRequests(nc, publisher=self.outcomes, settings=out)
         self._follower: Follower | None = None
+        self._redact = Redactor()  # from settings in start(): loading a hook may fail
         self.cascade: Cascade  # built in start(); a scorer follower swaps its confidence model
 
     async def _confidence(self) -> ConfidenceModel:
@@ -94,11 +96,18 @@ class GatewayService:
 
     def _record_outcome(self, record: RequestRecord) -> None:
         opts = self._settings.outcomes
-        event = wire.outcome(record, store_prompt_text=opts.store_prompt_text, store_answer_text=opts.store_answer_text)
+        event = wire.outcome(
+            record,
+            store_prompt_text=opts.store_prompt_text,
+            store_answer_text=opts.store_answer_text,
+            redact=self._redact,
+        )
         self.outcomes.submit(subjects.OUTCOMES, f"outcome:{event.request_id}", event.SerializeToString())
 
     async def start(self) -> None:
-        # First: a confidence model or policy file that cannot be used stops the gateway before anything runs.
+        # First: a confidence model, policy file or redaction hook that cannot be used stops the gateway
+        # before anything runs.
+        self._redact = Redactor.from_settings(self._settings.outcomes)
         cascade = self.cascade = self._cascade(await self._confidence())
         if self._follower is not None:
             await self._follower.start()
@@ -151,6 +160,8 @@ class GatewayService:
             await self._follower.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
+        if hasattr(self, "cascade"):  # shadow answers still running publish their outcomes before the flush
+            await self.cascade.exploration.close(timeout_s=grace_s)
         await self.outcomes.close()
 
 

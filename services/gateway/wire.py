@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from cascade.v1 import common_pb2, events_pb2
@@ -92,7 +93,7 @@ def timings(record: RequestRecord) -> common_pb2.StageTimings:
         first_token_ms=record.first_token_ms,
         small_ms=small_ms,
         large_ms=large_ms,
-        total_ms=(time.perf_counter() - record.started) * 1e3,
+        total_ms=((record.finished or time.perf_counter()) - record.started) * 1e3,
     )
 
 
@@ -107,7 +108,13 @@ def summary(record: RequestRecord) -> dict[str, Any]:
     }
 
 
-def tier_attempt(a: Attempt, record: RequestRecord, *, store_answer_text: bool = False) -> events_pb2.TierAttempt:
+def _same(text: str) -> str:
+    return text
+
+
+def tier_attempt(
+    a: Attempt, record: RequestRecord, *, store_answer_text: bool = False, redact: Callable[[str], str] = _same
+) -> events_pb2.TierAttempt:
     out = events_pb2.TierAttempt(
         tier=a.tier,
         backend=a.final.backend if a.final else "",
@@ -118,6 +125,7 @@ def tier_attempt(a: Attempt, record: RequestRecord, *, store_answer_text: bool =
         finish_reason=FINISH_REASONS[a.final.finish_reason or "stop"] if a.final else common_pb2.FINISH_REASON_ERROR,
         purpose=str(a.purpose),
         samples=1 + len(a.samples) if a.samples else 0,
+        tier_rank=record.tier_rank(a.tier),
     )
     if a.confidence is not None:
         out.confidence = a.confidence
@@ -126,14 +134,25 @@ def tier_attempt(a: Attempt, record: RequestRecord, *, store_answer_text: bool =
     if a.final is not None and a.final.replay_score is not None:
         out.replay_score = a.final.replay_score
     if store_answer_text and a.final is not None:
-        out.text = a.text
-        out.sample_texts.extend(a.samples)
+        out.text = redact(a.text)
+        out.sample_texts.extend(redact(t) for t in a.samples)
     return out
 
 
 def outcome(
-    record: RequestRecord, *, store_prompt_text: bool, store_answer_text: bool = False
+    record: RequestRecord,
+    *,
+    store_prompt_text: bool,
+    store_answer_text: bool = False,
+    redact: Callable[[str], str] = _same,
 ) -> events_pb2.OutcomeEvent:
+    """The request's OutcomeEvent; every stored text passes ``redact`` (outcomes.redact) first.
+
+    prompt_sha256 stays the hash of the unredacted routed text: it is the key that joins traffic to
+    the benchmark rows and de-duplicates prompts, and a redacted text would give every prompt that
+    differs only in an e-mail address or a number the same hash. A hash of a short prompt can be
+    guessed by trying candidates; deployments that must rule that out keep prompts off (the default).
+    """
     req, answer = record.request, record.answer
     event = events_pb2.OutcomeEvent(
         schema_version=1,
@@ -143,13 +162,14 @@ def outcome(
         tags=req.tags,
         policy=req.policy,  # deprecated: route.applied_policy
         prompt_sha256=hashlib.sha256(req.routed_text.encode()).hexdigest(),
-        prompt_text=req.routed_text if store_prompt_text else "",
-        attempts=[tier_attempt(a, record, store_answer_text=store_answer_text) for a in record.attempts],
+        prompt_text=redact(req.routed_text) if store_prompt_text else "",
+        attempts=[tier_attempt(a, record, store_answer_text=store_answer_text, redact=redact) for a in record.attempts],
         answer_chars=len(answer.text) if answer and record.error is None else 0,
+        exploration=record.exploration,
         **summary(record),
     )
     if record.error is not None:
         event.error.CopyFrom(error_info(record.error))
     elif store_answer_text and answer is not None:
-        event.answer_text = answer.text
+        event.answer_text = redact(answer.text)
     return event

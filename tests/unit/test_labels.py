@@ -105,6 +105,35 @@ def test_a_shadow_answer_also_judges_the_answer():
     assert got == {("r1", "s-7b"): (1.0, "escalation")}
 
 
+@pytest.mark.parametrize(("shadow_text", "expected"), [("It is 42", 1.0), ("It is 41", 0.0)])
+def test_a_shadow_above_the_answer_judges_it(shadow_text, expected):
+    attempts = [
+        attempt("small", "s-7b", text="42", tier_rank=0),
+        attempt("large", "l-70b", "shadow", text=shadow_text, tier_rank=1),
+    ]
+    got, _ = labels([outcome("r1", attempts, tier="small")])
+    assert got == {("r1", "s-7b"): (expected, "escalation")}
+
+
+@pytest.mark.parametrize(("shadow_text", "expected"), [("42", 1.0), ("41", 0.0)])
+def test_a_shadow_below_the_answer_is_judged_by_it(shadow_text, expected):
+    # exploration of a request the router sent to the large tier: the small tier's shadow gets the label
+    attempts = [
+        attempt("large", "l-70b", text="It is 42", tier_rank=1),
+        attempt("small", "s-7b", "shadow", text=shadow_text, tier_rank=0),
+    ]
+    got, _ = labels([outcome("r1", attempts, tier="large")])
+    assert got == {("r1", "s-7b"): (expected, "escalation")}
+
+
+def test_a_failed_shadow_labels_nothing():
+    error = events_pb2.ErrorInfo(code=events_pb2.ERROR_CODE_DEADLINE_EXCEEDED)
+    failed = events_pb2.TierAttempt(tier="small", model="s-7b", purpose="shadow", tier_rank=0, error=error)
+    answer = attempt("large", "l-70b", text="It is 42", tier_rank=1)
+    got, _ = labels([outcome("r1", [answer, failed], tier="large")])
+    assert got == {}
+
+
 def test_second_opinion_agreement_is_the_weakest_source():
     attempts = [attempt("small", "s-7b"), attempt("second", "m-8b", "second_opinion")]
     event = outcome("r1", attempts, tier="small", second_opinion_tier="second", agreement=0.0)
