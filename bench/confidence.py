@@ -84,7 +84,7 @@ def cascade_added_latency_per_policy(
     *, policies: Sequence[str], requests: int, confidence: str = "scorer"
 ) -> dict[str, tuple[Stats, Stats]]:
     """Per policy, at concurrency 1, end to end through one running cascade (`cascade up`: gRPC ->
-    gateway -> NATS -> router -> tier worker -> the fake OpenAI server): (direct path, cascade).
+    gateway -> NATS -> router -> tier worker -> bench/upstream.py): (direct path, cascade).
     The escalation threshold is 0, so every small answer is scored and none escalates: the added
     latency is routing plus the decision, not a second generation."""
     from bench.overhead import running_cascade

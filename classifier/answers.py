@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 # "The answer is (C)", "answer: C", "Final answer: **C**", "the correct option is C." ...
 _LETTER_MARKED = re.compile(
@@ -88,6 +88,38 @@ _CLOSING = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_MARKED_WORDS = ("answer", "option", "choice")
+_ANSWER_IS_WORDS = ("final answer", "answer")
+
+
+def keyword_matches(pattern: re.Pattern[str], text: str, keywords: Sequence[str]) -> Iterator[re.Match[str]]:
+    """What ``pattern.finditer(text)`` yields, for a case-insensitive pattern that starts with one of
+    ``keywords`` (lowercase ASCII): tried only where a keyword occurs.
+
+    Python's regex engine tries a case-insensitive alternation at every position of the text (about
+    0.5 ms for a 2,000-token answer, most of the answer scorer's time); str.find finds the few places
+    where it can start in microseconds. Non-overlapping, left to right, like finditer. (Unicode case
+    folds such as the long s in "anſwer" are not found, which finditer would match.)
+    """
+    # One byte per character, ASCII letters lowered: every character stays where it was (str.lower can
+    # change the length, str.translate is slower than the regex it replaces).
+    lowered = text.encode("ascii", "replace").lower()
+    starts = sorted({i for word in keywords for i in _occurrences(lowered, word.encode())})
+    end = -1
+    for start in starts:
+        if start < end:
+            continue
+        m = pattern.match(text, start)
+        if m:
+            end = max(m.end(), start + 1)
+            yield m
+
+
+def _occurrences(text: bytes, word: bytes) -> Iterator[int]:
+    i = text.find(word)
+    while i >= 0:
+        yield i
+        i = text.find(word, i + 1)
 
 
 def final_answer(text: str) -> str:
@@ -121,10 +153,11 @@ def _hashes(text: str) -> str:
 
 
 def _marked(text: str) -> str:
-    letters = _LETTER_MARKED.findall(text) or _LETTER_BOLD.findall(text)
+    letters = [m.group(1) for m in keyword_matches(_LETTER_MARKED, text, _MARKED_WORDS)]
+    letters = letters or _LETTER_BOLD.findall(text)
     if letters:
         return f"option:{letters[-1].upper()}"
-    found = _ANSWER_IS.findall(text)
+    found = [m.group(1) for m in keyword_matches(_ANSWER_IS, text, _ANSWER_IS_WORDS)]
     return _value_key(_SENTENCE_END.split(found[-1])[0]) if found else ""
 
 

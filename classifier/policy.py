@@ -31,6 +31,13 @@ class CalibratedPolicy:
     second_opinion: SecondOpinionMode = "never"
     unsure_low: float = 0.0
     unsure_high: float = 1.0
+    # More than two tiers (router.tiers, cheapest first): N-1 non-decreasing router cuts (a score at or
+    # above router_thresholds[i] starts on tier i+1 or above) and one escalation threshold per tier
+    # below the top. Empty: router_threshold / escalation_threshold at every cut / step (the 2-tier file).
+    router_thresholds: list[float] = field(default_factory=list)
+    escalation_thresholds: list[float] = field(default_factory=list)
+    # The models of the tier list it was calibrated on, cheapest first (informative).
+    tiers: list[str] = field(default_factory=list)
     # The models the thresholds were calibrated for; a different model makes the thresholds stale.
     router_model_version: str = ""
     confidence_model_version: str = ""
@@ -51,6 +58,28 @@ class CalibratedPolicy:
             raise ValueError(f"second_opinion must be one of {SECOND_OPINION_MODES}, not {self.second_opinion!r}")
         if self.unsure_low > self.unsure_high:
             raise ValueError("unsure_low must not exceed unsure_high")
+        for name in ("router_thresholds", "escalation_thresholds"):
+            values = getattr(self, name)
+            if any(not isinstance(v, int | float) or not math.isfinite(v) or v < 0 for v in values):
+                raise ValueError(f"{name} must hold finite numbers >= 0, not {values!r}")
+        if list(self.router_thresholds) != sorted(self.router_thresholds):
+            raise ValueError("router_thresholds must not decrease")
+
+    def router_cuts(self, n_tiers: int) -> tuple[float, ...]:
+        """The N-1 router cuts for ``n_tiers`` tiers; ValueError when the file is for another tier count."""
+        return self._per_step("router_thresholds", self.router_threshold, n_tiers)
+
+    def step_thresholds(self, n_tiers: int) -> tuple[float, ...]:
+        """The escalation threshold of each step up ``n_tiers`` tiers; ValueError for another tier count."""
+        return self._per_step("escalation_thresholds", self.escalation_threshold, n_tiers)
+
+    def _per_step(self, name: str, single: float, n_tiers: int) -> tuple[float, ...]:
+        values: list[float] = getattr(self, name)
+        if not values:
+            return (single,) * (n_tiers - 1)
+        if len(values) != n_tiers - 1:
+            raise ValueError(f"the policy's {name} are for {len(values) + 1} tiers; router.tiers has {n_tiers}")
+        return tuple(values)
 
 
 def save_policy(policy: CalibratedPolicy, path: str | Path) -> None:

@@ -41,6 +41,14 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML config: tier prices, router, escalation (default: built-in)")
     p.add_argument("--second", help="second-opinion model name (mmlu_pro default: Meta-Llama-3_1-8B-Instruct)")
     p.add_argument(
+        "--tiers",
+        metavar="A,B,C",
+        help="replay a cascade over these models, cheapest first (router.tiers of the --config, whose prices "
+        "are used in order): the router's cuts pick the starting tier, an unsure answer climbs one step; "
+        "with --second, a parallel second opinion on the cheapest tier's answer. Calibration: one router cut "
+        "x per-step escalation thresholds (a simpler search than the two-tier joint one)",
+    )
+    p.add_argument(
         "--confidence", metavar="NAME", help="confidence model by registry name (default: escalation.confidence)"
     )
     p.add_argument(
@@ -69,7 +77,7 @@ def _add_evaluate(sub: Any) -> None:
         "evaluate",
         help="router metrics (AUC, APGR, CPT, cost), or whole policies replayed (--policy)",
         description="Without --policy: score held-out prompts with a router model and report ROC AUC, APGR, "
-        "CPT(50%%), CPT(80%%), CPT(95%%) (as RouteLLM defines them) and the cost saving at 95%% of the large "
+        "CPT(50%), CPT(80%), CPT(95%) (as RouteLLM defines them) and the cost saving at 95% of the large "
         "tier's quality, beside a random and an oracle router; writes evaluation.json and quality_curve.png. "
         "With --policy: replay serving policies (cascade, route, small, large, random) on recorded answers of "
         "the test prompts, exactly as the gateway applies them, and report quality, quality relative to the "
@@ -105,7 +113,7 @@ def _add_calibrate(sub: Any) -> None:
         "mode (never, parallel, when_unsure with a band) x escalation threshold and keep the policy meeting "
         "the target at the lowest cost: quality=X (cheapest keeping X of the large tier's quality), "
         "large-share=X (best quality with at most X of requests on the large tier) or cost=X (best quality "
-        "at most X USD per 1,000 requests). Reports what it does on the test prompts with 95%% bootstrap "
+        "at most X USD per 1,000 requests). Reports what it does on the test prompts with 95% bootstrap "
         "intervals and writes the policy file the gateway and router read. --router-only: the old "
         "calibration of the router model's own default threshold (rewrites its metadata and card).",
     )
@@ -159,15 +167,21 @@ def _add_fit(sub: Any) -> None:
         help="fit a router model on outcome data and write DIR/router.onnx + model card",
         description="Fit a difficulty classifier on routing outcomes, export it to ONNX, check that the "
         "ONNX graph scores like the fitted model (|diff| <= 1e-4 on up to 1,000 test prompts) and "
-        "write DIR/router.onnx and DIR/model_card.json. Split is by prompt id: 70%% train, 15%% "
-        "validation (thresholds), 15%% test (metrics).",
+        "write DIR/router.onnx and DIR/model_card.json. Split is by prompt id: 70% train, 15% "
+        "validation (thresholds), 15% test (metrics).",
     )
     _add_data_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
-    p.add_argument("--features", default="word", choices=sorted(FEATURE_SETS), help="feature set")
-    p.add_argument("--family", default="logreg", choices=FAMILIES, help="model family")
-    p.add_argument("--label", default="large-wins", choices=sorted(LABELS), help="training label")
-    p.add_argument("--seed", type=int, default=0, help="seed for the split and the fit")
+    # The defaults are the shipped router's settings (its card's rebuild_command), so a plain
+    # `fit` on new data trains the kind of model that is in service; a unit test keeps them in step.
+    p.add_argument(
+        "--features", default="hand", choices=sorted(FEATURE_SETS), help="feature set (default: %(default)s)"
+    )
+    p.add_argument("--family", default="logreg", choices=FAMILIES, help="model family (default: %(default)s)")
+    p.add_argument(
+        "--label", default="large-wins", choices=sorted(LABELS), help="training label (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for the split and the fit (default: %(default)s)")
     p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_lazy("training.fit_cmd", "run_fit"))
@@ -176,22 +190,26 @@ def _add_fit(sub: Any) -> None:
 def _add_publish(sub: Any) -> None:
     p = sub.add_parser(
         "publish",
-        help="publish a model to the JetStream object store if it beats the published one",
-        description="Upload a model folder to the NATS JetStream object store and point 'latest' at it; "
-        "routers configured with router.published: latest load it within router.reload_interval_s. "
-        "When a model is already published, both are scored on the --data prompts that neither was "
-        "trained on, and the candidate is published only if its APGR beats the published model's by "
-        "more than --min-gain (--force: publish without comparing). Exit status: 0 published (or "
-        "already the latest), 3 not published because it is not better, 1 error.",
+        help="publish a router or scorer to the model registry if it is not worse than the one in service",
+        description="Upload a model folder (router.onnx or scorer.onnx, + model_card.json) to the config's "
+        "model registry (router.registry_bucket on nats.url) and point its kind's 'latest' at it; routers "
+        "(router.published: latest) and gateways (escalation.published: latest) switch to it at once. When "
+        "a model of that kind is in service, both are scored on --data held out from both (router: APGR of "
+        "routing; scorer: escalation APGR, mean over 0, 1 and 4 other answers) and the candidate is published "
+        "only if its gain is at least --min-gain (0: not worse); a refusal is kept in the history. --force "
+        "publishes without comparing and needs --reason, kept with --by in the registry. Exit status: 0 "
+        "published (or already active), 3 refused by the gate, 1 error.",
     )
-    p.add_argument("--model", required=True, metavar="DIR", help="model folder (router.onnx + model_card.json)")
-    p.add_argument(
-        "--nats", metavar="URL", help="NATS server (default: $CASCADE_NATS__URL, else nats://127.0.0.1:4222)"
-    )
-    p.add_argument("--bucket", default="cascade-models", help="object store bucket (default: %(default)s)")
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder (router.onnx or scorer.onnx)")
+    p.add_argument("--config", type=Path, help="YAML config: NATS URL and registry bucket (default: built-in)")
     _add_data_args(p, required=False)
-    p.add_argument("--min-gain", type=float, default=0.0, help="APGR gain needed to publish (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="publish without comparing with the published model")
+    p.add_argument(
+        "--sample", type=int, metavar="N", help="scorer gate: compare on N sampled prompts of --data (default: all)"
+    )
+    p.add_argument("--min-gain", type=float, default=0.0, help="gain needed to publish (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="publish without comparing (needs --reason)")
+    p.add_argument("--reason", help="why, in words: kept in the publication record and the history")
+    p.add_argument("--by", help="who publishes (default: the login name)")
     p.set_defaults(func=_lazy("training.publish_cmd", "run_publish"))
 
 

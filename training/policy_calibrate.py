@@ -136,3 +136,11 @@ def bootstrap(o: Outcome, *, q_large: np.ndarray, resamples: int = 1000, seed: i
         k: {"value": point[k], "low": float(np.percentile(d, 2.5)), "high": float(np.percentile(d, 97.5))}
         for k, d in draws.items()
     }
+
+
+def bootstrap_metric(values: np.ndarray, *, resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """The mean of per-prompt ``values`` with its 95% percentile interval over resamples of prompts."""
+    rng = np.random.default_rng(seed)
+    draws = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {"value": float(values.mean()), "low": float(low), "high": float(high)}

@@ -123,6 +123,10 @@ def cascade_policy(
 
 
 def run_policy_evaluate(args: argparse.Namespace) -> int:
+    if args.tiers:
+        from training.ladder_cmd import run_ladder_evaluate
+
+        return run_ladder_evaluate(args)
     setup = _setup(args)
     if setup is None:
         return 1
@@ -175,6 +179,10 @@ def _meta(args: argparse.Namespace, setup: Setup, replay: Replay, n: int) -> dic
 
 
 def run_policy_calibrate(args: argparse.Namespace) -> int:
+    if args.tiers:
+        from training.ladder_cmd import run_ladder_calibrate
+
+        return run_ladder_calibrate(args)
     target = parse_policy_target(args.target)
     setup = _setup(args)
     if setup is None:

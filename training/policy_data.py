@@ -41,9 +41,10 @@ def triple_for(path: Path, *, small: str | None, second: str | None, large: str 
     return Triple(small=small or d_small, second=second or d_second, large=large or d_large)
 
 
-def load_replay(path: Path, triple: Triple) -> pd.DataFrame:
-    """Columns: prompt_id, prompt, category, source, score_<role>, text_<role> for each role."""
-    names = triple.names()
+def load_replay(path: Path, triple: Triple | dict[str, str]) -> pd.DataFrame:
+    """Columns: prompt_id, prompt, category, source, score_<role>, text_<role> for each role
+    (the triple's, or any role -> model mapping, e.g. one role per tier of a longer list)."""
+    names = triple if isinstance(triple, dict) else triple.names()
     cols = ["prompt_id", "prompt", "subtask", "model", "score", "response"]
     raw = pd.read_parquet(path, columns=cols, filters=[("model", "in", list(set(names.values())))])
     missing = set(names.values()) - set(raw["model"].unique())
@@ -56,7 +57,7 @@ def load_replay(path: Path, triple: Triple) -> pd.DataFrame:
         rows = raw.xs(model, level="model")
         frame[f"score_{role}"] = rows["score"].astype(np.float64)
         frame[f"text_{role}"] = rows["response"]
-    frame = frame.dropna(subset=[f"{k}_{role}" for role in ROLES for k in ("score", "text")])
+    frame = frame.dropna(subset=[f"{k}_{role}" for role in names for k in ("score", "text")])
     frame["source"] = path.stem
     return frame.rename_axis("prompt_id").reset_index()
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from classifier.answers import final_answer, same_answer
+from classifier.answers import final_answer, keyword_matches, same_answer
 from classifier.confidence.base import Evidence
 from classifier.features import HAND_FEATURE_NAMES, hand_features
 
@@ -125,7 +125,7 @@ def answer_row(prompt: str, answer: str, key: str) -> list[float]:
     joined = f" {' '.join(words)} "
     return [
         in_format(prompt, key),
-        float(len({m.upper() for m in _CONCLUSION.findall(answer)}) > 1),
+        float(len({m.group(1).upper() for m in keyword_matches(_CONCLUSION, answer, ("answer is",))}) > 1),
         math.log1p(len(answer)),
         math.log1p(len(words)),
         math.log1p(sum(joined.count(f" {h} ") for h in _HEDGES)),

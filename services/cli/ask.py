@@ -18,6 +18,8 @@ def main(args: argparse.Namespace) -> int:
         prompt = _sample_prompt(args) if args.sample else args.prompt
         if not prompt:
             raise ConfigError("give a prompt, or --sample with a config that has a replay tier")
+        if args.sample and not args.json:  # a drawn question is shown, or the answer means nothing
+            print(f"{prompt}\n\n---", flush=True)
         with CascadeClient(target=args.target, timeout=args.timeout) as client:
             kwargs = {"policy": args.policy, "max_tokens": args.max_tokens, "temperature": args.temperature}
             if args.stream:
@@ -35,7 +37,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {type(exc).__name__}: {exc.message}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(dataclasses.asdict(result), indent=2))
+        sampled = {"prompt": prompt} if args.sample else {}
+        print(json.dumps({**sampled, **dataclasses.asdict(result)}, indent=2))
     else:
         if not args.stream:
             print(result.text)

@@ -13,14 +13,14 @@ from google.protobuf.json_format import MessageToDict
 
 from services.core.errors import CascadeError
 from services.core.nats import connect_nats
-from services.core.settings import load_settings
+from services.core.settings import CascadeSettings, load_settings
 from services.outcomes import read_events
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
-        url = args.nats or settings.nats.url or f"nats://{settings.nats.embedded.host}:{settings.nats.embedded.port}"
+        url = nats_url(settings, args.nats)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_print(url, settings.outcomes.stream, args))
     except CascadeError as exc:
@@ -31,6 +31,11 @@ def main(args: argparse.Namespace) -> int:
         # Point stdout at /dev/null so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def nats_url(settings: CascadeSettings, override: str | None) -> str:
+    """``--nats``, else the config's NATS URL, else the address of the embedded server `cascade up` starts."""
+    return override or settings.nats.url or f"nats://{settings.nats.embedded.host}:{settings.nats.embedded.port}"
 
 
 async def _print(url: str, stream: str, args: argparse.Namespace) -> None:

@@ -6,7 +6,12 @@ OpenAI-compatible HTTP front door, each its own process (the same processes a de
 runs, `python -m services.<name>`). It waits until the gateway reports SERVING and the HTTP
 front door answers. Ctrl-C (or SIGTERM) stops them in reverse order: the HTTP front door,
 then the gateway, so no accepted request loses its outcome, then the workers, the router and
-NATS. If any process dies, everything stops.
+NATS. If any process dies, everything stops. A second Ctrl-C during that kills what is still
+running at once (nothing is left behind either way).
+
+Before it starts anything it takes a lock on the embedded NATS data directory and checks that
+every port it will listen on is free (services/cli/preflight.py), so a second `cascade up` on the
+same directory or ports fails at once and leaves the running one alone.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from services.cli.preflight import check_ports, instance_lock, listen_addresses
 from services.core import subjects
 from services.core.errors import CascadeError, Unavailable
 from services.core.lifecycle import setup_logging, stop_event_on_signals
@@ -43,14 +49,20 @@ def main(args: argparse.Namespace) -> int:
     setup_logging("up")
     try:
         settings = load_settings(args.config)
-        return asyncio.run(_up(settings, args.config))
+        # Before anything starts: a second `cascade up` on the same data directory or ports stops here.
+        with contextlib.ExitStack() as held:
+            if settings.nats.url is None:
+                held.enter_context(instance_lock(settings.nats.embedded.data_dir))
+            check_ports(listen_addresses(settings))
+            return asyncio.run(_up(settings, args.config))
     except CascadeError as exc:
         log.error("%s", exc)
         return 1
 
 
 async def _up(settings: CascadeSettings, config: Path | None) -> int:
-    stop = stop_event_on_signals()
+    hurry = asyncio.Event()
+    stop = stop_event_on_signals(again=hurry.set)
     nats: NatsServer | None = None
     url = settings.nats.url
     if url is None:
@@ -75,7 +87,7 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
         log.info("prompt-cascade is up: %s, NATS at %s; Ctrl-C stops it", _addresses(settings), url)
         return await _supervise(children, stop)
     finally:
-        await _stop_all(children)
+        await _stop_all(children, hurry)
         if nats is not None:
             await nats.stop()
         log.info("prompt-cascade stopped")
@@ -180,15 +192,25 @@ async def _supervise(children: list[Child], stop: asyncio.Event) -> int:
     return 0
 
 
-async def _stop_all(children: list[Child], grace_s: float = 30.0) -> None:
+async def _stop_all(children: list[Child], hurry: asyncio.Event, grace_s: float = 30.0) -> None:
     # Reverse start order: the HTTP front door stops before the gateway it uses, and the gateway
-    # stops taking requests before the tiers go away.
+    # stops taking requests before the tiers go away. Once ``hurry`` is set (a second signal),
+    # whatever is still running is killed instead.
     for child in reversed(children):
         if child.process.poll() is None:
             child.process.terminate()
-            try:
-                await asyncio.to_thread(child.process.wait, grace_s)
-            except subprocess.TimeoutExpired:
+            await _wait_or_kill(child, hurry, grace_s)
+
+
+async def _wait_or_kill(child: Child, hurry: asyncio.Event, grace_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    while child.process.poll() is None:
+        if hurry.is_set() or loop.time() > deadline:
+            if not hurry.is_set():
                 log.warning("%s did not stop within %.0fs; killing it", child.name, grace_s)
-                child.process.kill()
-                await asyncio.to_thread(child.process.wait)
+            child.process.kill()
+            await asyncio.to_thread(child.process.wait)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hurry.wait(), 0.1)

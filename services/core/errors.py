@@ -62,6 +62,10 @@ class TierUnavailable(Unavailable):
     """A tier's backend (the LLM server) cannot be reached or failed."""
 
 
+class NatsUnavailable(Unavailable):
+    """This process's NATS connection is down (reconnecting): no router, tier or JetStream can be reached."""
+
+
 class DeadlineExceeded(CascadeError):
     """The request's deadline passed before an answer was complete (DEADLINE_EXCEEDED)."""
 
@@ -84,6 +88,10 @@ class ConfigError(CascadeError):
     """Configuration is invalid; raised at process start, never on the request path."""
 
     code = ErrorCode.INVALID_ARGUMENT
+
+
+class InUse(ConfigError):
+    """A port or data directory the configuration names is taken by another process."""
 
 
 class ModelError(CascadeError):

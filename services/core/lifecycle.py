@@ -6,7 +6,12 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import uvloop
+
+T = TypeVar("T")
 
 
 def setup_logging(service: str) -> None:
@@ -17,16 +22,26 @@ def setup_logging(service: str) -> None:
     )
 
 
-def stop_event_on_signals() -> asyncio.Event:
-    """An event set by the first SIGINT or SIGTERM (a second one kills as usual)."""
+def stop_event_on_signals(*, again: Callable[[], None] | None = None) -> asyncio.Event:
+    """An event set by the first SIGINT or SIGTERM.
+
+    A second signal kills the process as usual, or, with ``again``, calls it instead (a supervisor
+    must not die half-way through stopping its children: they would be left running).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log = logging.getLogger(__name__)
 
     def on_signal(sig: signal.Signals) -> None:
-        logging.getLogger(__name__).info("received %s, shutting down", sig.name)
+        if stop.is_set() and again is not None:
+            log.warning("received %s again, hurrying", sig.name)
+            again()
+            return
+        log.info("received %s, shutting down", sig.name)
         stop.set()
-        for s in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(s)
+        if again is None:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(s)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -40,4 +55,15 @@ def run_service(name: str, serve: Callable[[asyncio.Event], Awaitable[None]]) ->
     async def main() -> None:
         await serve(stop_event_on_signals())
 
-    asyncio.run(main())
+    run_event_loop(main())
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """The one event loop every service process runs on: uvloop's (libuv, in C), not asyncio's own.
+
+    py-spy on the services under bench/overhead.py put a large share of each process in asyncio's
+    pure-Python loop (Handle._run, call_at/TimerHandle, _SelectorSocketTransport.write); uvloop runs
+    the same code, scheduling and socket I/O in C. Always uvloop, no fallback: one loop to measure and
+    to debug. (Tests run services in pytest's own loop, so the code must not depend on either.)
+    """
+    return uvloop.run(main)

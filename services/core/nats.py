@@ -8,22 +8,64 @@ import shutil
 import socket
 import subprocess
 import sysconfig
+import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import nats
 from nats.aio.client import Client as NatsClient
 
-from services.core.errors import ConfigError, Unavailable
+from services.core.errors import ConfigError, NatsUnavailable, Unavailable
 
 log = logging.getLogger(__name__)
 
 
-async def connect_nats(url: str, *, name: str, connect_timeout_s: float = 2.0, wait_s: float = 10.0) -> NatsClient:
+ConnectionListener = Callable[[bool], Awaitable[None]]
+
+
+class ConnectionWatch:
+    """Tells listeners when a NATS connection drops (False) and when it is back (True).
+
+    nats-py takes one disconnected and one reconnected callback, fixed at connect time; a service
+    made after the connection (the gateway, whose health follows NATS) subscribes here instead.
+    """
+
+    def __init__(self) -> None:
+        self._listeners: list[ConnectionListener] = []
+
+    def subscribe(self, listener: ConnectionListener) -> None:
+        self._listeners.append(listener)
+
+    async def notify(self, connected: bool) -> None:
+        for listener in list(self._listeners):
+            try:
+                await listener(connected)
+            except Exception:  # one listener's bug must not stop the others, nor nats-py's reconnect loop
+                log.exception("a NATS connection listener failed")
+
+
+@runtime_checkable
+class WatchesConnection(Protocol):
+    """A service that changes what it reports while NATS is away (see services/core/runner.py)."""
+
+    async def nats_connection_changed(self, connected: bool) -> None: ...
+
+
+async def connect_nats(
+    url: str,
+    *,
+    name: str,
+    connect_timeout_s: float = 2.0,
+    wait_s: float = 10.0,
+    watch: ConnectionWatch | None = None,
+) -> NatsClient:
     """Connect, waiting up to ``wait_s`` for NATS to come up; then reconnect forever.
 
     Once connected, a NATS restart must not kill a service, so reconnects never give up.
     The first connection is bounded: a wrong URL fails with Unavailable instead of hanging.
+    ``watch`` is told of every disconnect and reconnect.
     """
 
     async def on_error(exc: Exception) -> None:
@@ -31,9 +73,13 @@ async def connect_nats(url: str, *, name: str, connect_timeout_s: float = 2.0, w
 
     async def on_disconnect() -> None:
         log.info("nats disconnected (%s)", name)
+        if watch is not None:
+            await watch.notify(False)
 
     async def on_reconnect() -> None:
         log.info("nats reconnected (%s)", name)
+        if watch is not None:
+            await watch.notify(True)
 
     connecting = nats.connect(
         url,
@@ -50,6 +96,18 @@ async def connect_nats(url: str, *, name: str, connect_timeout_s: float = 2.0, w
         return await asyncio.wait_for(connecting, wait_s)
     except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
         raise Unavailable(f"cannot connect to NATS at {url} within {wait_s:.0f}s: {exc!r}") from exc
+
+
+def nats_down(nc: NatsClient, *, doing: str) -> NatsUnavailable | None:
+    """The error to raise when ``nc`` is not connected (None when it is).
+
+    Checked before a request instead of letting it wait: while reconnecting, nats-py buffers what
+    is sent and the caller would only see a timeout that does not say NATS is the cause.
+    """
+    if nc.is_connected:
+        return None
+    state = "reconnecting" if nc.is_reconnecting else "closed" if nc.is_closed else "not connected"
+    return NatsUnavailable(f"NATS connection lost ({state}): cannot {doing}")
 
 
 def nats_server_binary() -> str:
@@ -80,6 +138,7 @@ class NatsServer:
     port: int = 0
     log_file: Path | None = None
     _process: subprocess.Popen[bytes] | None = None
+    _ports_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def url(self) -> str:
@@ -93,35 +152,49 @@ class NatsServer:
         await self.stop()
 
     async def start(self, *, ready_timeout_s: float = 15.0) -> None:
+        """Start it and wait until it listens; on failure raise Unavailable with its own error lines.
+
+        Ready means *this* process listens: nats-server writes a ports file (named with its pid)
+        once its listener is up. A TCP connect is not proof, since another server may hold the port.
+        """
         if self.port == 0:
             self.port = free_port(self.host)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_file or self.data_dir / "nats-server.log"
+        self._ports_dir = tempfile.TemporaryDirectory(prefix="nats-ports-")
         cmd = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
-        with open(log_path, "ab") as out:
-            # Own process group: a Ctrl-C meant for `cascade up` must not stop NATS before the services drain.
-            self._process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, process_group=0)
-        await self._wait_ready(ready_timeout_s, log_path)
+        cmd += ["--ports_file_dir", self._ports_dir.name]
+        log_start = log_path.stat().st_size if log_path.exists() else 0
+        try:
+            with open(log_path, "ab") as out:
+                # Own process group: a Ctrl-C meant for `cascade up` must not stop NATS before the services drain.
+                self._process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, process_group=0)
+            await self._wait_ready(ready_timeout_s, log_path, log_start)
+        except BaseException:
+            await self.stop()  # never leave a half-started server behind (a timeout, a Ctrl-C)
+            raise
         log.info("nats-server listening on %s (JetStream in %s)", self.url, self.data_dir)
 
-    async def _wait_ready(self, timeout_s: float, log_path: Path) -> None:
+    async def _wait_ready(self, timeout_s: float, log_path: Path, log_start: int) -> None:
+        assert self._process is not None and self._ports_dir is not None
+        ports_dir, pid = Path(self._ports_dir.name), self._process.pid
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise Unavailable(f"nats-server exited with {self._process.returncode}:\n{tail}")
-            try:
-                _, writer = await asyncio.open_connection(self.host, self.port)
-                writer.close()
+            if self._process.poll() is not None:  # reaped: no zombie
+                raise Unavailable(
+                    f"nats-server exited with code {self._process.returncode} on {self.url} "
+                    f"(data in {self.data_dir}): {_errors(log_path, log_start)} (its log: {log_path})"
+                )
+            if any(ports_dir.glob(f"*_{pid}.ports")):  # "<executable name>_<pid>.ports"
                 return
-            except OSError:
-                await asyncio.sleep(0.05)
-        await self.stop()
-        raise Unavailable(f"nats-server did not listen on {self.url} within {timeout_s}s")
+            await asyncio.sleep(0.05)
+        raise Unavailable(f"nats-server did not listen on {self.url} within {timeout_s}s (its log: {log_path})")
 
     async def stop(self) -> None:
+        if self._ports_dir is not None:
+            self._ports_dir.cleanup()
+            self._ports_dir = None
         proc, self._process = self._process, None
         if proc is None or proc.poll() is not None:
             return
@@ -131,3 +204,13 @@ class NatsServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             await asyncio.to_thread(proc.wait)
+
+
+def _errors(log_path: Path, start: int) -> str:
+    """The error lines nats-server logged since ``start`` (its fatal reason), else its last lines."""
+    with open(log_path, "rb") as f:
+        f.seek(start)
+        lines = f.read().decode(errors="replace").splitlines()
+    # "[pid] 2026/12/01 18:49:45.994008 [FTL] Error listening on port: ..." -> "Error listening on port: ..."
+    errors = [line.split("] ", 2)[-1] for line in lines if "[FTL]" in line or "[ERR]" in line]
+    return "; ".join(errors or lines[-5:]) or "no output"

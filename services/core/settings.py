@@ -44,6 +44,11 @@ class NatsSettings(_Section):
     # How long a starting service waits for NATS before it exits with an error.
     connect_wait_s: float = Field(60.0, gt=0)
 
+    @property
+    def client_url(self) -> str:
+        """Where a command connects: the configured URL, else the embedded server `cascade up` starts."""
+        return self.url or f"nats://{self.embedded.host}:{self.embedded.port}"
+
 
 class PriceSettings(_Section):
     """USD per million tokens."""
@@ -91,25 +96,64 @@ class RouterSettings(_Section):
     model: Path = DEFAULT_ROUTER_MODEL
     # "latest" (follow every new publication) or one version (pinned); set: `model` is not used.
     published: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    # The object store bucket of published models.
+    # The model registry's object store bucket: routers and answer scorers (escalation.published),
+    # also where `cascade train publish` and `cascade model` read and write.
     registry_bucket: str = Field(default="cascade-models", pattern=r"^[A-Za-z0-9_-]+$")
-    # Published versions are downloaded here, one folder per version.
+    # Published versions are downloaded here, one folder per kind and version (<kind>/<version>/).
     cache_dir: Path = Path(".cascade/models")
     # Score at or above which a prompt goes to the large tier. Unset: taken from the model's
     # threshold table for `target_large_share`, else the model's own default.
     threshold: float | None = Field(None, ge=0, le=1)
     target_large_share: float | None = Field(None, ge=0, le=1)
+    # The tiers in order of cost, cheapest first: the router picks the starting one, the cascade
+    # escalates one step up at a time. Unset: [small_tier, large_tier], the two-tier default. Set:
+    # small_tier, large_tier and fallback_tier default to its first, last and last entry.
+    tiers: tuple[str, ...] = ()
+    # More than two tiers: N-1 non-decreasing score cuts; a score at or above thresholds[i] starts
+    # on tiers[i+1] or above. Unset: every cut is `threshold` (the cheapest tier, or straight to the top).
+    thresholds: tuple[float, ...] | None = None
     small_tier: str = "small"
     large_tier: str = "large"
     # Where a request goes when the router cannot score it.
     fallback_tier: str = "large"
-    # Seconds between checks for a new model: a changed file, or a new "latest" publication (0: never).
+    # Seconds between checks for a new model: a changed file (0: never), or the registry's "latest"
+    # (router and gateway scorer; they also switch at once on each ModelEvent; 0: on events only).
     reload_interval_s: float = Field(10.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ends_of_the_tier_list(cls, data: Any) -> Any:
+        """small_tier / large_tier / fallback_tier follow a given tier list; the list follows them when unset."""
+        if not isinstance(data, dict):
+            return data
+        tiers = data.get("tiers")
+        if tiers:
+            tiers = [tiers] if isinstance(tiers, str) else list(tiers)
+            return {"small_tier": tiers[0], "large_tier": tiers[-1], "fallback_tier": tiers[-1], **data}
+        small, large = data.get("small_tier", "small"), data.get("large_tier", "large")
+        return {**data, "tiers": list(dict.fromkeys([small, large]))}
 
     @model_validator(mode="after")
     def _one_model_source(self) -> RouterSettings:
         if self.published is not None and "model" in self.model_fields_set:
             raise ValueError("set router.model (a path) or router.published (a version), not both")
+        return self
+
+    @model_validator(mode="after")
+    def _tier_list(self) -> RouterSettings:
+        tiers = self.tiers
+        if not tiers:
+            raise ValueError("router.tiers needs at least one tier")
+        if len(set(tiers)) != len(tiers):
+            raise ValueError(f"router.tiers names a tier twice: {list(tiers)}")
+        if (self.small_tier, self.large_tier) != (tiers[0], tiers[-1]):
+            raise ValueError("router.small_tier and router.large_tier must be the first and last of router.tiers")
+        if self.thresholds is not None:
+            if self.threshold is not None:
+                raise ValueError("set router.threshold (two tiers) or router.thresholds, not both")
+            t = self.thresholds
+            if len(t) != len(tiers) - 1 or any(not 0 <= x <= 1 for x in t) or list(t) != sorted(t):
+                raise ValueError(f"router.thresholds wants {len(tiers) - 1} non-decreasing numbers in [0, 1], got {t}")
         return self
 
 
@@ -132,19 +176,37 @@ class EscalationSettings(_Section):
     confidence: str = "scorer"
     # The confidence model's files; unset: the shipped default for `confidence`.
     confidence_model: Path | None = None
+    # The scorer from the model registry instead (router.registry_bucket, cached under router.cache_dir):
+    # "latest" (follow every promotion, checked every router.reload_interval_s and on each ModelEvent)
+    # or one version (pinned). Needs confidence: scorer; set: confidence_model is not used.
+    published: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     # A small-tier answer whose confidence is below this escalates to the large tier.
     min_confidence: float = Field(0.5, ge=0, le=1)
+    # More than two tiers: one threshold per tier below the top (cheapest first); an answer of
+    # router.tiers[i] below step_min_confidence[i] escalates to tiers[i+1]. Unset: min_confidence at every step.
+    step_min_confidence: tuple[float, ...] | None = None
     # Self-consistency: answers the small tier samples in one call (vLLM's n), at this temperature.
     samples: int = Field(1, ge=1, le=16)
     sample_temperature: float = Field(0.7, ge=0, le=2)
     second_opinion: SecondOpinionSettings = SecondOpinionSettings()
     # A small-tier failure (server down, error) is retried on the large tier.
     on_error: bool = True
-    # Escalations per request (one step up the tier list each).
-    max_escalations: int = Field(1, ge=0)
+    # Escalations per request (one step up the tier list each). Unset: len(router.tiers) - 1, so an
+    # answer can climb to the top tier (1 for the two-tier default).
+    max_escalations: int | None = Field(None, ge=0)
     # A policy file from `cascade train calibrate` (router and escalation thresholds, second-opinion
     # mode); when set, its values win over min_confidence, second_opinion and router.threshold.
     calibration: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_scorer_source(self) -> EscalationSettings:
+        if self.published is not None and self.confidence != "scorer":
+            raise ValueError(
+                f"escalation.published is a published scorer: it needs confidence: scorer, not {self.confidence!r}"
+            )
+        if self.published is not None and self.confidence_model is not None:
+            raise ValueError("set escalation.confidence_model (a path) or escalation.published (a version), not both")
+        return self
 
 
 class BudgetSettings(_Section):
@@ -189,13 +251,115 @@ class GatewaySettings(_Section):
         return self
 
 
+# Built-in redaction patterns for outcomes.redact, applied in the order listed: "phone" before "number"
+# (a number pattern first would leave a phone number's digits as several [number] pieces).
+REDACT_PATTERNS: dict[str, tuple[str, str]] = {
+    # The lookbehind starts a match only where a run of address characters starts: without it a long
+    # run with no "@" is scanned again from each of its characters (quadratic; 250 ms on one MMLU-Pro text).
+    "email": (r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+", "[email]"),
+    "ipv4": (r"\b(?:\d{1,3}\.){3}\d{1,3}\b", "[ip]"),
+    "phone": (r"(?<![\w+])\+?\d[\d ()./-]{6,}\d\b", "[phone]"),
+    "number": (r"\d+(?:[.,]\d+)*", "[number]"),
+}
+
+
+class RedactRule(_Section):
+    """One redaction: a built-in ``name`` (REDACT_PATTERNS), or a custom ``pattern`` with its replacement."""
+
+    name: str | None = None
+    pattern: str | None = None
+    # For a custom pattern (re.sub syntax: \1 and \g<name> refer to groups); a built-in has its own.
+    replacement: str = "[redacted]"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_name_alone(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _compiles(self) -> RedactRule:
+        if self.pattern is None:
+            if self.name not in REDACT_PATTERNS:
+                raise ValueError(
+                    f"outcomes.redact: unknown pattern {self.name!r}; built-in: {sorted(REDACT_PATTERNS)}, "
+                    "or give a custom one as {pattern: REGEX, replacement: TEXT}"
+                )
+            return self
+        try:
+            re.compile(self.pattern).sub(self.replacement, "")  # a bad group reference fails here too
+        except re.error as exc:
+            raise ValueError(f"outcomes.redact: bad regular expression {self.pattern!r}: {exc}") from exc
+        return self
+
+    def compiled(self) -> tuple[re.Pattern[str], str]:
+        pattern, replacement = (self.pattern, self.replacement) if self.pattern else REDACT_PATTERNS[self.name or ""]
+        return re.compile(pattern), replacement
+
+
 class OutcomeSettings(_Section):
     stream: str = "CASCADE_OUTCOMES"
     max_age_days: float = Field(30.0, gt=0)
     max_bytes: int = Field(1 << 30, gt=0)
     # Record the prompt text itself, not only its hash (off: prompts may hold personal data).
     store_prompt_text: bool = False
+    # Record every attempt's answer text (attempts[].text, answer_text), so an escalated request's
+    # small and large answers can be compared into a label (off: answers may hold personal data).
+    store_answer_text: bool = False
+    # Applied to every text an outcome stores (prompt, answers, samples) before it leaves the gateway:
+    # built-in names (REDACT_PATTERNS) or {pattern, replacement}, in order; then redact_hook, a function
+    # "package.module:function" taking and returning a str, imported and tried once at start.
+    redact: tuple[RedactRule, ...] = ()
+    redact_hook: str | None = Field(None, pattern=r"^[\w.]+:[\w]+$")
     publish_timeout_s: float = Field(5.0, gt=0)
+    # Feedback counts for this long after a request (seconds): the gateway refuses feedback for an
+    # id it has not seen within the window (NOT_FOUND), and labels ignore feedback that came later.
+    feedback_window_s: float = Field(86400.0, gt=0)
+    # The stream of recently seen request ids (one message per id, kept for feedback_window_s), which
+    # every gateway copy checks a Feedback call against; at max bytes the oldest ids are dropped.
+    seen_stream: str = "CASCADE_REQUESTS"
+    seen_max_bytes: int = Field(256 << 20, gt=0)
+    # A publish repeated with the same message id within this window is stored once (a retry, or the
+    # next gateway republishing what a killed one had spooled); the server remembers ids this long.
+    duplicate_window_s: float = Field(600.0, gt=0)
+    # The gateway's local outcome spool (services/outcomes/spool.py): one directory per gateway.
+    spool_dir: Path = Path(".cascade/spool")
+    spool_max_bytes: int = Field(256 << 20, gt=0)
+    spool_fsync: Literal["always", "batch", "never"] = "batch"
+    spool_fsync_interval_s: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _windows_within_retention(self) -> OutcomeSettings:
+        if self.feedback_window_s > self.max_age_days * 86400:
+            raise ValueError(
+                "outcomes.feedback_window_s must not exceed outcomes.max_age_days: outcomes must outlive it"
+            )
+        if self.duplicate_window_s > self.max_age_days * 86400:
+            raise ValueError("outcomes.duplicate_window_s cannot be longer than max_age_days")
+        if self.seen_stream == self.stream:
+            raise ValueError("outcomes.seen_stream must differ from outcomes.stream")
+        return self
+
+
+class ExplorationSettings(_Section):
+    """A share of requests also (shadow) or instead (against) answered by another tier, for labels."""
+
+    # Share of the requests under policies cascade and route that are explored, chosen by a hash of the
+    # request id (and seed): the same id is always chosen or never. 0: off.
+    share: float = Field(0.0, ge=0, le=1)
+    # shadow: after the answer is returned, the other end of router.tiers answers too, in the background
+    # (never returned; its attempt has purpose "shadow"). against: the router's decision is inverted.
+    mode: Literal["shadow", "against"] = "shadow"
+    # Caps over the last hour of this gateway's traffic (None: no cap): USD spent on explored requests
+    # (a shadow's attempt; the whole cost of a request routed against the decision), and the share of
+    # requests explored. A capped request is simply not explored.
+    max_usd_per_hour: float | None = Field(None, ge=0)
+    max_share: float | None = Field(None, ge=0, le=1)
+    # Salt of the choosing hash: another seed explores another sample of request ids.
+    seed: str = ""
+    # A shadow answer that takes longer is recorded as DEADLINE_EXCEEDED; the outcome is published then.
+    shadow_timeout_s: float = Field(120.0, gt=0)
+    # Shadows running at once; beyond it a chosen request is not explored.
+    max_shadows_in_flight: int = Field(16, ge=1)
 
 
 class HttpSettings(_Section):
@@ -263,6 +427,7 @@ class CascadeSettings(BaseSettings):
     tiers: dict[str, TierSettings] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
     escalation: EscalationSettings = EscalationSettings()
     outcomes: OutcomeSettings = OutcomeSettings()
+    exploration: ExplorationSettings = ExplorationSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     http: HttpSettings = HttpSettings()
 
@@ -273,7 +438,27 @@ class CascadeSettings(BaseSettings):
         missing = {t for t in named if t is not None} - set(self.tiers)
         if missing:
             raise ValueError(f"router or escalation names tiers that are not configured: {sorted(missing)}")
+        missing = set(r.tiers) - set(self.tiers)
+        if missing:
+            raise ValueError(f"router.tiers names tiers that are not configured: {sorted(missing)}")
+        steps = self.escalation.step_min_confidence
+        if steps is not None and (len(steps) != len(r.tiers) - 1 or any(not 0 <= x <= 1 for x in steps)):
+            raise ValueError(
+                f"escalation.step_min_confidence wants {len(r.tiers) - 1} numbers in [0, 1] "
+                f"(one per tier below the top of router.tiers), got {steps}"
+            )
         return self
+
+    @property
+    def max_escalations(self) -> int:
+        """Escalations a request may take: escalation.max_escalations, else one step per tier above the first."""
+        configured = self.escalation.max_escalations
+        return len(self.router.tiers) - 1 if configured is None else configured
+
+    def step_thresholds(self) -> tuple[float, ...]:
+        """The configured confidence threshold of each step up the tier list (before any calibration file)."""
+        esc = self.escalation
+        return esc.step_min_confidence or (esc.min_confidence,) * (len(self.router.tiers) - 1)
 
     @classmethod
     def settings_customise_sources(
@@ -319,6 +504,7 @@ _PATH_KEYS = {
     ("gateway", "tls_client_ca"),
     ("escalation", "confidence_model"),
     ("escalation", "calibration"),
+    ("outcomes", "spool_dir"),
 }
 
 

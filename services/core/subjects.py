@@ -23,6 +23,11 @@ OUTCOMES = "cascade.outcomes.request"
 FEEDBACK = "cascade.outcomes.feedback"
 OUTCOMES_ALL = "cascade.outcomes.>"
 
+# JetStream: request ids seen by a gateway, one subject per id (``SEEN_PREFIX`` + a hash of the id),
+# an empty message each. Feedback is accepted only for an id found here (or still being published).
+SEEN_PREFIX = "cascade.requests.seen."
+SEEN_ALL = "cascade.requests.seen.>"
+
 # Inbox prefix for token chunks sent back to a gateway.
 CHUNK_INBOX_PREFIX = "_INBOX.cascade.chunks"
 

@@ -3,10 +3,14 @@
 Plain logic over injected parts (router, tiers, confidence model, outcome sink) and plain values
 (services/gateway/domain.py), so it is tested without a socket or a protobuf.
 
-Policies: ``cascade`` (route; a prompt the router is sure is hard goes straight to the large tier; a
-small answer escalates when its confidence is below the threshold), ``route`` (route, never
-escalate), ``small`` and ``large``. A small answer that may escalate is held until its confidence
-is known (HELD streams), or streamed live and retracted if it escalates (SPECULATIVE streams).
+Tiers are ``router.tiers``, cheapest first (two by default: small, large). Policies: ``cascade``
+(the router picks the starting tier; an answer below the top escalates one step up when its
+confidence is below that step's threshold, see small.py), ``route`` (route, never escalate),
+``small`` (the cheapest tier) and ``large`` (the top tier). An answer that may escalate is held
+until its confidence is known (HELD streams), or streamed live and retracted if it escalates
+(SPECULATIVE streams). Exploration (explore.py) may invert the router's decision (``_start``) or
+answer on the other tier in the background after the request (``_finish``, which then leaves the
+outcome to it).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from services.core.telemetry import tracer
 from services.gateway import escalation
 from services.gateway.budget import Budgets
 from services.gateway.domain import Decision, Piece, Reason, TextChunk, TierCall
+from services.gateway.explore import Exploration
 from services.gateway.record import Attempt, RequestRecord
 from services.gateway.requests import CascadeRequest
 from services.gateway.small import SmallFirst  # the escalating path of policy cascade
@@ -58,12 +63,16 @@ class Cascade:
         confidence: ConfidenceModel,
         calibration: CalibrationFile | None = None,
         budgets: Budgets | None = None,
+        exploration: Exploration | None = None,
     ) -> None:
         self._router, self._tiers, self._record_outcome = router, tiers, record_outcome
         # Public to the escalating path (small.py), which is this class's other half.
         self.settings, self.confidence, self.calibration = settings, confidence, calibration
         self._budgets = budgets or Budgets(settings.gateway.budgets)
         self._prices = {name: t.price for name, t in settings.tiers.items()}
+        self._ladder = settings.router.tiers  # cheapest first; the last is "large" to budgets and records
+        # Public: the gateway waits for its shadows at shutdown.
+        self.exploration = exploration or Exploration(settings.exploration, ladder=self._ladder, tiers=tiers)
 
     async def run(
         self, request: CascadeRequest, *, timeout_s: float, trace_context: Context | None = None
@@ -72,7 +81,7 @@ class Cascade:
 
         ``trace_context``: the caller's trace (from gRPC metadata); the request's span continues it.
         """
-        record = RequestRecord(request=request, prices=self._prices, large_tier=self.settings.router.large_tier)
+        record = RequestRecord(request=request, prices=self._prices, large_tier=self._ladder[-1], ladder=self._ladder)
         deadline = time.time() + timeout_s
         # Our own timer fires a little before the caller's gRPC deadline, so the request ends as
         # DEADLINE_EXCEEDED with our message rather than as a cancellation racing gRPC's.
@@ -100,15 +109,19 @@ class Cascade:
         yield record
 
     def _finish(self, record: RequestRecord) -> None:
-        self._budgets.record(record.request.tenant, used_large=record.used_large, large_usd=record.large_cost_usd())
-        self._record_outcome(record)
+        record.finished = time.perf_counter()
+        request = record.request
+        self._budgets.record(request.tenant, used_large=record.used_large, large_usd=record.large_cost_usd())
+        # The outcome is published here, or by a shadow answer once it ends (exploration, mode shadow).
+        shadow_call = self.tier_call(request, time.time() + self.settings.exploration.shadow_timeout_s)
+        self.exploration.finish(request, record, publish=self._record_outcome, call=shadow_call)
 
     async def _answer(
         self, request: CascadeRequest, record: RequestRecord, deadline: float
     ) -> AsyncIterator[TextChunk]:
         tier = await self._start(request, record)
         if self._may_escalate(request, record, tier):
-            stream = self._small_first(request, record, deadline)
+            stream = self._small_first(request, record, tier, deadline)
         else:
             stream = self._single(request, record, tier, deadline)
         async for chunk in stream:
@@ -116,20 +129,22 @@ class Cascade:
 
     async def _start(self, request: CascadeRequest, record: RequestRecord) -> str:
         """The starting tier, with the reason for it; asks the router for policies cascade and route."""
-        r, route = self.settings.router, record.route
+        ladder, route = self._ladder, record.route
         if request.policy in ("small", "large"):
             route.reason = Reason.POLICY
-            return r.small_tier if request.policy == "small" else r.large_tier
+            return ladder[0] if request.policy == "small" else ladder[-1]
         decision = await self._route(request, record)
-        tier = decision.tier if decision.tier in self.settings.tiers else r.fallback_tier
+        tier = decision.tier if decision.tier in ladder else self.settings.router.fallback_tier
         if decision.error or decision.tier != tier:
             route.reason = Reason.ROUTER_FALLBACK
-        elif request.policy == "cascade" and tier == r.large_tier:
+        elif request.policy == "cascade" and tier == ladder[-1]:
             route.reason = Reason.ROUTED_LARGE
         else:
             route.reason = Reason.ROUTED
-        if tier == r.large_tier != r.small_tier and self.budget_says_small(request, record):
-            return r.small_tier
+        tier = self.exploration.route(request, record, tier)  # exploration "against" inverts the decision
+        if tier == ladder[-1] != ladder[0] and self.budget_says_small(request, record):
+            record.exploration = ""  # the tenant's budget wins over exploration
+            return ladder[0]
         return tier
 
     async def _route(self, request: CascadeRequest, record: RequestRecord) -> Decision:
@@ -151,7 +166,7 @@ class Cascade:
         return decision
 
     def budget_says_small(self, request: CascadeRequest, record: RequestRecord) -> bool:
-        """True when the tenant's budget keeps this request off the large tier; raises when it must fail."""
+        """True when the tenant's budget keeps this request off the large (top) tier; raises when it must fail."""
         spent = self._budgets.spent(request.tenant)
         if spent is None:
             return False
@@ -162,12 +177,11 @@ class Cascade:
         return True
 
     def _may_escalate(self, request: CascadeRequest, record: RequestRecord, tier: str) -> bool:
-        esc, r = self.settings.escalation, self.settings.router
-        if request.policy != "cascade" or tier != r.small_tier or r.small_tier == r.large_tier:
+        if request.policy != "cascade" or tier not in self._ladder or tier == self._ladder[-1]:
             return False
         if record.route.budget_limited:
             return False
-        if not esc.enabled or esc.max_escalations < 1:
+        if not self.settings.escalation.enabled or self.settings.max_escalations < 1:
             if record.route.reason == Reason.ROUTED:
                 record.route.reason = Reason.NO_ESCALATION
             return False
@@ -185,9 +199,9 @@ class Cascade:
         record.answered_by(attempt)
 
     async def _small_first(
-        self, request: CascadeRequest, record: RequestRecord, deadline: float
+        self, request: CascadeRequest, record: RequestRecord, tier: str, deadline: float
     ) -> AsyncIterator[TextChunk]:
-        async for chunk in SmallFirst(self, request, record, deadline).run():
+        async for chunk in SmallFirst(self, request, record, deadline, start=tier).run():
             yield chunk
 
     def tier_call(self, request: CascadeRequest, deadline: float, *, n: int = 1) -> TierCall:
@@ -217,11 +231,12 @@ class Cascade:
 
     def score_alone(self, request: CascadeRequest, record: RequestRecord, attempt: Attempt) -> None:
         """Confidence of an answer that is not judged against others (it is returned whatever it is)."""
+        model = self.confidence  # once: a hot swap between scoring and recording must not mislabel
         escalation.score(
-            self.confidence,
+            model,
             prompt=request.routed_text,
             attempt=attempt,
             others=(),
             router_score=record.route.router_score if record.route.router_model_version else None,
         )
-        record.route.confidence_model_version = self.confidence.version
+        record.route.confidence_model_version = model.version

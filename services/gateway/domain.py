@@ -34,6 +34,7 @@ class Purpose(enum.StrEnum):
     ANSWER = "answer"
     SECOND_OPINION = "second_opinion"
     ESCALATION = "escalation"
+    SHADOW = "shadow"  # exploration: another tier answered in the background, never returned
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -87,6 +88,9 @@ class Piece:
     usage: Usage = Usage()
     replay_score: float | None = None
     samples: tuple[str, ...] = ()
+    # Who answered, as the tier worker announced it (final piece only): backend kind and model name.
+    backend: str = ""
+    model: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Judging a small answer: which thresholds are in force, the majority vote, and its confidence."""
+"""Judging an answer below the top tier: which thresholds are in force, the majority vote, and its confidence."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from classifier.answers import agreement, majority
 from classifier.confidence import ConfidenceModel, Evidence
 from services.core.calibration import CalibrationFile
-from services.core.settings import EscalationSettings
+from services.core.settings import CascadeSettings
 from services.gateway.domain import Reason
 from services.gateway.record import Attempt
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Thresholds:
-    """The escalation threshold and second-opinion rule in force for one request."""
+    """The escalation threshold of each step up the tier list and the second-opinion rule, for one request."""
 
-    escalation: float
+    steps: tuple[float, ...]  # steps[i]: an answer of router.tiers[i] below it escalates to tiers[i+1]
     second_opinion: str  # "never", "parallel" or "when_unsure"
     unsure_low: float
     unsure_high: float
@@ -26,19 +26,23 @@ class Thresholds:
         return self.second_opinion == "when_unsure" and self.unsure_low <= confidence < self.unsure_high
 
 
-def thresholds(settings: EscalationSettings, calibration: CalibrationFile | None) -> Thresholds:
+def thresholds(settings: CascadeSettings, calibration: CalibrationFile | None) -> Thresholds:
     """The calibrated policy file's values when there is one (they win), else the config's."""
+    n_tiers = len(settings.router.tiers)
     if calibration is not None:
         p = calibration.current()
         return Thresholds(
-            escalation=p.escalation_threshold,
+            steps=p.step_thresholds(n_tiers),  # its tier count was checked when it was read
             second_opinion=p.second_opinion,
             unsure_low=p.unsure_low,
             unsure_high=p.unsure_high,
         )
-    so = settings.second_opinion
+    so = settings.escalation.second_opinion
     return Thresholds(
-        escalation=settings.min_confidence, second_opinion=so.mode, unsure_low=so.unsure_low, unsure_high=so.unsure_high
+        steps=settings.step_thresholds(),
+        second_opinion=so.mode,
+        unsure_low=so.unsure_low,
+        unsure_high=so.unsure_high,
     )
 
 

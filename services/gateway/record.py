@@ -70,12 +70,17 @@ class RequestRecord:
     request: CascadeRequest
     prices: dict[str, PriceSettings]
     large_tier: str
+    ladder: tuple[str, ...] = ()  # router.tiers, cheapest first: an attempt's tier_rank
     started: float = field(default_factory=time.perf_counter)
+    # When the caller's request ended (the cascade's finish): a shadow that runs on does not count.
+    finished: float | None = None
     route: Route = field(init=False)
     route_ms: float = 0.0
     first_token_ms: float = 0.0
     attempts: list[Attempt] = field(default_factory=list)
     error: CascadeError | None = None
+    # "" (none), "shadow" or "against_decision": see services/gateway/explore.py.
+    exploration: str = ""
 
     def __post_init__(self) -> None:
         self.route = Route(policy=self.request.policy)
@@ -100,12 +105,19 @@ class RequestRecord:
     @property
     def answer(self) -> Attempt | None:
         return next(
-            (a for a in reversed(self.attempts) if a.tier == self.route.tier and a.purpose != Purpose.SECOND_OPINION),
+            (
+                a
+                for a in reversed(self.attempts)
+                if a.tier == self.route.tier and a.purpose not in (Purpose.SECOND_OPINION, Purpose.SHADOW)
+            ),
             None,
         )
 
+    def tier_rank(self, tier: str) -> int:
+        return self.ladder.index(tier) if tier in self.ladder else 0
+
     def usage(self) -> Usage:
-        """Tokens of every attempt: an escalated request pays for both tiers, and for second opinions."""
+        """Tokens of every attempt: an escalated request pays for both tiers, for second opinions and shadows."""
         total = Usage()
         for a in self.attempts:
             total = total + a.usage()
@@ -122,9 +134,13 @@ class RequestRecord:
         return any(a.tier == self.large_tier for a in self.attempts)
 
     def stage_ms(self) -> tuple[float, float]:
-        """Milliseconds on the cheap tiers (answer, samples, second opinions), and on the large tier."""
-        large = sum(a.latency_ms for a in self.attempts if a.tier == self.large_tier)
-        return sum(a.latency_ms for a in self.attempts) - large, large
+        """Milliseconds on the cheap tiers (answer, samples, second opinions), and on the large tier.
+
+        A shadow is left out: it ran after the caller had the answer.
+        """
+        timed = [a for a in self.attempts if a.purpose != Purpose.SHADOW]
+        large = sum(a.latency_ms for a in timed if a.tier == self.large_tier)
+        return sum(a.latency_ms for a in timed) - large, large
 
     def finish_reason(self) -> str:
         answer = self.answer

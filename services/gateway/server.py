@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NatsClient
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc
-from classifier.confidence import load_confidence
+from classifier.confidence import ConfidenceModel, load_confidence
 from services.core import subjects
 from services.core.calibration import CalibrationFile
 from services.core.errors import ConfigError
@@ -21,8 +21,11 @@ from services.gateway.cascade import Cascade
 from services.gateway.clients import RouterClient, TierClient
 from services.gateway.interceptor import ErrorInterceptor
 from services.gateway.record import RequestRecord
+from services.gateway.redact import Redactor
 from services.gateway.servicer import CascadeServicer
-from services.outcomes import OutcomePublisher, ensure_stream
+from services.outcomes import OutcomePublisher, SeenRequests, Spool, ensure_seen_stream, ensure_stream
+from services.registry import store
+from services.registry.follow import Follower
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = cascade_pb2.DESCRIPTOR.services_by_name["Cascade"].full_name
@@ -32,19 +35,52 @@ class GatewayService:
     def __init__(self, *, nc: NatsClient, settings: CascadeSettings) -> None:
         self._nc, self._settings = nc, settings
         self._server: aio.Server | None = None
+        self._stopping = False
         self._health = health.aio.HealthServicer()
         self.port: int = settings.gateway.port
-        js = nc.jetstream()
-        self._js = js
-        self.outcomes = OutcomePublisher(js, timeout_s=settings.outcomes.publish_timeout_s)
+        self._js = nc.jetstream()
+        out = settings.outcomes
+        spool = Spool(
+            out.spool_dir,
+            max_bytes=out.spool_max_bytes,
+            fsync=out.spool_fsync,
+            fsync_interval_s=out.spool_fsync_interval_s,
+        )
+        self.outcomes = OutcomePublisher(nc, spool=spool, stream=out, timeout_s=out.publish_timeout_s)
+        self.seen = SeenRequests(nc, publisher=self.outcomes, settings=out)
+        self._follower: Follower | None = None
+        self._redact = Redactor()  # from settings in start(): loading a hook may fail
+        self.cascade: Cascade  # built in start(); a scorer follower swaps its confidence model
 
-    def _cascade(self) -> Cascade:
+    async def _confidence(self) -> ConfidenceModel:
+        """The configured confidence model; a published scorer is fetched and, for "latest", followed."""
+        esc, r = self._settings.escalation, self._settings.router
+        if esc.published is None:
+            return load_confidence(esc.confidence, esc.confidence_model)
+        follower = Follower(
+            nc=self._nc,
+            kind="scorer",
+            bucket=r.registry_bucket,
+            cache_dir=r.cache_dir,
+            interval_s=r.reload_interval_s,
+            serving=lambda: self.cascade.confidence.version,
+            swap=lambda model: setattr(self.cascade, "confidence", model),  # one assignment: atomic
+        )
+        model: ConfidenceModel = await follower.load(esc.published)
+        if esc.published == store.LATEST:
+            self._follower = follower
+        log.info("scorer %s fetched from bucket %s (%s)", model.version, r.registry_bucket, esc.published)
+        return model
+
+    def _cascade(self, confidence: ConfidenceModel) -> Cascade:
         gw, esc = self._settings.gateway, self._settings.escalation
         tiers = TierClient(self._nc, accept_timeout_s=gw.tier_accept_timeout_s, idle_timeout_s=gw.chunk_idle_timeout_s)
-        # Loaded once, here: a model or policy file that cannot be used stops the gateway at start.
-        confidence = load_confidence(esc.confidence, esc.confidence_model)
         calibration = (
-            CalibrationFile(esc.calibration, interval_s=self._settings.router.reload_interval_s)
+            CalibrationFile(
+                esc.calibration,
+                interval_s=self._settings.router.reload_interval_s,
+                n_tiers=len(self._settings.router.tiers),
+            )
             if esc.calibration
             else None
         )
@@ -59,15 +95,27 @@ class GatewayService:
         )
 
     def _record_outcome(self, record: RequestRecord) -> None:
-        event = wire.outcome(record, store_prompt_text=self._settings.outcomes.store_prompt_text)
+        opts = self._settings.outcomes
+        event = wire.outcome(
+            record,
+            store_prompt_text=opts.store_prompt_text,
+            store_answer_text=opts.store_answer_text,
+            redact=self._redact,
+        )
         self.outcomes.submit(subjects.OUTCOMES, f"outcome:{event.request_id}", event.SerializeToString())
 
     async def start(self) -> None:
-        cascade = self._cascade()  # first: a bad confidence model or policy file fails before anything runs
+        # First: a confidence model, policy file or redaction hook that cannot be used stops the gateway
+        # before anything runs.
+        self._redact = Redactor.from_settings(self._settings.outcomes)
+        cascade = self.cascade = self._cascade(await self._confidence())
+        if self._follower is not None:
+            await self._follower.start()
         await ensure_stream(self._js, self._settings.outcomes)
-        self.outcomes.start()
+        await ensure_seen_stream(self._js, self._settings.outcomes)
+        self.outcomes.start()  # locks the spool dir; publishes what an earlier (killed) gateway left there
         server = aio.server(interceptors=[ErrorInterceptor()])
-        servicer = CascadeServicer(cascade=cascade, outcomes=self.outcomes, settings=self._settings)
+        servicer = CascadeServicer(cascade=cascade, outcomes=self.outcomes, seen=self.seen, settings=self._settings)
         cascade_pb2_grpc.add_CascadeServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if self._settings.gateway.reflection:
@@ -86,14 +134,34 @@ class GatewayService:
             self.port = server.add_secure_port(address, credentials)
         await server.start()
         self._server = server
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(serving=self._nc.is_connected)
         log.info("gateway listening on %s:%d", gw.host, self.port)
 
+    async def nats_connection_changed(self, connected: bool) -> None:
+        """NOT_SERVING while NATS is away (no route, no tier, no outcome can be had), SERVING once back.
+
+        Load balancers, orchestrators and `cascade up` read the standard gRPC health service, so
+        they stop sending requests here that could only end in UNAVAILABLE.
+        """
+        if self._server is None or self._stopping:  # not started (start() reads it), or shutting down
+            return
+        log.warning("NATS %s: gateway health %s", *(("is back", "SERVING") if connected else ("lost", "NOT_SERVING")))
+        await self._set_health(serving=connected)
+
+    async def _set_health(self, *, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)  # ignored once shutdown has begun: NOT_SERVING stays
+
     async def stop(self, *, grace_s: float = 10.0) -> None:
+        self._stopping = True  # the drain that follows closes NATS: that is no outage to report
         await self._health.enter_graceful_shutdown()
+        if self._follower is not None:
+            await self._follower.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
+        if hasattr(self, "cascade"):  # shadow answers still running publish their outcomes before the flush
+            await self.cascade.exploration.close(timeout_s=grace_s)
         await self.outcomes.close()
 
 

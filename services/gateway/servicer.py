@@ -9,7 +9,7 @@ from grpc import aio
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from services.core import subjects
-from services.core.errors import Overloaded
+from services.core.errors import NotFound, Overloaded
 from services.core.settings import CascadeSettings
 from services.core.telemetry import extract_context
 from services.core.wire import now_timestamp
@@ -18,12 +18,14 @@ from services.gateway.cascade import Cascade
 from services.gateway.domain import TextChunk
 from services.gateway.record import RequestRecord
 from services.gateway.requests import CascadeRequest, parse_feedback, parse_generate
-from services.outcomes import OutcomePublisher
+from services.outcomes import OutcomePublisher, SeenRequests
 
 
 class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
-    def __init__(self, *, cascade: Cascade, outcomes: OutcomePublisher, settings: CascadeSettings) -> None:
-        self._cascade, self._outcomes, self._settings = cascade, outcomes, settings
+    def __init__(
+        self, *, cascade: Cascade, outcomes: OutcomePublisher, seen: SeenRequests, settings: CascadeSettings
+    ) -> None:
+        self._cascade, self._outcomes, self._seen, self._settings = cascade, outcomes, seen, settings
         self._in_flight = 0
 
     async def Generate(  # noqa: N802 - gRPC method name
@@ -60,6 +62,9 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         self, request: cascade_pb2.FeedbackRequest, context: aio.ServicerContext
     ) -> cascade_pb2.FeedbackResponse:
         fb = parse_feedback(request)
+        if not await self._seen.seen(fb.request_id):
+            window = self._settings.outcomes.feedback_window_s
+            raise NotFound(f"no request {fb.request_id!r} within the feedback window ({window:g}s)")
         event = events_pb2.FeedbackEvent(
             schema_version=1,
             request_id=fb.request_id,
@@ -81,6 +86,7 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
             raise Overloaded(f"gateway is at its limit of {self._settings.gateway.max_in_flight} requests")
         remaining = context.time_remaining()
         timeout_s = remaining if remaining is not None else self._settings.gateway.default_timeout_s
+        self._seen.record(parsed.request_id)
         self._in_flight += 1
         try:
             trace_context = extract_context(dict(context.invocation_metadata() or ()))

@@ -1,8 +1,13 @@
-"""The escalating path of policy cascade: a small answer (sampled k times), judged, kept or replaced.
+"""The escalating path of policy cascade: an answer, judged, kept or replaced one tier up, until one is kept.
 
-A second opinion (another cheap tier) answers the same prompt in parallel, or only when the first
-confidence is unsure; it joins the evidence but is never returned. HELD streams hold the small
-answer until it is judged; SPECULATIVE streams show it live and retract it if it escalates.
+From the starting tier (router.tiers[i], cheapest first), each answer that is not confident enough
+escalates one step up, at most ``max_escalations`` times; the top tier's answer (or the one reached
+when no escalation is left) is returned as it is. The cheapest tier's answer may be sampled k times
+and have a second opinion (another cheap tier answering the same prompt, in parallel or only when the
+first confidence is unsure); the second opinion joins the evidence but is never returned. An answer
+higher up is judged with every earlier answer of the request (lower tiers', the second opinion) as
+the other answers. HELD streams hold an answer until it is judged; SPECULATIVE streams show it live
+and retract it if it escalates.
 """
 
 from __future__ import annotations
@@ -25,72 +30,98 @@ log = logging.getLogger(__name__)
 
 
 class SmallFirst:
-    def __init__(self, cascade: Cascade, request: CascadeRequest, record: RequestRecord, deadline: float) -> None:
+    def __init__(
+        self, cascade: Cascade, request: CascadeRequest, record: RequestRecord, deadline: float, *, start: str
+    ) -> None:
         settings = cascade.settings
         self._c, self._request, self._record, self._deadline = cascade, request, record, deadline
-        self._esc, self._small, self._large = (
-            settings.escalation,
-            settings.router.small_tier,
-            settings.router.large_tier,
-        )
-        self._rules = escalation.thresholds(self._esc, cascade.calibration)
+        self._esc, self._ladder = settings.escalation, settings.router.tiers
+        self._step, self._escalations_left = self._ladder.index(start), settings.max_escalations
+        self._rules = escalation.thresholds(settings, cascade.calibration)
         self._second_tier = self._esc.second_opinion.tier
-        self._mode = self._rules.second_opinion if self._second_tier else "never"
-        self._shown = False  # speculative: the caller has seen small text
+        self._mode = self._rules.second_opinion if self._second_tier and self._step == 0 else "never"
+        self._shown = False  # speculative: the caller has seen text not yet retracted
+        self._kept = False  # the last judged answer is the one returned
+
+    @property
+    def _tier(self) -> str:
+        return self._ladder[self._step]
+
+    @property
+    def _judged(self) -> bool:
+        """Whether the current tier's answer may still escalate (else it is returned as it is)."""
+        return self._step < len(self._ladder) - 1 and self._escalations_left > 0
 
     async def run(self) -> AsyncIterator[TextChunk]:
         parallel = self._start_second_opinion() if self._mode == "parallel" else None
         try:
-            attempt = self._record.begin(self._small)
-            held: list[TextChunk] = []
-            try:
-                async for chunk in self._small_answer(attempt):
-                    if self._request.speculative:
-                        yield self._show(chunk)
-                    else:
-                        held.append(chunk)
-            except CascadeError as exc:
-                if parallel is not None:  # no answer to judge: the second opinion is not needed
-                    self._stop_second_opinion(*parallel)
-                async for chunk in self._after_small_error(exc):
+            purpose = Purpose.ANSWER
+            while self._judged:
+                async for chunk in self._try(self._record.begin(self._tier, purpose), parallel):
                     yield chunk
-                return
-            judgement = await self._judge(attempt, parallel)
-            if not judgement.escalate:
-                self._record.route.reason = judgement.reason
-            elif not self._c.budget_says_small(self._request, self._record):  # else: reason BUDGET
-                self._record.route.reason = judgement.reason
-                async for chunk in self._escalate():
-                    yield chunk
-                return
-            for chunk in self._keep(attempt, held):
+                if self._kept:
+                    return
+                parallel, purpose = None, Purpose.ESCALATION
+                if self._shown:
+                    yield TextChunk(text="", tier=self._ladder[self._step + 1], retract=True)
+                    self._shown = False
+                self._step, self._escalations_left = self._step + 1, self._escalations_left - 1
+            async for chunk in self._last(purpose):
                 yield chunk
-            self._record.answered_by(attempt)
         finally:
             if parallel is not None:
                 self._stop_second_opinion(*parallel)
 
-    def _small_answer(self, attempt: Attempt) -> AsyncIterator[TextChunk]:
-        call = self._c.tier_call(self._request, self._deadline, n=self._esc.samples)
+    async def _try(
+        self, attempt: Attempt, parallel: tuple[asyncio.Task[str | None], Attempt] | None
+    ) -> AsyncIterator[TextChunk]:
+        """One judged answer: its chunks, live or (held) once it is kept; sets _kept when it is."""
+        held: list[TextChunk] = []
+        try:
+            async for chunk in self._answer(attempt):
+                if self._request.speculative:
+                    yield self._show(chunk)
+                else:
+                    held.append(chunk)
+        except CascadeError as exc:
+            if parallel is not None:  # no answer to judge: the second opinion is not needed
+                self._stop_second_opinion(*parallel)
+            self._after_error(exc)
+            return
+        judgement = await self._judge(attempt, parallel)
+        if judgement.escalate and not self._top_is_next_and_over_budget():  # else: reason BUDGET
+            self._record.route.reason = judgement.reason
+            return
+        if not judgement.escalate:
+            self._record.route.reason = judgement.reason
+        for chunk in self._keep(attempt, held):
+            yield chunk
+        self._record.answered_by(attempt)
+        self._kept = True
+
+    def _top_is_next_and_over_budget(self) -> bool:
+        return self._step + 1 == len(self._ladder) - 1 and self._c.budget_says_small(self._request, self._record)
+
+    def _answer(self, attempt: Attempt) -> AsyncIterator[TextChunk]:
+        n = self._esc.samples if self._step == 0 else 1  # self-consistency is the cheapest tier's
+        call = self._c.tier_call(self._request, self._deadline, n=n)
         return self._c.stream_attempt(self._request, attempt, call)
 
     def _show(self, chunk: TextChunk) -> TextChunk:
         self._record.mark_first_token()
-        self._shown = self._shown or chunk.tier == self._small
+        self._shown = True
         return chunk
 
-    async def _after_small_error(self, exc: CascadeError) -> AsyncIterator[TextChunk]:
-        if not self._esc.on_error or self._c.budget_says_small(self._request, self._record):
+    def _after_error(self, exc: CascadeError) -> None:
+        """A failed judged answer escalates (escalation.on_error) unless the budget keeps it off the top."""
+        if not self._esc.on_error or self._top_is_next_and_over_budget():
             raise exc
-        log.warning("request %s: small tier failed (%s), escalating", self._request.request_id, exc.message)
+        log.warning("request %s: tier %s failed (%s), escalating", self._request.request_id, self._tier, exc.message)
         self._record.route.reason = Reason.SMALL_ERROR
-        async for chunk in self._escalate():
-            yield chunk
 
-    async def _escalate(self) -> AsyncIterator[TextChunk]:
-        if self._shown:
-            yield TextChunk(text="", tier=self._large, retract=True)
-        attempt = self._record.begin(self._large, Purpose.ESCALATION)
+    async def _last(self, purpose: Purpose) -> AsyncIterator[TextChunk]:
+        """The answer that is returned whatever it is: streamed as it is generated."""
+        attempt = self._record.begin(self._tier, purpose)
         async for chunk in self._c.stream_attempt(
             self._request, attempt, self._c.tier_call(self._request, self._deadline)
         ):
@@ -99,35 +130,45 @@ class SmallFirst:
         self._record.answered_by(attempt)
 
     def _keep(self, attempt: Attempt, held: list[TextChunk]) -> list[TextChunk]:
-        """The kept small answer's chunks still to send (the vote may have chosen another sample)."""
+        """The kept answer's chunks still to send (the vote may have chosen another sample)."""
         if attempt.chosen is None:
             return [self._show(c) for c in held]
-        retract = [TextChunk(text="", tier=self._small, retract=True)] if self._shown else []
-        return [self._show(c) for c in [*retract, TextChunk(text=attempt.chosen, tier=self._small)]]
+        retract = [TextChunk(text="", tier=attempt.tier, retract=True)] if self._shown else []
+        return [self._show(c) for c in [*retract, TextChunk(text=attempt.chosen, tier=attempt.tier)]]
 
     async def _judge(
         self, attempt: Attempt, parallel: tuple[asyncio.Task[str | None], Attempt] | None
     ) -> escalation.Judgement:
         others = escalation.vote(attempt)
+        if attempt.purpose == Purpose.ESCALATION:
+            others += self._earlier_answers(attempt)
         route = self._record.route
-        route.samples = 1 + len(attempt.samples) if self._esc.samples > 1 else 0
-        route.confidence_threshold = self._rules.escalation
-        route.confidence_model_version = self._c.confidence.version
+        if self._step == 0:
+            route.samples = 1 + len(attempt.samples) if self._esc.samples > 1 else 0
+        threshold = self._rules.steps[self._step]
+        route.confidence_threshold = threshold
         second = await parallel[0] if parallel is not None else None
-        if parallel is None and self._mode == "when_unsure" and self._rules.unsure(self._score(attempt, others)):
+        unsure_asks = parallel is None and self._step == 0 and self._mode == "when_unsure"
+        if unsure_asks and self._rules.unsure(self._score(attempt, others)):
             second = await self._second_opinion(self._begin_second_opinion())
         if second is not None:
             others = [*others, second]
         judgement = escalation.judge(
-            self._score(attempt, others), answer=attempt.text, others=others, threshold=self._rules.escalation
+            self._score(attempt, others), answer=attempt.text, others=others, threshold=threshold
         )
         route.agreement = judgement.agreement
         return judgement
 
+    def _earlier_answers(self, attempt: Attempt) -> list[str]:
+        """Answers given before this one in the request (lower tiers', second opinions): free evidence."""
+        return [a.text for a in self._record.attempts if a is not attempt and a.final is not None and a.error is None]
+
     def _score(self, attempt: Attempt, others: list[str]) -> float:
         route = self._record.route
+        model = self._c.confidence  # once: a hot swap between scoring and recording must not mislabel
+        route.confidence_model_version = model.version
         return escalation.score(
-            self._c.confidence,
+            model,
             prompt=self._request.routed_text,
             attempt=attempt,
             others=others,

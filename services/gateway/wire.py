@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from cascade.v1 import common_pb2, events_pb2
 from services.core.wire import FINISH_NAMES, FINISH_REASONS, error_info, now_timestamp
 from services.gateway.domain import Decision, Piece, Reason, Route, TierCall, Usage
 from services.gateway.record import Attempt, RequestRecord
+from services.gateway.requests import POLICIES
 
 # Reason.X <-> PATH_REASON_X: the proto's enum is the table, the domain names its members the same.
 _REASONS = {r: getattr(common_pb2, f"PATH_REASON_{r.name}") for r in Reason}
+# "cascade" -> POLICY_CASCADE, the inverse of the request parser's table.
+_POLICY_VALUES = {name: cast(common_pb2.Policy, value) for value, name in POLICIES.items()}
 
 
 def tier_request(call: TierCall) -> events_pb2.TierRequest:
@@ -66,7 +70,8 @@ def route_summary(route: Route) -> common_pb2.RouteSummary:
         router_score=route.router_score,
         router_threshold=route.router_threshold,
         router_model_version=route.router_model_version,
-        policy=route.policy,
+        policy=route.policy,  # deprecated beside applied_policy; kept for existing subscribers
+        applied_policy=_POLICY_VALUES[route.policy],
         router_error=route.router_error,
         samples=route.samples,
         second_opinion_tier=route.second_opinion_tier,
@@ -88,7 +93,7 @@ def timings(record: RequestRecord) -> common_pb2.StageTimings:
         first_token_ms=record.first_token_ms,
         small_ms=small_ms,
         large_ms=large_ms,
-        total_ms=(time.perf_counter() - record.started) * 1e3,
+        total_ms=((record.finished or time.perf_counter()) - record.started) * 1e3,
     )
 
 
@@ -103,15 +108,24 @@ def summary(record: RequestRecord) -> dict[str, Any]:
     }
 
 
-def tier_attempt(a: Attempt, record: RequestRecord) -> events_pb2.TierAttempt:
+def _same(text: str) -> str:
+    return text
+
+
+def tier_attempt(
+    a: Attempt, record: RequestRecord, *, store_answer_text: bool = False, redact: Callable[[str], str] = _same
+) -> events_pb2.TierAttempt:
     out = events_pb2.TierAttempt(
         tier=a.tier,
+        backend=a.final.backend if a.final else "",
+        model=a.final.model if a.final else "",
         usage=usage_msg(a.usage()),
         cost_usd=a.cost_usd(record.prices[a.tier]),
         latency_ms=a.latency_ms,
         finish_reason=FINISH_REASONS[a.final.finish_reason or "stop"] if a.final else common_pb2.FINISH_REASON_ERROR,
         purpose=str(a.purpose),
         samples=1 + len(a.samples) if a.samples else 0,
+        tier_rank=record.tier_rank(a.tier),
     )
     if a.confidence is not None:
         out.confidence = a.confidence
@@ -119,10 +133,26 @@ def tier_attempt(a: Attempt, record: RequestRecord) -> events_pb2.TierAttempt:
         out.error.CopyFrom(error_info(a.error))
     if a.final is not None and a.final.replay_score is not None:
         out.replay_score = a.final.replay_score
+    if store_answer_text and a.final is not None:
+        out.text = redact(a.text)
+        out.sample_texts.extend(redact(t) for t in a.samples)
     return out
 
 
-def outcome(record: RequestRecord, *, store_prompt_text: bool) -> events_pb2.OutcomeEvent:
+def outcome(
+    record: RequestRecord,
+    *,
+    store_prompt_text: bool,
+    store_answer_text: bool = False,
+    redact: Callable[[str], str] = _same,
+) -> events_pb2.OutcomeEvent:
+    """The request's OutcomeEvent; every stored text passes ``redact`` (outcomes.redact) first.
+
+    prompt_sha256 stays the hash of the unredacted routed text: it is the key that joins traffic to
+    the benchmark rows and de-duplicates prompts, and a redacted text would give every prompt that
+    differs only in an e-mail address or a number the same hash. A hash of a short prompt can be
+    guessed by trying candidates; deployments that must rule that out keep prompts off (the default).
+    """
     req, answer = record.request, record.answer
     event = events_pb2.OutcomeEvent(
         schema_version=1,
@@ -130,13 +160,16 @@ def outcome(record: RequestRecord, *, store_prompt_text: bool) -> events_pb2.Out
         time=now_timestamp(),
         tenant=req.tenant,
         tags=req.tags,
-        policy=req.policy,
+        policy=req.policy,  # deprecated: route.applied_policy
         prompt_sha256=hashlib.sha256(req.routed_text.encode()).hexdigest(),
-        prompt_text=req.routed_text if store_prompt_text else "",
-        attempts=[tier_attempt(a, record) for a in record.attempts],
+        prompt_text=redact(req.routed_text) if store_prompt_text else "",
+        attempts=[tier_attempt(a, record, store_answer_text=store_answer_text, redact=redact) for a in record.attempts],
         answer_chars=len(answer.text) if answer and record.error is None else 0,
+        exploration=record.exploration,
         **summary(record),
     )
     if record.error is not None:
         event.error.CopyFrom(error_info(record.error))
+    elif store_answer_text and answer is not None:
+        event.answer_text = redact(answer.text)
     return event

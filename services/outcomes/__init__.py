@@ -2,6 +2,8 @@
 
 from services.outcomes.publisher import OutcomePublisher
 from services.outcomes.reader import read_events
+from services.outcomes.seen import SeenRequests, ensure_seen_stream
+from services.outcomes.spool import Spool
 from services.outcomes.stream import ensure_stream
 
-__all__ = ["OutcomePublisher", "ensure_stream", "read_events"]
+__all__ = ["OutcomePublisher", "SeenRequests", "Spool", "ensure_seen_stream", "ensure_stream", "read_events"]

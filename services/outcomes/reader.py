@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
+from datetime import datetime
 
 from google.protobuf.message import DecodeError, Message
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from cascade.v1 import events_pb2
 from services.core import subjects
@@ -29,15 +31,18 @@ async def read_events(
     batch: int = 256,
     idle_timeout_s: float = 1.0,
     follow: bool = False,
+    since: datetime | None = None,
 ) -> AsyncGenerator[Message, None]:
     """Yield events not yet acknowledged by ``durable``, acknowledging each after it is yielded.
 
     Stops when no new event arrives within ``idle_timeout_s`` (unless ``follow``); a later call
     with the same durable name continues where this one stopped. ``durable=None`` reads the
     whole stream with a throw-away consumer. A message that is not a known event is skipped
-    (and acknowledged), so one bad publisher cannot stall a consumer.
+    (and acknowledged), so one bad publisher cannot stall a consumer. ``since``: a new consumer
+    starts at the first event stored at or after this time (an existing durable keeps its place).
     """
-    sub = await js.pull_subscribe(subject, durable=durable, stream=stream)
+    config = None if since is None else ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
+    sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
     try:
         while True:
             try:

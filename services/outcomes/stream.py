@@ -13,9 +13,6 @@ from services.core.settings import OutcomeSettings
 
 log = logging.getLogger(__name__)
 
-# A retried publish with the same message id inside this window is stored once.
-DUPLICATE_WINDOW_S = 300.0
-
 
 def stream_config(settings: OutcomeSettings) -> StreamConfig:
     return StreamConfig(
@@ -26,7 +23,7 @@ def stream_config(settings: OutcomeSettings) -> StreamConfig:
         discard=DiscardPolicy.OLD,
         max_age=settings.max_age_days * 86400,
         max_bytes=settings.max_bytes,
-        duplicate_window=DUPLICATE_WINDOW_S,
+        duplicate_window=settings.duplicate_window_s,
     )
 
 

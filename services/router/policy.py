@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 class Decision:
     tier: str
     score: float
-    threshold: float
+    threshold: float  # the top cut: at or above it, the top (large) tier
+    thresholds: tuple[float, ...]  # every cut, one per tier above the first
     model_version: str
     latency_ms: float
 
@@ -75,6 +77,10 @@ class ModelHolder:
         self._stamp = stamp
         return self._replace(self._path)
 
+    def install(self, model: RouterModel, path: Path) -> None:
+        """Serve an already loaded and checked model (a published version); one assignment, atomic."""
+        self._path, self._stamp, self._model = path, self._file_stamp(path), model
+
     def switch_to(self, path: Path) -> bool:
         """Serve the model at another path (a newly published version), unless it is bad."""
         if not self._replace(path):
@@ -94,10 +100,13 @@ class ModelHolder:
 
 
 class ThresholdPolicy:
-    """Large tier when the difficulty score reaches the threshold, small tier otherwise.
+    """Score bands over the ordered tiers: the starting tier is the one whose band holds the score.
 
-    The threshold: a calibrated policy file's router_threshold when one is given (it wins), else
-    the configured one, else the model's threshold for a target large share, else its default.
+    With tiers t0 < t1 < ... < tN-1 and cuts c1 <= ... <= cN-1, a score at or above c_i starts on
+    t_i or above; two tiers: the large tier when the score reaches the threshold, else the small one.
+    The cuts: a calibrated policy file's when one is given (it wins), else router.thresholds, else
+    the one threshold (configured, else the model's for a target large share, else its default) at
+    every cut, so a prompt starts on the cheapest tier or goes straight to the top.
     """
 
     def __init__(
@@ -108,25 +117,37 @@ class ThresholdPolicy:
         self._calibration = calibration
 
     def threshold(self) -> float:
+        """The one threshold (the top cut of a 2-tier list)."""
         if self._calibration is not None:
             return self._calibration.current().router_threshold
         s, model = self._settings, self._holder.model
         if s.threshold is not None:
             return s.threshold
+        if s.thresholds:
+            return s.thresholds[-1]
         if s.target_large_share is not None:
             return model.threshold_for(large_share=s.target_large_share)
         return model.default_threshold
+
+    def cuts(self) -> tuple[float, ...]:
+        n = len(self._settings.tiers)
+        if self._calibration is not None:
+            return self._calibration.current().router_cuts(n)  # its tier count was checked on load
+        if self._settings.thresholds is not None:
+            return self._settings.thresholds
+        return (self.threshold(),) * (n - 1)
 
     def decide(self, text: str) -> Decision:
         start = time.perf_counter()
         model = self._holder.model
         score = float(model.score([text])[0])
-        threshold = self.threshold()
-        tier = self._settings.large_tier if score >= threshold else self._settings.small_tier
+        cuts = self.cuts()
+        tier = self._settings.tiers[bisect.bisect_right(cuts, score)]
         return Decision(
             tier=tier,
             score=score,
-            threshold=threshold,
+            threshold=cuts[-1] if cuts else self.threshold(),
+            thresholds=cuts,
             model_version=model.version,
             latency_ms=(time.perf_counter() - start) * 1e3,
         )

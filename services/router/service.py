@@ -13,10 +13,10 @@ from nats.aio.msg import Msg
 from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.calibration import CalibrationFile
-from services.core.errors import ModelError, Unavailable
 from services.core.settings import CascadeSettings
 from services.core.telemetry import extract_context, tracer
-from services.router import registry
+from services.registry import store
+from services.registry.follow import Follower
 from services.router.policy import ModelHolder, ThresholdPolicy
 
 log = logging.getLogger(__name__)
@@ -32,19 +32,38 @@ class RouterService:
         self.policy = ThresholdPolicy(
             holder=self._holder,
             settings=settings.router,
-            calibration=CalibrationFile(calibration, interval_s=self._settings.reload_interval_s)
+            calibration=CalibrationFile(
+                calibration, interval_s=self._settings.reload_interval_s, n_tiers=len(self._settings.tiers)
+            )
             if calibration
             else None,
         )
         self._reloader: asyncio.Task[None] | None = None
-        self._seen_version: str | None = None  # the last published version tried, good or bad
+        self._follower: Follower | None = None
+        if self._settings.published:
+            s = self._settings
+            self._follower = Follower(
+                nc=nc,
+                kind="router",
+                bucket=s.registry_bucket,
+                cache_dir=s.cache_dir,
+                interval_s=s.reload_interval_s,
+                serving=self._version,
+                swap=lambda model: self._holder.install(model, model.path),
+            )
 
     async def start(self) -> None:
-        if self._settings.published:
-            await self._load_published()
+        s = self._settings
+        if self._follower is not None:
+            assert s.published is not None
+            model = await self._follower.load(s.published)
+            self._holder.install(model, model.path)
+            log.info("router model %s fetched from bucket %s (%s)", model.version, s.registry_bucket, s.published)
         await self._nc.subscribe(subjects.ROUTE, queue=subjects.ROUTER_QUEUE, cb=self._on_request)
         # A pinned published version never changes: only a path or "latest" is worth watching.
-        if self._settings.reload_interval_s > 0 and self._settings.published in (None, registry.LATEST):
+        if self._follower is not None and s.published == store.LATEST:
+            await self._follower.start()
+        elif self._follower is None and s.reload_interval_s > 0:
             self._reloader = asyncio.create_task(self._reload_loop())
         model = self._holder.model
         log.info(
@@ -55,48 +74,21 @@ class RouterService:
         )
 
     async def stop(self) -> None:
+        if self._follower is not None:
+            await self._follower.stop()
         if self._reloader:
             self._reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reloader
 
-    async def _load_published(self) -> None:
-        s = self._settings
-        assert s.published is not None
-        path = await registry.fetch(
-            self._nc.jetstream(), bucket=s.registry_bucket, version=s.published, cache_dir=s.cache_dir
-        )
-        model = await asyncio.to_thread(self._holder.load, path)
-        self._seen_version = path.name  # the registry's name for it (fetch keeps one folder per version)
-        log.info("router model %s fetched from bucket %s (%s)", model.version, s.registry_bucket, s.published)
-
     async def _reload_loop(self) -> None:
+        """A model path: swap in a changed file (the published case is the Follower's)."""
         while True:
             await asyncio.sleep(self._settings.reload_interval_s)
             try:
-                if self._settings.published:
-                    await self._follow_latest()
-                else:
-                    await asyncio.to_thread(self._holder.reload_if_changed)
-            except (Unavailable, ModelError) as exc:  # NATS hiccup, or a bad `latest`: try again next time
-                log.warning("cannot check for a new router model, still serving %s: %s", self._version(), exc)
+                await asyncio.to_thread(self._holder.reload_if_changed)
             except Exception:  # the loop must outlive any one bad check
                 log.exception("router model check failed, still serving %s", self._version())
-
-    async def _follow_latest(self) -> None:
-        s = self._settings
-        js = self._nc.jetstream()
-        version = await registry.current_version(js, bucket=s.registry_bucket)
-        if version is None or version in (self._seen_version, self._version()):
-            return
-        try:
-            path = await registry.fetch(js, bucket=s.registry_bucket, version=version, cache_dir=s.cache_dir)
-        except ModelError as exc:
-            self._seen_version = version  # refused once, said once: not retried every interval
-            log.error("refused published router model %s, still serving %s: %s", version, self._version(), exc)
-            return
-        self._seen_version = version
-        await asyncio.to_thread(self._holder.switch_to, path)
 
     def _version(self) -> str:
         return self._holder.model.version
@@ -134,4 +126,5 @@ class RouterService:
             threshold=d.threshold,
             model_version=d.model_version,
             latency_ms=d.latency_ms,
+            thresholds=d.thresholds,
         )

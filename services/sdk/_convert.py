@@ -102,6 +102,13 @@ def finish_reason_from_wire(value: int) -> str:
     return name.removeprefix(_FINISH_PREFIX).lower()
 
 
+def _policy_name(route: common_pb2.RouteSummary) -> str:
+    """The applied policy's name ("cascade", ...): from the enum, or an older gateway's string."""
+    if route.applied_policy == common_pb2.POLICY_UNSPECIFIED:
+        return route.policy
+    return common_pb2.Policy.Name(route.applied_policy).removeprefix("POLICY_").lower()
+
+
 def route_from_wire(route: common_pb2.RouteSummary) -> Route:
     return Route(
         tier=route.tier,
@@ -111,7 +118,7 @@ def route_from_wire(route: common_pb2.RouteSummary) -> Route:
         router_threshold=route.router_threshold,
         router_model_version=route.router_model_version,
         confidence=route.confidence if route.HasField("confidence") else None,
-        policy=route.policy,
+        policy=_policy_name(route),
         router_error=route.router_error,
         reason=_reason(route.reason),
         confidence_threshold=route.confidence_threshold if route.HasField("confidence_threshold") else None,

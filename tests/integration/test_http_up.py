@@ -30,6 +30,7 @@ async def test_cascade_up_serves_asks_and_stops_in_reverse_order(tmp_path, fake_
                 "gateway": {"port": ports["gateway"]},
                 "http": {"port": ports["http"]},
                 "escalation": {"confidence": "logprob"},
+                "outcomes": {"spool_dir": str(tmp_path / "spool")},
                 "tiers": {"small": openai_tier(fake_openai.base_url), "large": openai_tier(fake_openai.base_url)},
             }
         )

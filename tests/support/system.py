@@ -8,12 +8,14 @@ They share the test's event loop only to keep the fixture simple.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import ConnectionReconnectingError
 
 from cascade.v1 import events_pb2
 from services.core.nats import NatsServer, connect_nats
@@ -54,7 +56,17 @@ def make_settings(nats_url: str, tiers: dict[str, Any], **sections: Any) -> Casc
     # the fake OpenAI server's [[confidence=...]] prompts, and independent of the learned scorer's file.
     sections.setdefault("escalation", {})
     sections["escalation"] = {"confidence": "logprob", **sections["escalation"]}
+    # Each system its own outcome spool (a spool directory belongs to one gateway).
+    sections.setdefault("outcomes", {})
+    sections["outcomes"] = {"spool_dir": tempfile.mkdtemp(prefix="cascade-spool-"), **sections["outcomes"]}
     return CascadeSettings(nats={"url": nats_url}, tiers=tiers, **sections)
+
+
+async def _drain(nc: NatsClient) -> None:
+    try:
+        await nc.drain()
+    except ConnectionReconnectingError:  # a test stopped nats-server and this client has not reconnected yet
+        await nc.close()
 
 
 @asynccontextmanager
@@ -65,7 +77,7 @@ async def run_system(
 
         async def connect(name: str) -> NatsClient:
             nc = await connect_nats(nats.url, name=name)
-            stack.push_async_callback(nc.drain)
+            stack.push_async_callback(_drain, nc)
             return nc
 
         async def started(service: Any) -> Any:

@@ -133,3 +133,21 @@ def test_majority_picks_the_most_agreed_answer_and_the_earliest_on_ties() -> Non
 def test_majority_needs_answers() -> None:
     with pytest.raises(ValueError):
         majority([])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The answer is (C). Then again, the ANSWER IS option (b) and the final answer: D",
+        "Answer: e\nanswer is option (B) and answer is (C)",
+        "no conclusion here at all",
+        "choices: answerable options; choice is (J) — the correct option is c.",
+        "İstanbul: the answer is (A)… ünïcödé before the answer is (G)",
+    ],
+)
+def test_keyword_matches_finds_what_finditer_finds(text: str) -> None:
+    from classifier.answers import _ANSWER_IS, _LETTER_MARKED, _MARKED_WORDS, keyword_matches
+
+    for pattern, words in ((_LETTER_MARKED, _MARKED_WORDS), (_ANSWER_IS, ("final answer", "answer"))):
+        expected = [(m.start(), m.group(0)) for m in pattern.finditer(text)]
+        assert [(m.start(), m.group(0)) for m in keyword_matches(pattern, text, words)] == expected

@@ -136,6 +136,13 @@ async def test_unknown_prompt_is_not_found_without_echoing_it(data: Path) -> Non
     assert "x" * 100 not in caught.value.message
 
 
+async def test_a_short_unknown_prompt_is_quoted_whole_without_an_ellipsis(data: Path) -> None:
+    backend = ReplayBackend(data_path=data, model="small")
+    with pytest.raises(NotFound) as caught:
+        await _collect(backend, _generation("Is this known?"))
+    assert caught.value.message.endswith("for the prompt 'Is this known?'")
+
+
 async def test_the_last_user_message_is_the_key(data: Path) -> None:
     backend = ReplayBackend(data_path=data, model="large")
     messages = [

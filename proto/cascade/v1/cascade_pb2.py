@@ -24,22 +24,19 @@ _sym_db = _symbol_database.Default()
 
 from cascade.v1 import common_pb2 as cascade_dot_v1_dot_common__pb2
 
+from cascade.v1.common_pb2 import *
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x61scade/v1/cascade.proto\x12\ncascade.v1\x1a\x17\x63\x61scade/v1/common.proto\"\xef\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.cascade.v1.ChatMessage\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\"\n\x06policy\x18\x06 \x01(\x0e\x32\x12.cascade.v1.Policy\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12\x33\n\x04tags\x18\x08 \x03(\x0b\x32%.cascade.v1.GenerateRequest.TagsEntry\x12\x12\n\nrequest_id\x18\t \x01(\t\x12+\n\x0bstream_mode\x18\n \x01(\x0e\x32\x16.cascade.v1.StreamMode\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperature\"\xed\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12/\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x18.cascade.v1.FinishReason\x12\'\n\x05route\x18\x04 \x01(\x0b\x32\x18.cascade.v1.RouteSummary\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.cascade.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\x12)\n\x07timings\x18\x07 \x01(\x0b\x32\x18.cascade.v1.StageTimings\"\x98\x02\n\rGenerateChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\x12/\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x18.cascade.v1.FinishReason\x12\'\n\x05route\x18\x06 \x01(\x0b\x32\x18.cascade.v1.RouteSummary\x12 \n\x05usage\x18\x07 \x01(\x0b\x32\x11.cascade.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x08 \x01(\x01\x12)\n\x07timings\x18\t \x01(\x0b\x32\x18.cascade.v1.StageTimings\x12\x0f\n\x07retract\x18\n \x01(\x08\"U\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"$\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08*\x7f\n\x06Policy\x12\x16\n\x12POLICY_UNSPECIFIED\x10\x00\x12\x12\n\x0ePOLICY_CASCADE\x10\x01\x12\x0f\n\x0bPOLICY_AUTO\x10\x01\x12\x10\n\x0cPOLICY_SMALL\x10\x02\x12\x10\n\x0cPOLICY_LARGE\x10\x03\x12\x10\n\x0cPOLICY_ROUTE\x10\x04\x1a\x02\x10\x01*\\\n\nStreamMode\x12\x1b\n\x17STREAM_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10STREAM_MODE_HELD\x10\x01\x12\x1b\n\x17STREAM_MODE_SPECULATIVE\x10\x02\x32\xe3\x01\n\x07\x43\x61scade\x12\x45\n\x08Generate\x12\x1b.cascade.v1.GenerateRequest\x1a\x1c.cascade.v1.GenerateResponse\x12J\n\x0eGenerateStream\x12\x1b.cascade.v1.GenerateRequest\x1a\x19.cascade.v1.GenerateChunk0\x01\x12\x45\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1b.cascade.v1.FeedbackRequest\x1a\x1c.cascade.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x61scade/v1/cascade.proto\x12\ncascade.v1\x1a\x17\x63\x61scade/v1/common.proto\"\xef\x02\n\x0fGenerateRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12)\n\x08messages\x18\x02 \x03(\x0b\x32\x17.cascade.v1.ChatMessage\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\t\x12\"\n\x06policy\x18\x06 \x01(\x0e\x32\x12.cascade.v1.Policy\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12\x33\n\x04tags\x18\x08 \x03(\x0b\x32%.cascade.v1.GenerateRequest.TagsEntry\x12\x12\n\nrequest_id\x18\t \x01(\t\x12+\n\x0bstream_mode\x18\n \x01(\x0e\x32\x16.cascade.v1.StreamMode\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_temperature\"\xed\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12/\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x18.cascade.v1.FinishReason\x12\'\n\x05route\x18\x04 \x01(\x0b\x32\x18.cascade.v1.RouteSummary\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.cascade.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x06 \x01(\x01\x12)\n\x07timings\x18\x07 \x01(\x0b\x32\x18.cascade.v1.StageTimings\"\x98\x02\n\rGenerateChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0c\n\x04tier\x18\x03 \x01(\t\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\x12/\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x18.cascade.v1.FinishReason\x12\'\n\x05route\x18\x06 \x01(\x0b\x32\x18.cascade.v1.RouteSummary\x12 \n\x05usage\x18\x07 \x01(\x0b\x32\x11.cascade.v1.Usage\x12\x10\n\x08\x63ost_usd\x18\x08 \x01(\x01\x12)\n\x07timings\x18\t \x01(\x0b\x32\x18.cascade.v1.StageTimings\x12\x0f\n\x07retract\x18\n \x01(\x08\"U\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\x12\x0e\n\x06tenant\x18\x04 \x01(\t\"$\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08*\\\n\nStreamMode\x12\x1b\n\x17STREAM_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10STREAM_MODE_HELD\x10\x01\x12\x1b\n\x17STREAM_MODE_SPECULATIVE\x10\x02\x32\xe3\x01\n\x07\x43\x61scade\x12\x45\n\x08Generate\x12\x1b.cascade.v1.GenerateRequest\x1a\x1c.cascade.v1.GenerateResponse\x12J\n\x0eGenerateStream\x12\x1b.cascade.v1.GenerateRequest\x1a\x19.cascade.v1.GenerateChunk0\x01\x12\x45\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1b.cascade.v1.FeedbackRequest\x1a\x1c.cascade.v1.FeedbackResponseP\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cascade.v1.cascade_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POLICY']._loaded_options = None
-  _globals['_POLICY']._serialized_options = b'\020\001'
   _globals['_GENERATEREQUEST_TAGSENTRY']._loaded_options = None
   _globals['_GENERATEREQUEST_TAGSENTRY']._serialized_options = b'8\001'
-  _globals['_POLICY']._serialized_start=1083
-  _globals['_POLICY']._serialized_end=1210
-  _globals['_STREAMMODE']._serialized_start=1212
-  _globals['_STREAMMODE']._serialized_end=1304
+  _globals['_STREAMMODE']._serialized_start=1083
+  _globals['_STREAMMODE']._serialized_end=1175
   _globals['_GENERATEREQUEST']._serialized_start=66
   _globals['_GENERATEREQUEST']._serialized_end=433
   _globals['_GENERATEREQUEST_TAGSENTRY']._serialized_start=374
@@ -52,6 +49,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEEDBACKREQUEST']._serialized_end=1043
   _globals['_FEEDBACKRESPONSE']._serialized_start=1045
   _globals['_FEEDBACKRESPONSE']._serialized_end=1081
-  _globals['_CASCADE']._serialized_start=1307
-  _globals['_CASCADE']._serialized_end=1534
+  _globals['_CASCADE']._serialized_start=1178
+  _globals['_CASCADE']._serialized_end=1405
 # @@protoc_insertion_point(module_scope)

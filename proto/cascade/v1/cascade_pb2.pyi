@@ -5,29 +5,42 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from cascade.v1.common_pb2 import ChatMessage as ChatMessage
+from cascade.v1.common_pb2 import Usage as Usage
+from cascade.v1.common_pb2 import RouteSummary as RouteSummary
+from cascade.v1.common_pb2 import StageTimings as StageTimings
+from cascade.v1.common_pb2 import FinishReason as FinishReason
+from cascade.v1.common_pb2 import Policy as Policy
+from cascade.v1.common_pb2 import PathReason as PathReason
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class Policy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    POLICY_UNSPECIFIED: _ClassVar[Policy]
-    POLICY_CASCADE: _ClassVar[Policy]
-    POLICY_AUTO: _ClassVar[Policy]
-    POLICY_SMALL: _ClassVar[Policy]
-    POLICY_LARGE: _ClassVar[Policy]
-    POLICY_ROUTE: _ClassVar[Policy]
+FINISH_REASON_UNSPECIFIED: _common_pb2.FinishReason
+FINISH_REASON_STOP: _common_pb2.FinishReason
+FINISH_REASON_LENGTH: _common_pb2.FinishReason
+FINISH_REASON_ERROR: _common_pb2.FinishReason
+POLICY_UNSPECIFIED: _common_pb2.Policy
+POLICY_CASCADE: _common_pb2.Policy
+POLICY_AUTO: _common_pb2.Policy
+POLICY_SMALL: _common_pb2.Policy
+POLICY_LARGE: _common_pb2.Policy
+POLICY_ROUTE: _common_pb2.Policy
+PATH_REASON_UNSPECIFIED: _common_pb2.PathReason
+PATH_REASON_POLICY: _common_pb2.PathReason
+PATH_REASON_ROUTED: _common_pb2.PathReason
+PATH_REASON_ROUTED_LARGE: _common_pb2.PathReason
+PATH_REASON_ROUTER_FALLBACK: _common_pb2.PathReason
+PATH_REASON_CONFIDENT: _common_pb2.PathReason
+PATH_REASON_LOW_CONFIDENCE: _common_pb2.PathReason
+PATH_REASON_DISAGREEMENT: _common_pb2.PathReason
+PATH_REASON_SMALL_ERROR: _common_pb2.PathReason
+PATH_REASON_BUDGET: _common_pb2.PathReason
+PATH_REASON_NO_ESCALATION: _common_pb2.PathReason
 
 class StreamMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STREAM_MODE_UNSPECIFIED: _ClassVar[StreamMode]
     STREAM_MODE_HELD: _ClassVar[StreamMode]
     STREAM_MODE_SPECULATIVE: _ClassVar[StreamMode]
-POLICY_UNSPECIFIED: Policy
-POLICY_CASCADE: Policy
-POLICY_AUTO: Policy
-POLICY_SMALL: Policy
-POLICY_LARGE: Policy
-POLICY_ROUTE: Policy
 STREAM_MODE_UNSPECIFIED: StreamMode
 STREAM_MODE_HELD: StreamMode
 STREAM_MODE_SPECULATIVE: StreamMode
@@ -56,12 +69,12 @@ class GenerateRequest(_message.Message):
     max_tokens: int
     temperature: float
     stop: _containers.RepeatedScalarFieldContainer[str]
-    policy: Policy
+    policy: _common_pb2.Policy
     tenant: str
     tags: _containers.ScalarMap[str, str]
     request_id: str
     stream_mode: StreamMode
-    def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., tenant: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., stream_mode: _Optional[_Union[StreamMode, str]] = ...) -> None: ...
+    def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., policy: _Optional[_Union[_common_pb2.Policy, str]] = ..., tenant: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., stream_mode: _Optional[_Union[StreamMode, str]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("request_id", "text", "finish_reason", "route", "usage", "cost_usd", "timings")

@@ -14,6 +14,15 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_LENGTH: _ClassVar[FinishReason]
     FINISH_REASON_ERROR: _ClassVar[FinishReason]
 
+class Policy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POLICY_UNSPECIFIED: _ClassVar[Policy]
+    POLICY_CASCADE: _ClassVar[Policy]
+    POLICY_AUTO: _ClassVar[Policy]
+    POLICY_SMALL: _ClassVar[Policy]
+    POLICY_LARGE: _ClassVar[Policy]
+    POLICY_ROUTE: _ClassVar[Policy]
+
 class PathReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PATH_REASON_UNSPECIFIED: _ClassVar[PathReason]
@@ -31,6 +40,12 @@ FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_ERROR: FinishReason
+POLICY_UNSPECIFIED: Policy
+POLICY_CASCADE: Policy
+POLICY_AUTO: Policy
+POLICY_SMALL: Policy
+POLICY_LARGE: Policy
+POLICY_ROUTE: Policy
 PATH_REASON_UNSPECIFIED: PathReason
 PATH_REASON_POLICY: PathReason
 PATH_REASON_ROUTED: PathReason
@@ -62,7 +77,7 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
 
 class RouteSummary(_message.Message):
-    __slots__ = ("tier", "tiers_tried", "escalated", "router_score", "router_threshold", "router_model_version", "confidence", "policy", "router_error", "reason", "confidence_threshold", "agreement", "samples", "second_opinion_tier", "confidence_model_version", "budget_limited")
+    __slots__ = ("tier", "tiers_tried", "escalated", "router_score", "router_threshold", "router_model_version", "confidence", "policy", "router_error", "reason", "confidence_threshold", "agreement", "samples", "second_opinion_tier", "confidence_model_version", "budget_limited", "applied_policy")
     TIER_FIELD_NUMBER: _ClassVar[int]
     TIERS_TRIED_FIELD_NUMBER: _ClassVar[int]
     ESCALATED_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +94,7 @@ class RouteSummary(_message.Message):
     SECOND_OPINION_TIER_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     BUDGET_LIMITED_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_POLICY_FIELD_NUMBER: _ClassVar[int]
     tier: str
     tiers_tried: _containers.RepeatedScalarFieldContainer[str]
     escalated: bool
@@ -95,7 +111,8 @@ class RouteSummary(_message.Message):
     second_opinion_tier: str
     confidence_model_version: str
     budget_limited: bool
-    def __init__(self, tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., escalated: _Optional[bool] = ..., router_score: _Optional[float] = ..., router_threshold: _Optional[float] = ..., router_model_version: _Optional[str] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., router_error: _Optional[str] = ..., reason: _Optional[_Union[PathReason, str]] = ..., confidence_threshold: _Optional[float] = ..., agreement: _Optional[float] = ..., samples: _Optional[int] = ..., second_opinion_tier: _Optional[str] = ..., confidence_model_version: _Optional[str] = ..., budget_limited: _Optional[bool] = ...) -> None: ...
+    applied_policy: Policy
+    def __init__(self, tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., escalated: _Optional[bool] = ..., router_score: _Optional[float] = ..., router_threshold: _Optional[float] = ..., router_model_version: _Optional[str] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., router_error: _Optional[str] = ..., reason: _Optional[_Union[PathReason, str]] = ..., confidence_threshold: _Optional[float] = ..., agreement: _Optional[float] = ..., samples: _Optional[int] = ..., second_opinion_tier: _Optional[str] = ..., confidence_model_version: _Optional[str] = ..., budget_limited: _Optional[bool] = ..., applied_policy: _Optional[_Union[Policy, str]] = ...) -> None: ...
 
 class StageTimings(_message.Message):
     __slots__ = ("route_ms", "first_token_ms", "small_ms", "large_ms", "total_ms")

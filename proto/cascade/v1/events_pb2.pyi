@@ -39,7 +39,7 @@ class RouteRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class RouteDecision(_message.Message):
-    __slots__ = ("request_id", "tier", "score", "threshold", "model_version", "latency_ms", "error")
+    __slots__ = ("request_id", "tier", "score", "threshold", "model_version", "latency_ms", "error", "thresholds")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class RouteDecision(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tier: str
     score: float
@@ -54,7 +55,8 @@ class RouteDecision(_message.Message):
     model_version: str
     latency_ms: float
     error: str
-    def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    thresholds: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ..., thresholds: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TierRequest(_message.Message):
     __slots__ = ("request_id", "messages", "max_tokens", "temperature", "stop", "want_logprobs", "chunk_subject", "deadline_unix_ms", "n")
@@ -137,7 +139,7 @@ class ErrorInfo(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class TierAttempt(_message.Message):
-    __slots__ = ("tier", "backend", "model", "usage", "cost_usd", "latency_ms", "confidence", "finish_reason", "error", "replay_score", "purpose", "samples", "text", "sample_texts")
+    __slots__ = ("tier", "backend", "model", "usage", "cost_usd", "latency_ms", "confidence", "finish_reason", "error", "replay_score", "purpose", "samples", "text", "sample_texts", "tier_rank")
     TIER_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +154,7 @@ class TierAttempt(_message.Message):
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    TIER_RANK_FIELD_NUMBER: _ClassVar[int]
     tier: str
     backend: str
     model: str
@@ -166,7 +169,8 @@ class TierAttempt(_message.Message):
     samples: int
     text: str
     sample_texts: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, tier: _Optional[str] = ..., backend: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., confidence: _Optional[float] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., replay_score: _Optional[float] = ..., purpose: _Optional[str] = ..., samples: _Optional[int] = ..., text: _Optional[str] = ..., sample_texts: _Optional[_Iterable[str]] = ...) -> None: ...
+    tier_rank: int
+    def __init__(self, tier: _Optional[str] = ..., backend: _Optional[str] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., latency_ms: _Optional[float] = ..., confidence: _Optional[float] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., error: _Optional[_Union[ErrorInfo, _Mapping]] = ..., replay_score: _Optional[float] = ..., purpose: _Optional[str] = ..., samples: _Optional[int] = ..., text: _Optional[str] = ..., sample_texts: _Optional[_Iterable[str]] = ..., tier_rank: _Optional[int] = ...) -> None: ...
 
 class OutcomeEvent(_message.Message):
     __slots__ = ("schema_version", "request_id", "time", "tenant", "tags", "policy", "prompt_sha256", "prompt_text", "route", "attempts", "usage", "cost_usd", "timings", "finish_reason", "error", "answer_chars", "answer_text", "exploration")

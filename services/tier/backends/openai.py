@@ -1,9 +1,12 @@
 """A tier backend for any OpenAI-compatible server (``vllm serve`` is the one we deploy).
 
-Plain ``httpx`` streaming, SSE parsed by ``httpx-sse`` and each event decoded into dicts, not the
+Plain ``aiohttp`` streaming, SSE split into events here and each event decoded into dicts, not the
 ``openai`` SDK: profiling the overhead bench at concurrency 32 put 77% of the tier worker's CPU inside
 the SDK (a pydantic model per chunk, request building, retry wrappers), which halved the cascade's
-throughput on two cores.
+throughput on two cores. Nor ``httpx``, which replaced the SDK at first: py-spy on the tier worker under
+bench.overhead (policy route, concurrency 32) put 54% of its CPU under OpenAIBackend.stream, 42% in
+httpx/httpcore/anyio request machinery alone, and a streamed 16-token call cost 2.8-4.4 ms of CPU with
+httpx against 0.5-1.1 ms with aiohttp on the same cores.
 
 The cascade owns retries and deadlines, so nothing here retries, every call is bounded by the
 request's remaining time as a whole (not only per read), and every failure leaves this module as a
@@ -20,8 +23,7 @@ from contextlib import AsyncExitStack, aclosing, suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx
-from httpx_sse import ServerSentEvent, SSEError, aconnect_sse
+import aiohttp
 
 from services.core.errors import (
     CascadeError,
@@ -120,11 +122,20 @@ class OpenAIBackend:
         self.model = model
         self.timeout_s = timeout_s
         self._url = f"{self.base_url}/chat/completions"
-        self._client = httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-        )
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._connect_timeout_s, self._max_connections = connect_timeout_s, max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Opened on first use: an aiohttp session belongs to the running event loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                # Each call is bounded by its own deadline (see _before); only connecting has its own limit.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
+            )
+        return self._session
 
     async def stream(self, generation: Generation) -> AsyncIterator[Delta]:
         timeout_s = self.timeout_s if generation.timeout_s is None else generation.timeout_s
@@ -137,13 +148,16 @@ class OpenAIBackend:
                     yield delta
         except CascadeError:
             raise
+        except aiohttp.ClientError as exc:  # before TimeoutError: aiohttp's connect timeout is one too
+            raise self._map_error(exc) from exc
         except TimeoutError:
             raise DeadlineExceeded(f"{self.model} at {self.base_url} did not finish within {timeout_s:.3g} s") from None
-        except Exception as exc:  # nothing raw from httpx may escape
+        except Exception as exc:  # nothing raw from aiohttp may escape
             raise self._map_error(exc) from exc
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def _stream(self, generation: Generation, deadline: float) -> AsyncGenerator[Delta, None]:
         # Each await is bounded by the same absolute deadline; no timeout scope spans a `yield`,
@@ -151,21 +165,27 @@ class OpenAIBackend:
         choices = _Choices(max(generation.n, 1))
         usage: tuple[int, int] | None = None
         async with AsyncExitStack() as stack:
-            connect = aconnect_sse(self._client, "POST", self._url, json=self._body(generation))
-            source = await _before(deadline, stack.enter_async_context(connect))
-            if not source.response.is_success:
-                await _before(deadline, source.response.aread())
-                raise self._status_error(source.response)
-            events = await stack.enter_async_context(aclosing(source.aiter_sse()))
-            while (event := await _before(deadline, anext(events, None))) is not None:
-                if event.data.startswith("[DONE]"):
-                    await _drain(events, deadline)
-                    break
-                pieces, chunk_usage = self._read_chunk(event, choices.n)
-                usage = chunk_usage or usage
-                for piece in pieces:
-                    if (delta := choices.add(piece)) is not None:
-                        yield delta
+            post = self._client().post(self._url, json=self._body(generation))
+            response = await _before(deadline, stack.enter_async_context(post))
+            if response.status >= 400:
+                raise self._status_error(response.status, await _before(deadline, response.text()))
+            if response.content_type != "text/event-stream":
+                raise TierUnavailable(
+                    f"{self.model} at {self.base_url} sent a malformed response: "
+                    f"not an event stream (content-type {response.content_type!r})"
+                )
+            events, done = _SseData(), False
+            while not done and (data := await _before(deadline, response.content.readany())):
+                for event in events.feed(data):
+                    if event.startswith("[DONE]"):
+                        done = True
+                        await _drain(response, deadline)
+                        break
+                    pieces, chunk_usage = self._read_chunk(event, choices.n)
+                    usage = chunk_usage or usage
+                    for piece in pieces:
+                        if (delta := choices.add(piece)) is not None:
+                            yield delta
         # With n > 1 the other choices may still be running when choice 0 finishes: the
         # final delta waits for the end of the stream, so it carries every sample.
         if not choices.finished:
@@ -190,10 +210,10 @@ class OpenAIBackend:
             body["stop"] = list(generation.stop)
         return body
 
-    def _read_chunk(self, event: ServerSentEvent, n: int) -> _Chunk:
+    def _read_chunk(self, data: str, n: int) -> _Chunk:
         where = f"{self.model} at {self.base_url}"
         try:
-            chunk = json.loads(event.data)
+            chunk = json.loads(data)
             if isinstance(chunk, dict) and chunk.get("error"):
                 raise TierUnavailable(f"{where} failed: {_error_message(chunk['error'])}")
             return _parse_chunk(chunk, n)
@@ -217,19 +237,18 @@ class OpenAIBackend:
 
     def _map_error(self, exc: Exception) -> CascadeError:
         where = f"{self.model} at {self.base_url}"
-        if isinstance(exc, httpx.ConnectTimeout):
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
             return TierUnavailable(f"cannot connect to {self.base_url}: connect timed out")
-        if isinstance(exc, httpx.TimeoutException):
-            return DeadlineExceeded(f"{where} timed out")
-        if isinstance(exc, httpx.TransportError) and not isinstance(exc, SSEError):
+        if isinstance(exc, aiohttp.ClientResponseError):  # e.g. not HTTP at all
+            return TierUnavailable(f"{where} sent a malformed response: {type(exc).__name__}: {exc}")
+        if isinstance(exc, aiohttp.ClientError):  # refused, reset, or dropped mid-body (ClientPayloadError)
             return TierUnavailable(f"cannot reach {self.base_url}: {type(exc).__name__}: {exc}")
-        if isinstance(exc, httpx.HTTPError | ValueError):
-            # SSEError: not an event stream; ValueError: undecodable bytes.
+        if isinstance(exc, ValueError):  # undecodable bytes
             return TierUnavailable(f"{where} sent a malformed response: {type(exc).__name__}: {exc}")
         return InternalError(f"{where}: unexpected {type(exc).__name__}: {exc}")
 
-    def _status_error(self, response: httpx.Response) -> CascadeError:
-        status, message = response.status_code, _server_message(response)
+    def _status_error(self, status: int, text: str) -> CascadeError:
+        message = _server_message(status, text)
         where = f"{self.model} at {self.base_url}"
         if status == 429:
             return Overloaded(f"{where} is overloaded (HTTP 429): {message}")
@@ -240,6 +259,26 @@ class OpenAIBackend:
         if status == 408:
             return DeadlineExceeded(f"{where} timed out (HTTP 408): {message}")
         return TierUnavailable(f"{where} failed (HTTP {status}): {message}")
+
+
+class _SseData:
+    """The data of each server-sent event in a byte stream, as it arrives (the part of the SSE format
+    vLLM uses: ``data:`` lines, events ended by a blank line; comments and other fields are skipped)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        buffer = self._buffer + data
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")
+        *events, self._buffer = buffer.split(b"\n\n")
+        return [text for event in events if (text := _event_data(event)) is not None]
+
+
+def _event_data(event: bytes) -> str | None:
+    lines = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(lines).decode() if lines else None
 
 
 def _parse_chunk(chunk: dict[str, Any], n: int) -> _Chunk:
@@ -270,9 +309,9 @@ def _error_message(error: object) -> str:
     return message if isinstance(message, str) and message else "An error occurred during streaming"
 
 
-def _server_message(response: httpx.Response) -> str:
+def _server_message(status: int, text: str) -> str:
     """The message of an OpenAI error body (``{"error": {"message": ...}}`` or vLLM's older flat shape)."""
-    text = response.text.strip()
+    text = text.strip()
     try:
         body = json.loads(text)
     except ValueError:
@@ -282,7 +321,7 @@ def _server_message(response: httpx.Response) -> str:
         for source in (error, body):
             if isinstance(source, dict) and isinstance(source.get("message"), str):
                 return str(source["message"])
-    return text[:500] or f"Error code: {response.status_code}"
+    return text[:500] or f"Error code: {status}"
 
 
 async def _before(deadline: float, awaitable: Awaitable[_T]) -> _T:
@@ -290,12 +329,12 @@ async def _before(deadline: float, awaitable: Awaitable[_T]) -> _T:
         return await awaitable
 
 
-async def _drain(events: AsyncIterator[ServerSentEvent], deadline: float) -> None:
-    """Read the rest of the body after ``[DONE]`` so the connection goes back to the pool.
+async def _drain(response: aiohttp.ClientResponse, deadline: float) -> None:
+    """Read the rest of the body after ``[DONE]`` (a chunked body's last empty chunk), so the
+    connection goes back to the pool instead of being closed.
 
     The answer is complete by then, so a failure here must not turn it into an error.
     """
-    with suppress(httpx.HTTPError, TimeoutError):
+    with suppress(aiohttp.ClientError, TimeoutError):
         async with asyncio.timeout_at(min(deadline, asyncio.get_running_loop().time() + _DRAIN_S)):
-            async for _ in events:
-                pass
+            await response.content.read()

@@ -60,10 +60,7 @@ class ReplayBackend:
         prompt = _last_user_text(generation.messages)
         record = self._records.get(prompt)
         if record is None:
-            raise NotFound(
-                f"replay tier {self.model!r} has no recorded answer for the prompt "
-                f"{prompt[:60]!r}... ({len(prompt)} chars)"
-            )
+            raise NotFound(f"replay tier {self.model!r} has no recorded answer for the prompt {_preview(prompt)}")
         answer = record.response if record.response is not None else self._placeholder(record)
         text, finish_reason = _truncate(answer, generation.max_tokens, generation.stop)
         for piece in _pieces(text, self.chunk_words):
@@ -83,6 +80,13 @@ class ReplayBackend:
 
     def _placeholder(self, record: _Record) -> str:
         return f"[replay: no answer text recorded for {self.model}; recorded score {record.score:.2f}]"
+
+
+def _preview(prompt: str, chars: int = 60) -> str:
+    """The prompt quoted whole when short; else its start, marked as cut, and its length."""
+    if len(prompt) <= chars:
+        return repr(prompt)
+    return f"{prompt[:chars]!r}... ({len(prompt)} chars)"
 
 
 def _load(path: Path, model: str) -> dict[str, _Record]:

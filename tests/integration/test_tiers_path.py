@@ -1,0 +1,119 @@
+"""Three replay tiers through every real hop: an unsure answer climbs small -> medium -> large."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from grpc import aio
+
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
+from services.core import subjects
+from services.core.nats import connect_nats
+from services.outcomes import read_events
+from tests.support.system import make_settings, run_system
+
+CLIMB, STOP = "Which planet is largest?", "Which gas do plants take in?"
+# (prompt, model, score, response): on CLIMB each tier gives another final answer, so each answer
+# above the first disagrees with the one it replaces; on STOP the medium tier agrees with the small one.
+ROWS = [
+    ("p1", CLIMB, "m-7b", 0.0, "The answer is (A)."),
+    ("p1", CLIMB, "m-8b", 0.0, "The answer is (B)."),
+    ("p1", CLIMB, "m-70b", 1.0, "The answer is (C)."),
+    ("p2", STOP, "m-7b", 1.0, "The answer is (D)."),
+    ("p2", STOP, "m-8b", 1.0, "The answer is (D)."),
+    ("p2", STOP, "m-70b", 1.0, "The answer is (D)."),
+]
+PRICES = {"small": 0.2, "medium": 0.3, "large": 0.9}
+
+
+@pytest.fixture
+def replay_file(tmp_path):
+    ids, prompts, models, scores, responses = (list(c) for c in zip(*ROWS, strict=True))
+    table = pa.table(
+        {
+            "prompt_id": ids,
+            "dataset": ["t"] * len(ROWS),
+            "task": ["t"] * len(ROWS),
+            "subtask": [None] * len(ROWS),
+            "prompt": prompts,
+            "model": models,
+            "score": pa.array(scores, pa.float32()),
+            "response": responses,
+        }
+    )
+    path = tmp_path / "three.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+@pytest.fixture
+async def three_tiers(nats_server, replay_file):
+    def tier(model, price):
+        return {
+            "backend": "replay",
+            "replay": {"data": replay_file, "model": model},
+            "price": {"input_per_mtok": price, "output_per_mtok": price},
+        }
+
+    settings = make_settings(
+        nats_server.url,
+        {"small": tier("m-7b", 0.2), "medium": tier("m-8b", 0.3), "large": tier("m-70b", 0.9)},
+        router={"tiers": ["small", "medium", "large"], "thresholds": [1.0, 1.0]},  # every prompt starts small
+        # agreement: a lone answer scores 0.5 (< 0.6: the small answer climbs); a higher answer is judged
+        # against the earlier ones: 0 when it disagrees with them (climbs on), 1 when it agrees (kept).
+        escalation={"confidence": "agreement", "step_min_confidence": [0.6, 0.5]},
+    )
+    async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
+        yield system, cascade_pb2_grpc.CascadeStub(channel)
+
+
+async def outcome_events(system) -> dict[str, events_pb2.OutcomeEvent]:
+    for _ in range(200):
+        if system.gateway.outcomes.pending == 0:
+            break
+        await asyncio.sleep(0.02)
+    nc = await connect_nats(system.nats_url, name="t")
+    try:
+        stream = system.settings.outcomes.stream
+        return {e.request_id: e async for e in read_events(nc.jetstream(), stream=stream, durable="t")}
+    finally:
+        await nc.drain()
+
+
+async def test_an_unsure_answer_climbs_every_tier_and_each_attempt_is_paid(three_tiers):
+    system, stub = three_tiers
+    resp = await stub.Generate(cascade_pb2.GenerateRequest(prompt=CLIMB, request_id="climb"), timeout=20)
+    assert resp.text == "The answer is (C)."
+    route = resp.route
+    assert route.tier == "large" and route.escalated and list(route.tiers_tried) == ["small", "medium", "large"]
+    event = (await outcome_events(system))["climb"]
+    attempts = [(a.tier, a.purpose, a.replay_score) for a in event.attempts]
+    assert attempts == [("small", "answer", 0.0), ("medium", "escalation", 0.0), ("large", "escalation", 1.0)]
+    for a in event.attempts:  # each attempt is priced at its own tier's price
+        tokens = a.usage.input_tokens + a.usage.output_tokens
+        assert a.cost_usd == pytest.approx(tokens * PRICES[a.tier] / 1e6) and a.cost_usd > 0
+    assert event.cost_usd == pytest.approx(sum(a.cost_usd for a in event.attempts))
+    assert resp.cost_usd == pytest.approx(event.cost_usd)
+
+
+async def test_an_agreeing_middle_answer_stops_the_climb(three_tiers):
+    system, stub = three_tiers
+    resp = await stub.Generate(cascade_pb2.GenerateRequest(prompt=STOP, request_id="stop"), timeout=20)
+    assert resp.text == "The answer is (D)." and resp.route.tier == "medium"
+    assert list(resp.route.tiers_tried) == ["small", "medium"] and resp.route.agreement == 1.0
+    event = (await outcome_events(system))["stop"]
+    assert [a.tier for a in event.attempts] == ["small", "medium"]
+
+
+async def test_the_router_publishes_every_cut_of_the_tier_list(three_tiers):
+    system, _ = three_tiers
+    nc = await connect_nats(system.nats_url, name="probe")
+    try:
+        msg = await nc.request(subjects.ROUTE, events_pb2.RouteRequest(request_id="r", text=CLIMB).SerializeToString())
+    finally:
+        await nc.drain()
+    decision = events_pb2.RouteDecision.FromString(msg.data)
+    assert decision.tier == "small" and list(decision.thresholds) == [1.0, 1.0] and decision.threshold == 1.0

@@ -1,0 +1,115 @@
+"""The outcome spool on a real directory: bound, order, damaged files, leftovers, one owner."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from services.core.errors import ConfigError
+from services.core.settings import CascadeSettings, load_settings
+from services.outcomes.spool import SUFFIX, Spool, encode
+
+SUBJECT = "cascade.outcomes.request"
+
+
+def event_size(msg_id: str, payload: bytes) -> int:
+    return len(encode(SUBJECT, msg_id, payload))
+
+
+async def test_a_full_spool_refuses_new_events_and_keeps_the_old_ones(tmp_path) -> None:
+    payload = b"x" * 100
+    spool = Spool(tmp_path, max_bytes=2 * event_size("outcome:a", payload), fsync="never")
+    spool.open()
+    assert spool.submit(SUBJECT, "outcome:a", payload)
+    assert spool.submit(SUBJECT, "outcome:b", payload)
+    assert not spool.submit(SUBJECT, "outcome:c", payload)  # beyond the bound: refused, counted
+    assert spool.dropped == 1 and spool.pending == 2
+    await spool.flush()
+    assert len(list(tmp_path.glob(f"*{SUFFIX}"))) == 2
+
+    [first] = spool.peek()
+    assert first.msg_id == "outcome:a" and first.payload == payload
+    spool.ack(first.path)  # room again
+    assert spool.submit(SUBJECT, "outcome:d", payload)
+    await spool.flush()
+    assert [e.msg_id for e in spool.peek(10)] == ["outcome:b", "outcome:d"]
+    for event in spool.peek(10):
+        spool.ack(event.path)
+    await spool.flush()
+    assert list(tmp_path.glob(f"*{SUFFIX}")) == [] and spool.size_bytes == 0
+    await spool.close()
+
+
+@pytest.mark.parametrize("fsync", ["always", "batch", "never"])
+async def test_the_next_spool_on_a_directory_gets_the_events_in_order(tmp_path, fsync) -> None:
+    first = Spool(tmp_path, max_bytes=1 << 20, fsync=fsync)
+    first.open()
+    for i in range(3):
+        first.submit(SUBJECT, f"outcome:{i}", f"payload {i}".encode())
+    await first.close()  # writes what is queued
+    cut_short = tmp_path / f"{'9' * 20}-0-{0:012d}{SUFFIX}"  # sorts last, as a write a crash cut short
+    cut_short.write_bytes(encode(SUBJECT, "outcome:cut", b"payload")[:10])
+
+    second = Spool(tmp_path, max_bytes=1 << 20, fsync=fsync)
+    assert second.open() == 4
+    got = []
+    while events := second.peek():
+        got.append((events[0].subject, events[0].msg_id, events[0].payload))
+        second.ack(events[0].path)
+    assert got == [(SUBJECT, f"outcome:{i}", f"payload {i}".encode()) for i in range(3)]
+    assert cut_short.with_suffix(".bad").exists() and second.pending == 0
+    await second.close()
+
+
+async def test_a_damaged_file_is_set_aside_and_the_rest_still_flows(tmp_path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, fsync="never")
+    spool.open()
+    spool.submit(SUBJECT, "outcome:bad", b"payload")
+    spool.submit(SUBJECT, "outcome:good", b"payload")
+    await spool.flush()
+    damaged = Path(spool.peek()[0].path)
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit: the checksum no longer matches
+    damaged.write_bytes(bytes(data))
+    assert [e.msg_id for e in spool.peek(10)] == ["outcome:good"]
+    assert damaged.with_suffix(".bad").exists() and spool.pending == 1
+    await spool.close()
+
+
+async def test_two_gateways_cannot_share_a_spool_directory(tmp_path) -> None:
+    owner = Spool(tmp_path, max_bytes=1 << 20, fsync="never")
+    owner.open()
+    with pytest.raises(ConfigError, match="in use by another gateway"):
+        Spool(tmp_path, max_bytes=1 << 20, fsync="never").open()
+    await owner.close()
+    successor = Spool(tmp_path, max_bytes=1 << 20, fsync="never")
+    successor.open()  # free once the owner has closed it
+    await successor.close()
+
+
+def test_spool_settings_are_validated_and_resolved_against_the_config_file(tmp_path) -> None:
+    with pytest.raises(ValidationError, match="duplicate_window_s"):
+        CascadeSettings(outcomes={"duplicate_window_s": 2 * 86400, "max_age_days": 1})
+    with pytest.raises(ValidationError, match="spool_fsync"):
+        CascadeSettings(outcomes={"spool_fsync": "sometimes"})
+    config = tmp_path / "cascade.yaml"
+    config.write_text("outcomes: {spool_dir: spool/gw1}\n")
+    assert load_settings(config).outcomes.spool_dir == tmp_path / "spool" / "gw1"
+
+
+@pytest.mark.parametrize("yields", [0, 1, 5])
+async def test_an_event_acknowledged_before_or_while_it_is_written_leaves_no_file(tmp_path, yields) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, fsync="always")
+    spool.open()
+    spool.submit(SUBJECT, "outcome:fast", b"payload")
+    for _ in range(yields):  # 0: still in memory; later: handed to the worker thread, or written
+        await asyncio.sleep(0)
+    [event] = spool.peek(10)  # published from memory or from its file
+    spool.ack(event.path)
+    await spool.flush()
+    assert spool.pending == 0 and spool.peek(10) == []
+    assert list(tmp_path.glob(f"*{SUFFIX}")) == []
+    await spool.close()
