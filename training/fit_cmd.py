@@ -45,6 +45,8 @@ def run_fit(args: argparse.Namespace) -> int:
         from training.fit_stream import run_fit_from_nats
 
         return run_fit_from_nats(args)
+    if args.durable or args.since:
+        raise ValueError("--durable and --since read the outcome stream: add --from-nats [URL]")
     if not args.data:
         raise ValueError("train fit needs --data FILE, --from-nats [URL] or both")
     data, pairs = load_data(args)

@@ -72,7 +72,10 @@ def tier_models(settings: CascadeSettings) -> dict[str, str]:
 def default_pair(settings: CascadeSettings) -> tuple[str, str]:
     """The models of the config's small and large tier."""
     models = tier_models(settings)
-    return models[settings.router.small_tier], models[settings.router.large_tier]
+    small, large = settings.router.small_tier, settings.router.large_tier
+    if small not in models or large not in models:
+        raise ValueError(f"the config has no tier {small!r} or {large!r}: give --small and --large")
+    return models[small], models[large]
 
 
 def long_frame(rows: Iterable[LabelRow]) -> pd.DataFrame:
