@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js.api import ConsumerConfig
 
 from cascade.v1 import common_pb2, events_pb2
 from services.cli.main import main as cascade_main
@@ -143,3 +144,16 @@ async def test_evaluate_and_the_publish_gate_score_the_held_back_slice(nats_serv
     rc, out, err = await run(capsys, *gate, "--min-gain", "-1")
     assert rc == 0, err
     assert f"APGR on {both} held-out prompts" in out
+
+
+async def test_a_durable_that_caps_unacknowledged_events_is_refused_not_read_in_part(nats_server, tmp_path, capsys):
+    await publish(nats_server.url, recorded(12))
+    nc = await connect_nats(nats_server.url, name="t")
+    try:  # as another reader would have created it: at most 5 events in flight
+        config = ConsumerConfig(durable_name="capped", max_ack_pending=5, filter_subject=subjects.OUTCOMES_ALL)
+        await nc.jetstream().add_consumer(OutcomeSettings().stream, config=config)
+    finally:
+        await nc.drain()
+    fit = ("train", "fit", "--from-nats", nats_server.url, "--durable", "capped", *PAIR, "--quiet")
+    rc, _, err = await run(capsys, *fit, "--out", str(tmp_path / "m"))
+    assert rc == 1 and "allows only 5 unacknowledged events" in err
