@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import numpy as np
+import pytest
 
 from training.data import split_masks
 from training.labels import LabelRow
@@ -59,3 +60,12 @@ def test_the_held_back_slice_is_the_test_split_of_every_model_that_trained_on_th
     files_only = {"training_data": ["../shared/data/routing/mmlu_pro.parquet"], "split": {"seed": 0}}
     assert len(held_back_from(data, [files_only])) == len(data)  # never trained on traffic: all of it
     assert np.isin(held_back_from(data, [seed0]).frame["prompt_id"], data.frame["prompt_id"][test0]).all()
+
+
+def test_stream_options_without_from_nats_are_refused(tmp_path):
+    from training.cli import main
+
+    with pytest.raises(ValueError, match="add --from-nats"):
+        main(["train", "fit", "--durable", "trainer", "--out", str(tmp_path / "m")])
+    with pytest.raises(ValueError, match="needs --data FILE, --from-nats"):
+        main(["train", "fit", "--out", str(tmp_path / "m")])
