@@ -26,6 +26,20 @@ def _add_data_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
     )
 
 
+def _add_stream_args(p: argparse.ArgumentParser, *, what: str) -> None:
+    p.add_argument(
+        "--from-nats",
+        nargs="?",
+        const="",
+        metavar="URL",
+        help=f"{what} labelled traffic from the outcome stream (training.labels) at URL (default: the "
+        "config's nats.url); replayed prompts keep their benchmark id, so the held-back split matches the file's",
+    )
+    p.add_argument("--since", metavar="TIME", help="with --from-nats: events from this ISO time or age (30m, 7d)")
+    if not any(a.dest == "config" for a in p._actions):
+        p.add_argument("--config", type=Path, help="YAML config: NATS URL, stream, tiers (default: built-in)")
+
+
 def _add_split_arg(p: argparse.ArgumentParser, held_out: str) -> None:
     p.add_argument(
         "--split",
@@ -86,7 +100,7 @@ def _add_evaluate(sub: Any) -> None:
         "a recorded response count 256 output tokens.",
     )
     p.add_argument("--model", metavar="DIR", help="router model dir or .onnx file (--policy default: router.model)")
-    _add_data_args(p)
+    _add_data_args(p, required=False)
     _add_split_arg(p, "test")
     p.add_argument(
         "--policy",
@@ -101,6 +115,7 @@ def _add_evaluate(sub: Any) -> None:
         help="the cascade's policy file (default: escalation.calibration if it exists, else the config's thresholds)",
     )
     _add_policy_args(p)
+    _add_stream_args(p, what="with --model: score the candidate and the router in service (the config's registry) on")
     p.add_argument("--out", metavar="DIR", help="where to write the report (default: the model dir)")
     p.set_defaults(func=_lazy("training.eval_cmd", "run_evaluate"))
 
@@ -170,7 +185,15 @@ def _add_fit(sub: Any) -> None:
         "write DIR/router.onnx and DIR/model_card.json. Split is by prompt id: 70% train, 15% "
         "validation (thresholds), 15% test (metrics).",
     )
-    _add_data_args(p)
+    _add_data_args(p, required=False)
+    _add_stream_args(p, what="fit on")
+    p.add_argument(
+        "--durable",
+        metavar="NAME",
+        help="with --from-nats: read only the events this durable consumer has not acknowledged; they are "
+        "acknowledged after the model is written, given back if the fit fails (default: the whole stream, "
+        "nothing acknowledged)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
     # The defaults are the shipped router's settings (its card's rebuild_command), so a plain
     # `fit` on new data trains the kind of model that is in service; a unit test keeps them in step.
@@ -203,6 +226,7 @@ def _add_publish(sub: Any) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="model folder (router.onnx or scorer.onnx)")
     p.add_argument("--config", type=Path, help="YAML config: NATS URL and registry bucket (default: built-in)")
     _add_data_args(p, required=False)
+    _add_stream_args(p, what="router gate: also compare on the held-back slice of")
     p.add_argument(
         "--sample", type=int, metavar="N", help="scorer gate: compare on N sampled prompts of --data (default: all)"
     )

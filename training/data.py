@@ -79,21 +79,26 @@ def load_pair(path: Path, *, small: str, large: str) -> PairData:
     models = set(raw["model"].unique())
     if models != {small, large}:
         raise ValueError(f"{path} lacks model(s) {sorted({small, large} - models)}")
-    raw["out_chars"] = raw["response"].str.len()
-    scores = raw.pivot_table(index="prompt_id", columns="model", values="score", aggfunc="mean")
-    out = raw.pivot_table(index="prompt_id", columns="model", values="out_chars", aggfunc="mean")
-    prompts = raw.drop_duplicates("prompt_id").set_index("prompt_id")["prompt"]
+    return pair_frame(raw.assign(source=path.stem), small=small, large=large)
+
+
+def pair_frame(raw: pd.DataFrame, *, small: str, large: str) -> PairData:
+    """Long rows (prompt_id, prompt, model, score, response, source) -> one row per (source, prompt)
+    that both models answered; a prompt answered more than once gets its mean score."""
+    raw = raw[raw["model"].isin([small, large])].assign(out_chars=lambda f: f["response"].str.len())
+    index = ["source", "prompt_id"]
+    scores = raw.pivot_table(index=index, columns="model", values="score", aggfunc="mean")
+    out = raw.pivot_table(index=index, columns="model", values="out_chars", aggfunc="mean")
     frame = pd.DataFrame(
         {
-            "prompt": prompts,
-            "small": scores[small],
-            "large": scores[large],
+            "prompt": raw.drop_duplicates(index).set_index(index)["prompt"],
+            "small": scores.get(small),
+            "large": scores.get(large),
             "out_small": out.get(small),
             "out_large": out.get(large),
         }
     ).dropna(subset=["small", "large"])
-    frame["source"] = path.stem
-    return PairData(frame.rename_axis("prompt_id").reset_index())
+    return PairData(frame.reset_index())
 
 
 def load_files(paths: list[Path], *, overrides: dict[str, tuple[str, str]]) -> PairData:

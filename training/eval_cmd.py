@@ -19,13 +19,14 @@ from training.evaluation import evaluate_scores, plot_curves, prices_from_settin
 from training.export import set_metadata
 from training.fit_cmd import pair_overrides
 from training.metrics import routing_curve, threshold_table
+from training.traffic import trained_sources
 
 
 def held_out(*, model: RouterModel, args: argparse.Namespace, split: str) -> PairData:
     """Prompts of every --data file; for a file the model was trained on, only ``split``
     of the model's own prompt-id split, so no training prompt is ever scored."""
     overrides = pair_overrides(args)
-    trained_on = {Path(p).stem for p in model.card.get("training_data", [])}
+    trained_on = trained_sources(model.card)
     seed = int(model.card.get("split", {}).get("seed", 0))
     parts = []
     for path in map(Path, args.data):
@@ -49,11 +50,19 @@ def _scores(model: RouterModel, data: PairData, batch: int = 256) -> np.ndarray:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.policy:
+        if not args.data:
+            raise ValueError("train evaluate --policy needs --data FILE (recorded answers to replay)")
         from training.policy_cmd import run_policy_evaluate
 
         return run_policy_evaluate(args)
     if not args.model:
         raise ValueError("train evaluate needs --model DIR (router metrics) or --policy NAME (policy replay)")
+    if args.from_nats is not None:
+        from training.eval_stream import run_evaluate_from_nats
+
+        return run_evaluate_from_nats(args)
+    if not args.data:
+        raise ValueError("train evaluate --model needs --data FILE or --from-nats [URL]")
     model = load_model(args.model)
     data = held_out(model=model, args=args, split="test")
     scores = _scores(model, data)

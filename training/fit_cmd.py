@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -24,14 +25,14 @@ def pair_overrides(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
     if bool(args.small) != bool(args.large):
         raise ValueError("give both --small and --large, or neither")
     if args.small:
-        for path in args.data:
+        for path in args.data or []:
             overrides.setdefault(Path(path).stem, (args.small, args.large))
     return overrides
 
 
 def load_data(args: argparse.Namespace) -> tuple[PairData, dict[str, tuple[str, str]]]:
     overrides = pair_overrides(args)
-    paths = [Path(p) for p in args.data]
+    paths = [Path(p) for p in args.data or []]
     pairs = {p.stem: pair_for(p, overrides) for p in paths}
     data = load_files(paths, overrides=overrides)
     if getattr(args, "sample", None):
@@ -40,10 +41,34 @@ def load_data(args: argparse.Namespace) -> tuple[PairData, dict[str, tuple[str, 
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    steps = tqdm(total=5, desc="fit", unit="step", disable=args.quiet)
+    if args.from_nats is not None:
+        from training.fit_stream import run_fit_from_nats
+
+        return run_fit_from_nats(args)
+    if args.durable or args.since:
+        raise ValueError("--durable and --since read the outcome stream: add --from-nats [URL]")
+    if not args.data:
+        raise ValueError("train fit needs --data FILE, --from-nats [URL] or both")
     data, pairs = load_data(args)
+    extra = {"training_data": [str(p) for p in args.data]}
+    fit_and_write(args, data=data, pair=pairs[Path(args.data[0]).stem], pairs=pairs, extra=extra)
+    return 0
+
+
+def fit_and_write(
+    args: argparse.Namespace,
+    *,
+    data: PairData,
+    pair: tuple[str, str],
+    pairs: dict[str, tuple[str, str]],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Split by prompt id, fit, evaluate, write DIR/router.onnx + card (parity-checked); the card."""
+    steps = tqdm(total=5, desc="fit", unit="step", disable=args.quiet)
     masks = split_masks(data, seed=args.seed)
     train, val, test = (data.subset(masks[k]) for k in ("train", "validation", "test"))
+    if min(len(train), len(val), len(test)) == 0:
+        raise ValueError(f"too few prompts to split: train {len(train)}, validation {len(val)}, test {len(test)}")
     steps.update()
     steps.set_postfix_str(f"fitting {args.features}/{args.family} on {len(train)} prompts")
     fitted = fit(
@@ -55,21 +80,22 @@ def run_fit(args: argparse.Namespace) -> int:
     )
     steps.update()
     val_scores, test_scores = fitted.score(val.prompts), fitted.score(test.prompts)
+    settings = load_settings(getattr(args, "config", None))
     metrics = evaluate_scores(
-        data=test, scores=test_scores, labels=test.labels(args.label), prices=prices_from_settings(load_settings())
+        data=test, scores=test_scores, labels=test.labels(args.label), prices=prices_from_settings(settings)
     )
     steps.update()
     extra = {
         "pairs": {stem: list(p) for stem, p in pairs.items()},
-        "training_data": [str(p) for p in args.data],
+        **extra,
+        "training_sources": sorted(set(data.frame["source"])),
         "split": {"by": "prompt_id", "seed": args.seed, "train": len(train), "validation": len(val), "test": len(test)},
         "metrics": {"test": metrics},
         "rebuild_command": "cascade train " + shlex.join(sys.argv[sys.argv.index("fit") :])
         if "fit" in sys.argv
         else "",
     }
-    first_pair = pairs[Path(args.data[0]).stem]
-    card = make_card(fitted=fitted, pair=first_pair, label=args.label, validation=val, scores=val_scores, extra=extra)
+    card = make_card(fitted=fitted, pair=pair, label=args.label, validation=val, scores=val_scores, extra=extra)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".staging-") as staging:
@@ -86,4 +112,4 @@ def run_fit(args: argparse.Namespace) -> int:
         f"APGR {metrics['apgr']:.3f} (random {metrics['random']['apgr']:.3f}, oracle "
         f"{metrics['oracle']['apgr']:.3f}); ONNX parity max |diff| {diff:.1e}"
     )
-    return 0
+    return card

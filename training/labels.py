@@ -30,8 +30,9 @@ import contextlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from cascade.v1 import events_pb2
@@ -76,15 +77,34 @@ class LabelSummary:
 class Traffic:
     outcomes: list[events_pb2.OutcomeEvent] = field(default_factory=list)
     feedback: list[events_pb2.FeedbackEvent] = field(default_factory=list)
+    held: list[Msg] = field(default_factory=list)  # read with hold=True: not yet acknowledged
+
+    async def ack(self) -> None:
+        """The events are used: the durable consumer will not deliver them again."""
+        for msg in self.held:
+            await msg.ack()
+        self.held.clear()
+
+    async def release(self) -> None:
+        """The events were not used (a failed fit): the next read delivers them again."""
+        for msg in self.held:
+            await msg.nak()
+        self.held.clear()
 
 
 async def read_traffic(
-    js: JetStreamContext, *, stream: str, durable: str | None = None, since: datetime | None = None
+    js: JetStreamContext,
+    *,
+    stream: str,
+    durable: str | None = None,
+    since: datetime | None = None,
+    hold: bool = False,
 ) -> Traffic:
     """The outcome and feedback events not yet acknowledged by ``durable`` (None: the whole stream),
-    from ``since`` on (see :func:`services.outcomes.read_events`)."""
+    from ``since`` on (see :func:`services.outcomes.read_events`). ``hold``: acknowledge nothing yet;
+    the caller calls :meth:`Traffic.ack` once it has used them, or :meth:`Traffic.release`."""
     traffic = Traffic()
-    events = read_events(js, stream=stream, durable=durable, since=since)
+    events = read_events(js, stream=stream, durable=durable, since=since, hold=traffic.held if hold else None)
     async with contextlib.aclosing(events):
         async for event in events:
             if isinstance(event, events_pb2.OutcomeEvent):
@@ -234,3 +254,24 @@ def _returned(event: events_pb2.OutcomeEvent) -> int | None:
         if a.tier == event.route.tier and a.purpose not in ("second_opinion", "shadow") and not a.error.code:
             return i
     return None
+
+
+def routing_columns(rows: Iterable[LabelRow]) -> dict[str, list]:
+    """Rows with their prompt text, as the columns of a routing-data file (shared/data/routing:
+    prompt_id, dataset, task, subtask, prompt, model, score, response) plus request_id, tier,
+    label_source and time. ``prompt_id`` is the prompt's SHA-256: a prompt asked twice is one prompt."""
+    kept = [r for r in rows if r.prompt]
+    return {
+        "prompt_id": [r.prompt_sha256 for r in kept],
+        "dataset": ["traffic"] * len(kept),
+        "task": [r.tags.get("task", "traffic") for r in kept],
+        "subtask": [r.tags.get("subtask") for r in kept],
+        "prompt": [r.prompt for r in kept],
+        "model": [r.model for r in kept],
+        "score": [r.score for r in kept],
+        "response": [r.response for r in kept],
+        "request_id": [r.request_id for r in kept],
+        "tier": [r.tier for r in kept],
+        "label_source": [r.source for r in kept],
+        "time": [r.time.replace(tzinfo=UTC) for r in kept],
+    }

@@ -13,9 +13,10 @@ from typing import Any
 
 from services.core.errors import CascadeError
 from services.core.nats import connect_nats
-from services.core.settings import load_settings
+from services.core.settings import CascadeSettings, load_settings
 from services.registry.kinds import detect_kind
 from services.registry.manage import ModelRegistry
+from training.data import PairData
 from training.publish_gate import compare
 
 NOT_PUBLISHED = 3
@@ -47,14 +48,18 @@ async def _publish(args: argparse.Namespace) -> int:
         gate: dict[str, Any] | None = None
         reason = args.reason or "first publication"
         if current is not None and not args.force:
-            if not args.data:
+            if not args.data and args.from_nats is None:
                 raise ValueError(
-                    f"{kind.name} {current} is in service: give --data FILE to compare with it, or --force"
+                    f"{kind.name} {current} is in service: give --data FILE or --from-nats to compare with it, "
+                    "or --force"
                 )
+            traffic = await _traffic(args, settings, candidate) if args.from_nats is not None else None
             with tempfile.TemporaryDirectory(prefix="cascade-publish-") as tmp:
                 path = await registry.fetch(kind=kind.name, version=current, cache_dir=Path(tmp))
                 serving = await asyncio.to_thread(kind.load, path)
-                result = await asyncio.to_thread(compare, kind.name, candidate=candidate, serving=serving, args=args)
+                result = await asyncio.to_thread(
+                    compare, kind.name, candidate=candidate, serving=serving, args=args, traffic=traffic
+                )
             gate, summary = result.as_record(), result.summary(candidate=candidate.version, serving=current)
             print(f"{summary}, needed >= {args.min_gain:+.4f}")
             reason = args.reason or summary
@@ -77,3 +82,18 @@ async def _publish(args: argparse.Namespace) -> int:
         return 0
     finally:
         await nc.drain()
+
+
+async def _traffic(args: argparse.Namespace, settings: CascadeSettings, candidate: Any) -> PairData:
+    """The stream's labelled prompts for the candidate's (small, large) pair; the gate keeps the held-back slice."""
+    from services.cli.export import parse_since
+    from training.traffic import read_pairs
+
+    if "pair" not in candidate.card:
+        raise ValueError("--from-nats gates a router; a scorer is compared on --data")
+    small, large = candidate.card["pair"]
+    since = parse_since(args.since) if args.since else None
+    data, _ = await read_pairs(
+        settings, url=args.from_nats or settings.nats.client_url, since=since, small=small, large=large
+    )
+    return data

@@ -20,6 +20,7 @@ from services.core.settings import DEFAULT_ROUTER_MODEL
 from training.data import PairData, load_pair, pair_for, split_masks
 from training.fit_cmd import pair_overrides
 from training.metrics import apgr, routing_curve
+from training.traffic import held_back_from, trained_sources
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,15 +45,27 @@ class Comparison:
         return asdict(self)
 
 
-def compare(kind: str, *, candidate: Any, serving: Any, args: argparse.Namespace) -> Comparison:
-    return compare_routers(candidate, serving, args) if kind == "router" else compare_scorers(candidate, serving, args)
+def compare(
+    kind: str, *, candidate: Any, serving: Any, args: argparse.Namespace, traffic: PairData | None = None
+) -> Comparison:
+    if kind == "router":
+        return compare_routers(candidate, serving, args, traffic=traffic)
+    if traffic is not None:
+        raise ValueError("a scorer's gate reads --data (MMLU-Pro responses), not --from-nats")
+    return compare_scorers(candidate, serving, args)
 
 
-def compare_routers(candidate: RouterModel, serving: RouterModel, args: argparse.Namespace) -> Comparison:
-    """APGR of both models on the --data prompts that neither model was trained on."""
-    data = held_out_by_all(models=[candidate, serving], args=args)
+def compare_routers(
+    candidate: RouterModel, serving: RouterModel, args: argparse.Namespace, *, traffic: PairData | None = None
+) -> Comparison:
+    """APGR of both models on the --data prompts and the ``traffic`` prompts that neither model was
+    trained on (traffic: the held-back slice, training.traffic)."""
+    parts = [held_out_by_all(models=[candidate, serving], args=args).frame] if args.data else []
+    if traffic is not None:
+        parts.append(held_back_from(traffic, [candidate.card, serving.card]).frame)
+    data = PairData(pd.concat(parts, ignore_index=True)) if parts else PairData(pd.DataFrame())
     if len(data) == 0:
-        raise ValueError("no --data prompt is held out from both models; give other data")
+        raise ValueError("no --data or traffic prompt is held out from both models; give other data")
     small, large = data.small, data.large
     return Comparison(
         metric="APGR",
@@ -72,7 +85,7 @@ def held_out_by_all(*, models: list[RouterModel], args: argparse.Namespace) -> P
         data = load_pair(path, small=small, large=large)
         keep = np.ones(len(data), dtype=bool)
         for model in models:
-            if path.stem in {Path(p).stem for p in model.card.get("training_data", [])}:
+            if path.stem in trained_sources(model.card):
                 keep &= split_masks(data, seed=int(model.card.get("split", {}).get("seed", 0)))["test"]
         parts.append(data.subset(keep).frame)
     return PairData(pd.concat(parts, ignore_index=True))
@@ -99,7 +112,7 @@ def compare_scorers(candidate: Any, serving: Any, args: argparse.Namespace) -> C
     answers = _answers(ns, small)
     keep = np.ones(len(answers), dtype=bool)
     for model in (candidate, serving):
-        if path.stem in {Path(p).stem for p in model.card.get("training_data", [])}:
+        if path.stem in trained_sources(model.card):
             keep &= split(answers, seed=int(model.card.get("split", {}).get("seed", 0)))["test"]
     held = answers.subset(keep)
     if len(held) == 0:

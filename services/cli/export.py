@@ -21,7 +21,7 @@ from services.cli.outcomes import nats_url
 from services.core.errors import CascadeError, InvalidRequest
 from services.core.nats import connect_nats
 from services.core.settings import CascadeSettings, load_settings
-from training.labels import SOURCES, LabelRow, LabelSummary, label_rows, read_traffic
+from training.labels import SOURCES, LabelRow, LabelSummary, label_rows, read_traffic, routing_columns
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -71,7 +71,6 @@ def write_parquet(rows: list[LabelRow], out: Path) -> tuple[int, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    kept = [r for r in rows if r.prompt]
     schema = pa.schema(
         [
             ("prompt_id", pa.string()),
@@ -88,20 +87,8 @@ def write_parquet(rows: list[LabelRow], out: Path) -> tuple[int, int]:
             ("time", pa.timestamp("ms", tz="UTC")),
         ]
     )
-    columns = {
-        "prompt_id": [r.prompt_sha256 for r in kept],
-        "dataset": ["traffic"] * len(kept),
-        "task": [r.tags.get("task", "traffic") for r in kept],
-        "subtask": [r.tags.get("subtask") for r in kept],
-        "prompt": [r.prompt for r in kept],
-        "model": [r.model for r in kept],
-        "score": [r.score for r in kept],
-        "response": [r.response for r in kept],
-        "request_id": [r.request_id for r in kept],
-        "tier": [r.tier for r in kept],
-        "label_source": [r.source for r in kept],
-        "time": [r.time.replace(tzinfo=UTC) for r in kept],
-    }
+    columns = routing_columns(rows)
+    kept = columns["prompt_id"]
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns, schema=schema), out, compression="zstd")
     return len(kept), len(rows) - len(kept)

@@ -1,0 +1,96 @@
+"""`cascade train evaluate --model DIR --from-nats [URL]`: a candidate router against the one in service,
+on the held-back slice of the recorded traffic (training.traffic): the prompts neither was trained on."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifier import RouterModel, load_model
+from services.core.errors import CascadeError
+from services.core.nats import connect_nats
+from services.core.settings import CascadeSettings, load_settings
+from services.registry.manage import ModelRegistry
+from training.evaluation import evaluate_scores, prices_from_settings
+from training.traffic import held_back_from, read_pairs
+
+
+def run_evaluate_from_nats(args: argparse.Namespace) -> int:
+    if args.data:
+        raise ValueError("evaluate reads --from-nats or --data, not both (publish's gate takes both)")
+    try:
+        return asyncio.run(_evaluate(args))
+    except CascadeError as exc:
+        print(f"cascade train evaluate: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _evaluate(args: argparse.Namespace) -> int:
+    from services.cli.export import parse_since
+    from training.eval_cmd import _scores, format_report
+
+    settings = load_settings(args.config)
+    candidate = load_model(args.model)
+    small, large = candidate.card["pair"]
+    since = parse_since(args.since) if args.since else None
+    url = args.from_nats or settings.nats.client_url
+    traffic, cover = await read_pairs(settings, url=url, since=since, small=small, large=large)
+    with tempfile.TemporaryDirectory(prefix="cascade-evaluate-") as tmp:
+        serving = await _serving(settings, cache=Path(tmp), candidate=candidate.version)
+        models = [candidate] + ([serving] if serving else [])
+        held = held_back_from(traffic, [m.card for m in models])
+        print(f"{cover.line()}; held back from {' and '.join(m.version for m in models)}: {len(held)}")
+        if len(held) == 0:
+            raise ValueError("no traffic prompt with both labels is held back from the model(s); record more traffic")
+        prices = prices_from_settings(settings, args.price)
+        labels = held.labels(candidate.card["label"])
+        reports = {
+            m.version: evaluate_scores(data=held, scores=_scores(m, held), labels=labels, prices=prices) for m in models
+        }
+    report: dict[str, Any] = {
+        "model_version": candidate.version,
+        "data": [f"{url}/{settings.outcomes.stream}"],
+        "held_back": candidate.card.get(
+            "held_back", {"split": "test", "seed": candidate.card.get("split", {}).get("seed", 0)}
+        ),
+        **reports[candidate.version],
+    }
+    if serving:
+        report["serving"] = {"version": serving.version, **_brief(reports[serving.version])}
+    out = Path(args.out or (args.model if Path(args.model).is_dir() else Path(args.model).parent))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(format_report(report))
+    if serving:
+        s = report["serving"]
+        gain = report["apgr"] - s["apgr"]
+        print(
+            f"serving {serving.version}: APGR {s['apgr']:.3f}, ROC AUC {s['roc_auc']:.3f} (candidate gain {gain:+.3f})"
+        )
+    print(f"wrote {out / 'evaluation.json'}")
+    return 0
+
+
+def _brief(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(np.float64(metrics[k])) for k in ("apgr", "roc_auc", "cpt50", "cpt80", "cpt95")}
+
+
+async def _serving(settings: CascadeSettings, *, cache: Path, candidate: str) -> RouterModel | None:
+    """The router in service in the config's registry (None: none, or the candidate itself)."""
+    nc = await connect_nats(settings.nats.client_url, name="cascade-train-evaluate", wait_s=5)
+    try:
+        registry = ModelRegistry(nc=nc, bucket=settings.router.registry_bucket)
+        current = await registry.serving("router")
+        if current is None or current == candidate:
+            return None
+        path = await registry.fetch(kind="router", version=current, cache_dir=cache)
+    finally:
+        await nc.drain()
+    return await asyncio.to_thread(load_model, path)

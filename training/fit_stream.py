@@ -1,0 +1,106 @@
+"""`cascade train fit --from-nats [URL]`: a router fitted on labelled traffic (plus any --data files).
+
+With ``--durable NAME`` the events come from that durable consumer: exactly those it has not
+acknowledged yet. Nothing is acknowledged while reading; all of them are acknowledged once the model is
+written (so the next fit with that name reads only newer events), and given back (nak) when the fit
+fails, so a rerun reads them again. A reader killed in between gets them back after
+services.outcomes.reader.HOLD_ACK_WAIT_S. Without ``--durable`` the whole stream (or ``--since``) is
+read and nothing is acknowledged. The held-back slice: see training.traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC
+from typing import Any
+
+import pandas as pd
+
+from services.core.errors import CascadeError
+from services.core.nats import connect_nats
+from services.core.settings import load_settings
+from training.data import PairData
+from training.fit_cmd import fit_and_write, load_data, pair_overrides
+from training.labels import SOURCES
+from training.traffic import HELD_BACK_SPLIT, Labelled, default_pair, read_labelled, traffic_pairs
+
+BIAS_NOTE = (
+    "note: under the cascade policy only escalated (hard) prompts get both a small and a large label, so a "
+    "router fitted on that traffic alone learns a biased sample (worse than random in our runs); merge "
+    "--data files, replay with --policy small and --policy large, or turn on exploration"
+)
+
+
+def run_fit_from_nats(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_fit(args))
+    except (CascadeError, ValueError, OSError) as exc:
+        print(f"cascade train fit: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _fit(args: argparse.Namespace) -> int:
+    from services.cli.export import parse_since
+
+    settings = load_settings(args.config)
+    url = args.from_nats or settings.nats.client_url
+    since = parse_since(args.since) if args.since else None
+    small, large = (args.small, args.large) if args.small else default_pair(settings)
+    pair_overrides(args)  # both or neither of --small/--large, before connecting
+    nc = await connect_nats(url, name="cascade-train-fit", wait_s=5)
+    try:
+        labelled = await read_labelled(nc, settings, durable=args.durable, since=since, hold=bool(args.durable))
+        try:
+            card = await asyncio.to_thread(_fit_labelled, args, labelled, small=small, large=large, url=url)
+        except BaseException:
+            await labelled.traffic.release()
+            raise
+        await labelled.traffic.ack()
+        await nc.flush()
+    finally:
+        await nc.drain()
+    if args.durable:
+        print(f"acknowledged the events on durable {args.durable!r}: the next fit with it reads only newer ones")
+    return 0 if card else 1
+
+
+def _fit_labelled(args: argparse.Namespace, labelled: Labelled, *, small: str, large: str, url: str) -> dict[str, Any]:
+    traffic, cover = traffic_pairs(labelled.rows, small=small, large=large)
+    s = labelled.summary
+    sources = ", ".join(f"{k} {s.by_source[k]}" for k in SOURCES if s.by_source[k]) or "none"
+    print(f"read {s.outcomes} outcomes and {s.feedback} feedback events from {url} (labels: {sources})")
+    print(f"pair {small} / {large}: {cover.line()}")
+    if cover.prompts and cover.both < cover.prompts / 2:
+        print(BIAS_NOTE)
+    frames, pairs = [traffic.frame], dict[str, tuple[str, str]]()
+    if args.data:
+        files, pairs = load_data(args)
+        frames.insert(0, files.frame)
+    data = PairData(pd.concat([f for f in frames if len(f)] or frames, ignore_index=True))
+    if len(data) == 0:
+        raise ValueError("no prompt with both a small and a large label in the stream or the --data files")
+    times = [r.time for r in labelled.rows]
+    stream = {
+        "url": url,
+        "stream": load_settings(args.config).outcomes.stream,
+        "durable": args.durable,
+        "since": args.since,
+        "outcomes": s.outcomes,
+        "prompts_both_tiers": cover.both,
+        "first_event": min(times).replace(tzinfo=UTC).isoformat() if times else None,
+        "last_event": max(times).replace(tzinfo=UTC).isoformat() if times else None,
+    }
+    extra = {
+        "training_data": [str(p) for p in args.data or []] + [f"{url}/{stream['stream']}"],
+        "training_stream": stream,
+        "held_back": {
+            "split": HELD_BACK_SPLIT,
+            "by": "training.data.split_masks: hash of (source, prompt_id) with split.seed; replayed prompts "
+            "keep their benchmark source and id (training.traffic)",
+            "seed": args.seed,
+        },
+    }
+    pair = (small, large)
+    return fit_and_write(args, data=data, pair=pair, pairs={**pairs, "traffic": pair}, extra=extra)
