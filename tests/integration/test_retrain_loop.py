@@ -19,7 +19,7 @@ from tests.integration.test_train_from_nats import LARGE, MMLU_PRO, SMALL, run
 from tests.support.system import make_settings, run_system
 from training.data import PairData, split_masks
 
-pytestmark = pytest.mark.skipif(not MMLU_PRO.exists(), reason="routing data not present")
+pytestmark = pytest.mark.usefixtures("routing_data")  # fails, never skips, without the shared data
 PROMPTS = 240
 
 

@@ -21,12 +21,12 @@ from services.core import subjects
 from services.core.nats import connect_nats
 from services.core.settings import OutcomeSettings
 from services.outcomes.stream import ensure_stream
+from tests.support.data import MMLU_PRO
 from training.data import PairData, split_masks
 
-MMLU_PRO = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing" / "mmlu_pro.parquet"
 SMALL, LARGE = "Mistral-7B-Instruct-v0.2", "Meta-Llama-3_1-70B-Instruct"
 PAIR = ("--small", SMALL, "--large", LARGE)
-pytestmark = pytest.mark.skipif(not MMLU_PRO.exists(), reason="routing data not present")
+pytestmark = pytest.mark.usefixtures("routing_data")  # fails, never skips, without the shared data
 
 
 def recorded(n: int, *, skip: int = 0) -> list[tuple[str, str, float, float]]:
