@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,19 @@ def parse_pair(spec: str) -> tuple[str, str, str]:
     if not sep or not comma or not small or not large:
         raise ValueError(f"--pair wants FILE=SMALL,LARGE, got {spec!r}")
     return Path(file_part).stem, small, large
+
+
+def pair_overrides(
+    pairs: Sequence[str] | None, *, small: str | None, large: str | None, files: Sequence[str | Path]
+) -> dict[str, tuple[str, str]]:
+    """Per-file pairs from ``--pair FILE=SMALL,LARGE`` specs; ``small``/``large`` apply to every file."""
+    overrides = {stem: (s, lg) for stem, s, lg in map(parse_pair, pairs or [])}
+    if bool(small) != bool(large):
+        raise ValueError("give both --small and --large, or neither")
+    if small and large:
+        for path in files:
+            overrides.setdefault(Path(path).stem, (small, large))
+    return overrides
 
 
 def pair_for(path: Path, overrides: dict[str, tuple[str, str]]) -> tuple[str, str]:

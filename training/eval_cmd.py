@@ -14,10 +14,9 @@ from classifier import RouterModel, load_model
 from classifier.contract import CARD_FILE, ONNX_FILE
 from classifier.thresholds import pick_threshold
 from services.core.settings import load_settings
-from training.data import PairData, load_pair, pair_for, split_masks
+from training.data import PairData, load_pair, pair_for, pair_overrides, split_masks
 from training.evaluation import evaluate_scores, plot_curves, prices_from_settings
 from training.export import set_metadata
-from training.fit_cmd import pair_overrides
 from training.metrics import routing_curve, threshold_table
 from training.traffic import trained_sources
 
@@ -25,7 +24,7 @@ from training.traffic import trained_sources
 def held_out(*, model: RouterModel, args: argparse.Namespace, split: str) -> PairData:
     """Prompts of every --data file; for a file the model was trained on, only ``split``
     of the model's own prompt-id split, so no training prompt is ever scored."""
-    overrides = pair_overrides(args)
+    overrides = pair_overrides(args.pair, small=args.small, large=args.large, files=args.data or [])
     trained_on = trained_sources(model.card)
     seed = int(model.card.get("split", {}).get("seed", 0))
     parts = []

@@ -22,9 +22,8 @@ from tqdm import tqdm
 
 from classifier import load_model
 from classifier.contract import ONNX_FILE
-from training.data import PairData, load_pair, pair_for, sample, split_masks
+from training.data import PairData, load_pair, pair_for, pair_overrides, sample, split_masks
 from training.fit import Fitted, ParityError, check_parity, fit, make_card, write_model
-from training.fit_cmd import pair_overrides
 from training.metrics import apgr, roc_auc, routing_curve
 
 
@@ -67,7 +66,7 @@ def long_prompts(data: PairData, tokens: tuple[int, ...] = (500, 5000)) -> dict[
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    overrides = pair_overrides(args)
+    overrides = pair_overrides(args.pair, small=args.small, large=args.large, files=args.data or [])
     files = {}
     for path in map(Path, args.data):
         small, large = pair_for(path, overrides)

@@ -14,24 +14,13 @@ from tqdm import tqdm
 
 from classifier.contract import CARD_FILE, ONNX_FILE
 from services.core.settings import load_settings
-from training.data import PairData, load_files, pair_for, parse_pair, sample, split_masks
+from training.data import PairData, load_files, pair_for, pair_overrides, sample, split_masks
 from training.evaluation import evaluate_scores, prices_from_settings
 from training.fit import check_parity, fit, make_card, write_model
 
 
-def pair_overrides(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
-    """Per-file pairs from ``--pair FILE=SMALL,LARGE``; ``--small/--large`` apply to every file."""
-    overrides = {stem: (s, lg) for stem, s, lg in map(parse_pair, args.pair or [])}
-    if bool(args.small) != bool(args.large):
-        raise ValueError("give both --small and --large, or neither")
-    if args.small:
-        for path in args.data or []:
-            overrides.setdefault(Path(path).stem, (args.small, args.large))
-    return overrides
-
-
 def load_data(args: argparse.Namespace) -> tuple[PairData, dict[str, tuple[str, str]]]:
-    overrides = pair_overrides(args)
+    overrides = pair_overrides(args.pair, small=args.small, large=args.large, files=args.data or [])
     paths = [Path(p) for p in args.data or []]
     pairs = {p.stem: pair_for(p, overrides) for p in paths}
     data = load_files(paths, overrides=overrides)

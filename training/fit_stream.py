@@ -21,8 +21,8 @@ import pandas as pd
 from services.core.errors import CascadeError
 from services.core.nats import connect_nats
 from services.core.settings import load_settings
-from training.data import PairData
-from training.fit_cmd import fit_and_write, load_data, pair_overrides
+from training.data import PairData, pair_overrides
+from training.fit_cmd import fit_and_write, load_data
 from training.labels import SOURCES
 from training.traffic import HELD_BACK_SPLIT, Labelled, default_pair, read_labelled, traffic_pairs
 
@@ -48,7 +48,8 @@ async def _fit(args: argparse.Namespace) -> int:
     url = args.from_nats or settings.nats.client_url
     since = parse_since(args.since) if args.since else None
     small, large = (args.small, args.large) if args.small else default_pair(settings)
-    pair_overrides(args)  # both or neither of --small/--large, before connecting
+    # Both or neither of --small/--large: checked before connecting.
+    pair_overrides(args.pair, small=args.small, large=args.large, files=args.data or [])
     nc = await connect_nats(url, name="cascade-train-fit", wait_s=5)
     try:
         labelled = await read_labelled(nc, settings, durable=args.durable, since=since, hold=bool(args.durable))

@@ -19,8 +19,15 @@ from classifier.policy import CalibratedPolicy, load_policy, save_policy
 from services.core.settings import CascadeSettings, load_settings
 from training.evaluation import Price
 from training.policy_calibrate import bootstrap_metric, parse_policy_target
-from training.policy_cmd import _load_confidence, route_threshold
-from training.policy_data import filter_categories, held_out_mask, load_replay, parse_categories, sample_frame
+from training.policy_data import (
+    filter_categories,
+    held_out_mask,
+    load_confidence_model,
+    load_replay,
+    parse_categories,
+    route_threshold,
+    sample_frame,
+)
 from training.policy_signals import BATCH, model_card, router_scores, split_seeds, tokens
 from training.policy_tiers import Climb, Ladder, build_ladder, calibrate_climb, simulate_climb, summarise_climb
 
@@ -55,7 +62,7 @@ class LadderSetup:
         self.args = args
         self.settings = load_settings(args.config)
         self.models = parse_tiers(args.tiers)
-        loaded = _load_confidence(args, self.settings)
+        loaded = load_confidence_model(args.confidence, args.confidence_model, self.settings)
         if loaded is None:
             raise ValueError("no confidence model")
         self.confidence, conf_path = loaded

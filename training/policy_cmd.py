@@ -13,17 +13,18 @@ from typing import Any
 import pandas as pd
 
 from classifier import RouterModel, load_model
-from classifier.confidence import ConfidenceModel, load_confidence
+from classifier.confidence import ConfidenceModel
 from classifier.policy import CalibratedPolicy, load_policy, save_policy
-from services.core.errors import CascadeError
-from services.core.settings import DEFAULT_CONFIDENCE_MODEL, CascadeSettings, load_settings
+from services.core.settings import CascadeSettings, load_settings
 from training.evaluation import prices_from_settings
 from training.policy_calibrate import Target, bootstrap, calibrate, parse_policy_target
 from training.policy_data import (
     filter_categories,
     held_out_mask,
+    load_confidence_model,
     load_replay,
     parse_categories,
+    route_threshold,
     sample_frame,
     triple_for,
 )
@@ -57,7 +58,7 @@ class Setup:
 
 def _setup(args: argparse.Namespace) -> Setup | None:
     settings = load_settings(args.config)
-    confidence = _load_confidence(args, settings)
+    confidence = load_confidence_model(args.confidence, args.confidence_model, settings)
     if confidence is None:
         return None
     model, conf_path = confidence
@@ -77,31 +78,6 @@ def _load_files(
         files.append((path, frame, split_seeds(cards, stem=path.stem)))
         models = triple.names()
     return files, models
-
-
-def _load_confidence(args: argparse.Namespace, settings: CascadeSettings) -> tuple[ConfidenceModel, Path | None] | None:
-    name = args.confidence or settings.escalation.confidence
-    path = args.confidence_model or settings.escalation.confidence_model
-    try:
-        model = load_confidence(name, path)
-    except CascadeError as exc:
-        print(
-            f"cannot load confidence model {name!r}: {exc.message}\n"
-            "choose another with --confidence NAME (e.g. agreement) or give its files with --confidence-model DIR",
-            file=sys.stderr,
-        )
-        return None
-    return model, path or (DEFAULT_CONFIDENCE_MODEL if name == "scorer" else None)
-
-
-def route_threshold(settings: CascadeSettings, router: RouterModel) -> float:
-    """The threshold a router service applies (services/router/policy.py), calibration aside."""
-    r = settings.router
-    if r.threshold is not None:
-        return r.threshold
-    if r.target_large_share is not None:
-        return router.threshold_for(large_share=r.target_large_share)
-    return router.default_threshold
 
 
 def cascade_policy(

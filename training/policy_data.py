@@ -6,6 +6,7 @@ with recorded responses can be replayed (mmlu_pro): agreement and answer scorers
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from classifier import RouterModel
+from classifier.confidence import ConfidenceModel, load_confidence
+from services.core.errors import CascadeError
+from services.core.settings import DEFAULT_CONFIDENCE_MODEL, CascadeSettings
 from training.data import PairData, sample, split_masks
 
 ROLES = ("small", "second", "large")
@@ -94,3 +99,32 @@ def sample_frame(frame: pd.DataFrame, *, n: int | None, seed: int) -> pd.DataFra
 def parse_categories(spec: str | None) -> list[str] | None:
     """``"law,math"`` -> ["law", "math"]; None stays None."""
     return None if spec is None else [c.strip() for c in spec.split(",") if c.strip()]
+
+
+def load_confidence_model(
+    name: str | None, path: Path | None, settings: CascadeSettings
+) -> tuple[ConfidenceModel, Path | None] | None:
+    """The confidence model to replay (``--confidence``/``--confidence-model``, else the config's), with its
+    files; None after printing why it cannot load."""
+    name = name or settings.escalation.confidence
+    path = path or settings.escalation.confidence_model
+    try:
+        model = load_confidence(name, path)
+    except CascadeError as exc:
+        print(
+            f"cannot load confidence model {name!r}: {exc.message}\n"
+            "choose another with --confidence NAME (e.g. agreement) or give its files with --confidence-model DIR",
+            file=sys.stderr,
+        )
+        return None
+    return model, path or (DEFAULT_CONFIDENCE_MODEL if name == "scorer" else None)
+
+
+def route_threshold(settings: CascadeSettings, router: RouterModel) -> float:
+    """The threshold a router service applies (services/router/policy.py), calibration aside."""
+    r = settings.router
+    if r.threshold is not None:
+        return r.threshold
+    if r.target_large_share is not None:
+        return router.threshold_for(large_share=r.target_large_share)
+    return router.default_threshold

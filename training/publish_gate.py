@@ -17,8 +17,7 @@ import pandas as pd
 
 from classifier import RouterModel
 from services.core.settings import DEFAULT_ROUTER_MODEL
-from training.data import PairData, load_pair, pair_for, split_masks
-from training.fit_cmd import pair_overrides
+from training.data import PairData, load_pair, pair_for, pair_overrides, split_masks
 from training.metrics import apgr, routing_curve
 from training.traffic import held_back_from, trained_sources
 
@@ -78,7 +77,7 @@ def compare_routers(
 def held_out_by_all(*, models: list[RouterModel], args: argparse.Namespace) -> PairData:
     """Each --data file; for a file a model was trained on, only the test split of that model's
     prompt-id split (of every such model), so neither model is scored on a prompt it has seen."""
-    overrides = pair_overrides(args)
+    overrides = pair_overrides(args.pair, small=args.small, large=args.large, files=args.data or [])
     parts = []
     for path in map(Path, args.data):
         small, large = pair_for(path, overrides)
@@ -100,16 +99,14 @@ def _score(model: RouterModel, data: PairData, batch: int = 256) -> np.ndarray:
 def compare_scorers(candidate: Any, serving: Any, args: argparse.Namespace) -> Comparison:
     """Escalation APGR of both scorers on the answers of the first --data file neither was trained on,
     for the candidate's small models, with the shipped router's score as the router signal."""
-    from training.scorer_cmd import _answers, test_metrics
-    from training.scorer_compare import TEST_KS
-    from training.scorer_data import SMALL_MODELS, split
+    from training.scorer_data import SMALL_MODELS, load_scored_answers, split
+    from training.scorer_eval import TEST_KS, test_metrics
 
     if len(args.data) != 1:
         raise ValueError("a scorer is compared on one --data file (MMLU-Pro outcomes with full responses)")
     path = Path(args.data[0])
     small = tuple(candidate.card.get("small_models") or SMALL_MODELS)
-    ns = argparse.Namespace(data=path, router=str(DEFAULT_ROUTER_MODEL), sample=args.sample, seed=0)
-    answers = _answers(ns, small)
+    answers = load_scored_answers(path, small=small, router=DEFAULT_ROUTER_MODEL, sample=args.sample, seed=0)
     keep = np.ones(len(answers), dtype=bool)
     for model in (candidate, serving):
         if path.stem in trained_sources(model.card):

@@ -20,20 +20,18 @@ import onnx
 from classifier.confidence.features import FEATURE_NAMES, GROUPS
 from classifier.confidence.scorer import CARD_FILE, ONNX_FILE, SCHEMA_VERSION, ScorerConfidence, load_scorer
 from training.export import set_metadata
-from training.scorer_compare import TEST_KS
 from training.scorer_data import (
     LARGE,
     SIGNAL_SETS,
     SMALL_MODELS,
     TRAIN_KS,
     Answers,
-    add_router_scores,
     build_rows,
-    load_answers,
+    load_scored_answers,
     mask_columns,
     split,
 )
-from training.scorer_eval import evaluate, plot_reliability, reliability
+from training.scorer_eval import TEST_KS, plot_reliability, reliability, test_metrics
 from training.scorer_fit import describe, fit, parity, to_onnx
 
 ROUTER_SHARE = 0.7  # share of training rows that carry the router's score
@@ -41,29 +39,11 @@ MAX_PARITY = 1e-4
 LABEL = "answer score >= 0.5 (the benchmark grader accepted the small tier's answer)"
 
 
-def _answers(args: argparse.Namespace, small: Sequence[str]) -> Answers:
-    models = list(dict.fromkeys([*small, *SMALL_MODELS, LARGE]))
-    answers = load_answers(Path(args.data), models=models, sample=args.sample, seed=args.seed)
-    add_router_scores(answers, Path(args.router))
-    return answers
-
-
-def test_metrics(conf_of: Any, test: Answers, *, small: Sequence[str], seed: int) -> dict[str, Any]:
-    """Metrics per test k and small model, with the mean over models; ``conf_of(x)`` scores rows."""
-    out: dict[str, Any] = {}
-    for k in TEST_KS:
-        per = {}
-        for m in small:
-            rows = build_rows(test, small_models=[m], pool=SMALL_MODELS, ks=[k], router_share=1.0, seed=seed + 1)
-            per[m] = evaluate(conf_of(rows.x), labels=rows.y, small=rows.small, large=rows.large)
-        keys = ("apgr", "auc", "ece", "random_apgr", "oracle_apgr")
-        out[f"k{k}"] = {"mean": {key: float(np.mean([r[key] for r in per.values()])) for key in keys}, "per_model": per}
-    return out
-
-
 def run_fit_scorer(args: argparse.Namespace) -> int:
     small = tuple(args.small or SMALL_MODELS)
-    answers = _answers(args, small)
+    answers = load_scored_answers(
+        Path(args.data), small=small, router=Path(args.router), sample=args.sample, seed=args.seed
+    )
     masks = split(answers, seed=args.seed)
     train, test = answers.subset(masks["train"]), answers.subset(masks["test"])
     rows = build_rows(
@@ -155,7 +135,7 @@ def run_evaluate_scorer(args: argparse.Namespace) -> int:
 
 def _held_out(scorer: ScorerConfidence, args: argparse.Namespace, *, small: Sequence[str], seed: int) -> Answers:
     """The --data answers; for the file the scorer was trained on (--split auto), its test prompts only."""
-    answers = _answers(argparse.Namespace(**{**vars(args), "sample": None, "seed": 0}), small)
+    answers = load_scored_answers(Path(args.data), small=small, router=Path(args.router), sample=None, seed=0)
     trained_on = {Path(p).stem for p in scorer.card.get("training_data", [])}
     if Path(args.data).stem in trained_on and args.split == "auto":
         answers = answers.subset(split(answers, seed=seed)["test"])

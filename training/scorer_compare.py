@@ -29,11 +29,10 @@ from training.scorer_data import (
     mask_columns,
     split,
 )
-from training.scorer_eval import evaluate
+from training.scorer_eval import TEST_KS, test_metrics
 from training.scorer_fit import fit
 
 # The k (number of others) each test is run at: none, a second opinion, four samples.
-TEST_KS = (0, 1, 4)
 
 
 @dataclass(frozen=True)
@@ -70,22 +69,9 @@ def run_scenario(sc: Scenario, *, signal_set: str, family: str, seed: int) -> di
         sc.train, small_models=sc.train_small, pool=SMALL_MODELS, ks=TRAIN_KS, router_share=0.7, seed=seed
     )
     model = fit(mask_columns(rows.x, signal_set), rows.y, family=family, seed=seed)
-    out: dict[str, Any] = {}
-    for k in TEST_KS:
-        per_model = {}
-        for m in sc.test_small:
-            t = build_rows(sc.test, small_models=[m], pool=SMALL_MODELS, ks=[k], router_share=1.0, seed=seed + 1)
-            conf = model.predict_proba(mask_columns(t.x, signal_set))[:, 1]
-            per_model[m] = evaluate(conf, labels=t.y, small=t.small, large=t.large)
-        out[f"k{k}"] = {"mean": _mean(per_model.values()), "per_model": per_model}
-    return out
-
-
-def _mean(results: Any) -> dict[str, float]:
-    results = list(results)
-    return {
-        key: float(np.mean([r[key] for r in results])) for key in ("apgr", "auc", "ece", "random_apgr", "oracle_apgr")
-    }
+    return test_metrics(
+        lambda x: model.predict_proba(mask_columns(x, signal_set))[:, 1], sc.test, small=sc.test_small, seed=seed
+    )
 
 
 def compare(answers: Answers, *, signal_sets: Sequence[str], families: Sequence[str], seed: int) -> dict[str, Any]:

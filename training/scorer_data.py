@@ -161,3 +161,11 @@ def mask_columns(x: np.ndarray, signal_set: str) -> np.ndarray:
     keep = {n for g in SIGNAL_SETS[signal_set] for n in GROUPS[g]}
     cols = np.array([n in keep for n in FEATURE_NAMES])
     return np.where(cols, x, np.float32(0.0))
+
+
+def load_scored_answers(path: Path, *, small: Sequence[str], router: Path, sample: int | None, seed: int) -> Answers:
+    """The answers of ``small`` models, every other cheap model and the large one, with the router's scores."""
+    models = list(dict.fromkeys([*small, *SMALL_MODELS, LARGE]))
+    answers = load_answers(path, models=models, sample=sample, seed=seed)
+    add_router_scores(answers, router)
+    return answers

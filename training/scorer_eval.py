@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from training.metrics import Curve, apgr, oracle_scores, random_curve, roc_auc, routing_curve
+from training.scorer_data import SMALL_MODELS, Answers, build_rows
 
 BINS = 10
 
@@ -77,3 +79,20 @@ def plot_reliability(curves: dict[str, list[dict[str, float]]], path: Path) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# Other answers a test row is scored with: none, a second opinion, four samples.
+TEST_KS = (0, 1, 4)
+
+
+def test_metrics(conf_of: Any, test: Answers, *, small: Sequence[str], seed: int) -> dict[str, Any]:
+    """Metrics per test k and small model, with the mean over models; ``conf_of(x)`` scores rows."""
+    out: dict[str, Any] = {}
+    for k in TEST_KS:
+        per = {}
+        for m in small:
+            rows = build_rows(test, small_models=[m], pool=SMALL_MODELS, ks=[k], router_share=1.0, seed=seed + 1)
+            per[m] = evaluate(conf_of(rows.x), labels=rows.y, small=rows.small, large=rows.large)
+        keys = ("apgr", "auc", "ece", "random_apgr", "oracle_apgr")
+        out[f"k{k}"] = {"mean": {key: float(np.mean([r[key] for r in per.values()])) for key in keys}, "per_model": per}
+    return out
