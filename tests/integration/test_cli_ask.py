@@ -6,12 +6,11 @@ import asyncio
 import json
 import sys
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.support.system import make_settings, run_system
+from tests.support.data import write_routing_file
+from tests.support.system import make_settings, replay_tier, run_system
 
 ANSWERS = {
     ("What is the capital of France?", "small-7b"): "Paris.",
@@ -23,29 +22,14 @@ ANSWERS = {
 
 @pytest.fixture
 def replay_file(tmp_path):
-    rows = [(f"p{i}", prompt, model, answer) for i, ((prompt, model), answer) in enumerate(ANSWERS.items())]
-    ids, prompts, models, answers = (list(c) for c in zip(*rows, strict=True))
-    n = len(rows)
-    table = pa.table(
-        {
-            "prompt_id": ids,
-            "dataset": ["t"] * n,
-            "task": ["t"] * n,
-            "subtask": [None] * n,
-            "prompt": prompts,
-            "model": models,
-            "score": pa.array([1.0] * n, pa.float32()),
-            "response": answers,
-        }
-    )
-    pq.write_table(table, tmp_path / "replay.parquet")
-    return tmp_path / "replay.parquet"
+    rows = [(f"p{i}", prompt, model, 1.0, answer) for i, ((prompt, model), answer) in enumerate(ANSWERS.items())]
+    return write_routing_file(tmp_path / "replay.parquet", rows)
 
 
 @pytest.fixture
 async def replay_system(nats_server, replay_file):
     def tier(model):
-        return {"backend": "replay", "replay": {"data": replay_file, "model": model}}
+        return replay_tier(replay_file, model)
 
     settings = make_settings(nats_server.url, {"small": tier("small-7b"), "large": tier("big-70b")})
     async with run_system(nats_server, settings) as system:

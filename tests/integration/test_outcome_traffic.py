@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from grpc import aio
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from services.core.nats import connect_nats
 from services.outcomes import read_events
-from tests.support.system import make_settings, openai_tier, run_system
+from tests.support.data import write_routing_file
+from tests.support.system import make_settings, openai_tier, replay_tier, run_system
 
 PROMPT = "My address is ann.lee@example.org; what is 6 times 7?"
 ROWS = [
@@ -24,30 +23,7 @@ PRICES = {"small": 0.2, "large": 0.9}
 
 @pytest.fixture
 def replay_file(tmp_path):
-    cols = list(zip(*ROWS, strict=True))
-    table = pa.table(
-        {
-            "prompt_id": cols[0],
-            "dataset": ["t"] * len(ROWS),
-            "task": ["t"] * len(ROWS),
-            "subtask": [None] * len(ROWS),
-            "prompt": cols[1],
-            "model": cols[2],
-            "score": pa.array(cols[3], pa.float32()),
-            "response": cols[4],
-        }
-    )
-    path = tmp_path / "replay.parquet"
-    pq.write_table(table, path)
-    return path
-
-
-def tier(replay_file, model: str, price: float) -> dict:
-    return {
-        "backend": "replay",
-        "replay": {"data": replay_file, "model": model},
-        "price": {"input_per_mtok": price, "output_per_mtok": price},
-    }
+    return write_routing_file(tmp_path / "replay.parquet", ROWS)
 
 
 async def outcome_events(system) -> dict[str, events_pb2.OutcomeEvent]:
@@ -66,7 +42,7 @@ async def outcome_events(system) -> dict[str, events_pb2.OutcomeEvent]:
 async def test_a_stored_outcome_carries_the_redacted_texts(nats_server, replay_file):
     settings = make_settings(
         nats_server.url,
-        {"small": tier(replay_file, "small-7b", 0.2), "large": tier(replay_file, "big-70b", 0.9)},
+        {"small": replay_tier(replay_file, "small-7b", 0.2), "large": replay_tier(replay_file, "big-70b", 0.9)},
         outcomes={"store_prompt_text": True, "store_answer_text": True, "redact": ["email", "number"]},
     )
     async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
@@ -88,8 +64,8 @@ async def test_an_explored_request_is_answered_small_and_its_outcome_has_the_lar
     settings = make_settings(
         nats_server.url,
         {
-            "small": tier(replay_file, "small-7b", PRICES["small"]),
-            "large": tier(replay_file, "big-70b", PRICES["large"]),
+            "small": replay_tier(replay_file, "small-7b", PRICES["small"]),
+            "large": replay_tier(replay_file, "big-70b", PRICES["large"]),
         },
         router={"threshold": 1.0},  # the router sends every prompt to the small tier
         outcomes={"store_answer_text": True},
@@ -123,7 +99,7 @@ async def test_a_shadow_still_running_at_shutdown_is_published_before_the_gatewa
     await fake_openai.control(delay_first_token_s=30)
     settings = make_settings(
         nats_server.url,
-        {"small": tier(replay_file, "small-7b", 0.2), "large": openai_tier(fake_openai.base_url, "fake-large")},
+        {"small": replay_tier(replay_file, "small-7b", 0.2), "large": openai_tier(fake_openai.base_url, "fake-large")},
         router={"threshold": 1.0},
         exploration={"share": 1.0},
     )

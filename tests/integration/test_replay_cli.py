@@ -7,8 +7,6 @@ import json
 import subprocess
 import sys
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -18,7 +16,8 @@ from services.cli.replay import gateway_tls, load_prompts, run_replay
 from services.core.nats import connect_nats
 from services.outcomes import read_events
 from services.sdk import AsyncCascadeClient
-from tests.support.system import make_settings, run_system
+from tests.support.data import write_routing_file
+from tests.support.system import make_settings, replay_tier, run_system
 
 # p4 has no answer of the small model: a replay small tier answers it NOT_FOUND.
 ROWS = [
@@ -34,33 +33,12 @@ ROWS = [
 
 @pytest.fixture
 def data_file(tmp_path):
-    cols = list(zip(*ROWS, strict=True))
-    table = pa.table(
-        {
-            "prompt_id": cols[0],
-            "dataset": ["t"] * len(ROWS),
-            "task": ["quiz"] * len(ROWS),
-            "subtask": [None] * len(ROWS),
-            "prompt": cols[1],
-            "model": cols[2],
-            "score": pa.array(cols[3], pa.float32()),
-            "response": cols[4],
-        }
-    )
-    path = tmp_path / "replay.parquet"
-    pq.write_table(table, path)
-    return path
+    return write_routing_file(tmp_path / "replay.parquet", ROWS, task="quiz")
 
 
 @pytest.fixture
 async def system(nats_server, data_file):
-    def tier(model, price):
-        return {"backend": "replay", "replay": {"data": data_file, "model": model}, "price": price}
-
-    tiers = {
-        "small": tier("small-7b", {"input_per_mtok": 0.2, "output_per_mtok": 0.2}),
-        "large": tier("big-70b", {"input_per_mtok": 0.9, "output_per_mtok": 0.9}),
-    }
+    tiers = {"small": replay_tier(data_file, "small-7b", 0.2), "large": replay_tier(data_file, "big-70b", 0.9)}
     outcomes = {"store_prompt_text": True, "store_answer_text": True}
     async with run_system(nats_server, make_settings(nats_server.url, tiers, outcomes=outcomes)) as system:
         yield system

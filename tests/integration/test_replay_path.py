@@ -13,8 +13,8 @@ from grpc import aio
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, common_pb2
 from services.core.nats import connect_nats
 from services.outcomes import read_events
-from tests.support.data import MMLU_PRO
-from tests.support.system import make_settings, run_system
+from tests.support.data import MMLU_PRO, write_routing_file
+from tests.support.system import make_settings, replay_tier, run_system
 
 ROWS = [
     ("p1", "What is the capital of France?", "small-7b", 1.0, "Paris."),
@@ -26,28 +26,13 @@ ROWS = [
 
 @pytest.fixture
 def replay_file(tmp_path):
-    cols = list(zip(*ROWS, strict=True))
-    table = pa.table(
-        {
-            "prompt_id": cols[0],
-            "dataset": ["t"] * 4,
-            "task": ["t"] * 4,
-            "subtask": [None] * 4,
-            "prompt": cols[1],
-            "model": cols[2],
-            "score": pa.array(cols[3], pa.float32()),
-            "response": cols[4],
-        }
-    )
-    path = tmp_path / "replay.parquet"
-    pq.write_table(table, path)
-    return path
+    return write_routing_file(tmp_path / "replay.parquet", ROWS)
 
 
 @pytest.fixture
 async def replay_system(nats_server, replay_file):
     def tier(model):
-        return {"backend": "replay", "replay": {"data": replay_file, "model": model}}
+        return replay_tier(replay_file, model)
 
     settings = make_settings(
         nats_server.url, {"small": tier("small-7b"), "large": tier("big-70b")}, outcomes={"store_prompt_text": True}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from grpc import aio
 
@@ -13,7 +11,8 @@ from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from services.core import subjects
 from services.core.nats import connect_nats
 from services.outcomes import read_events
-from tests.support.system import make_settings, run_system
+from tests.support.data import write_routing_file
+from tests.support.system import make_settings, replay_tier, run_system
 
 CLIMB, STOP = "Which planet is largest?", "Which gas do plants take in?"
 # (prompt, model, score, response): on CLIMB each tier gives another final answer, so each answer
@@ -31,32 +30,13 @@ PRICES = {"small": 0.2, "medium": 0.3, "large": 0.9}
 
 @pytest.fixture
 def replay_file(tmp_path):
-    ids, prompts, models, scores, responses = (list(c) for c in zip(*ROWS, strict=True))
-    table = pa.table(
-        {
-            "prompt_id": ids,
-            "dataset": ["t"] * len(ROWS),
-            "task": ["t"] * len(ROWS),
-            "subtask": [None] * len(ROWS),
-            "prompt": prompts,
-            "model": models,
-            "score": pa.array(scores, pa.float32()),
-            "response": responses,
-        }
-    )
-    path = tmp_path / "three.parquet"
-    pq.write_table(table, path)
-    return path
+    return write_routing_file(tmp_path / "three.parquet", ROWS)
 
 
 @pytest.fixture
 async def three_tiers(nats_server, replay_file):
     def tier(model, price):
-        return {
-            "backend": "replay",
-            "replay": {"data": replay_file, "model": model},
-            "price": {"input_per_mtok": price, "output_per_mtok": price},
-        }
+        return replay_tier(replay_file, model, price)
 
     settings = make_settings(
         nats_server.url,

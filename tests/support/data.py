@@ -6,8 +6,11 @@ is missing, so a run without the data says so instead of passing with tests sile
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,3 +30,24 @@ def routing_data() -> Path:
             pytrace=False,
         )
     return ROUTING
+
+
+def write_routing_file(path: Path, rows: Sequence[tuple[str, str, str, float, str]], *, task: str = "t") -> Path:
+    """A routing-data Parquet file (the schema of ../shared/data/routing) from
+    (prompt_id, prompt, model, score, response) rows, for replay tiers in tests."""
+    ids, prompts, models, scores, responses = (list(c) for c in zip(*rows, strict=True))
+    n = len(rows)
+    table = pa.table(
+        {
+            "prompt_id": ids,
+            "dataset": ["t"] * n,
+            "task": [task] * n,
+            "subtask": [None] * n,
+            "prompt": prompts,
+            "model": models,
+            "score": pa.array(scores, pa.float32()),
+            "response": responses,
+        }
+    )
+    pq.write_table(table, path)
+    return path

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -45,6 +46,14 @@ def openai_tier(base_url: str, model: str = "fake-model", **price: float) -> dic
         "openai": {"base_url": base_url, "model": model, "timeout_s": 30, "connect_timeout_s": 1},
         "price": price or {"input_per_mtok": 0.2, "output_per_mtok": 0.2},
     }
+
+
+def replay_tier(data: Path | str, model: str, price: float | None = None) -> dict[str, Any]:
+    """A replay tier answering as ``model`` from a routing-data file (priced per million tokens, in and out)."""
+    tier: dict[str, Any] = {"backend": "replay", "replay": {"data": data, "model": model}}
+    if price is not None:
+        tier["price"] = {"input_per_mtok": price, "output_per_mtok": price}
+    return tier
 
 
 def make_settings(nats_url: str, tiers: dict[str, Any], **sections: Any) -> CascadeSettings:
