@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import openai
 import pytest
@@ -15,6 +14,7 @@ import yaml
 from services.core.errors import ConfigError
 from services.core.nats import free_port
 from services.core.settings import load_settings
+from tests.support.processes import wait_for_line
 from tests.support.system import openai_tier
 
 
@@ -41,7 +41,7 @@ async def test_cascade_up_serves_asks_and_stops_in_reverse_order(tmp_path, fake_
             [sys.executable, "-m", "services.cli.main", "up", "--config", str(config)], stdout=log, stderr=log
         )
     try:
-        await _wait_for_line(log_path, "prompt-cascade is up", up)
+        await wait_for_line(log_path, "prompt-cascade is up", up)
         base_url = f"http://127.0.0.1:{ports['http']}/v1"
         async with openai.AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=20) as client:
             messages = [{"role": "user", "content": "Name a prime number."}]
@@ -65,15 +65,6 @@ async def test_cascade_up_serves_asks_and_stops_in_reverse_order(tmp_path, fake_
     assert stopped == ["http", "gateway", "tier", "tier", "router", "prompt-cascade"]
     shutting_down = [line.split()[3] for line in lines if line.endswith("received SIGTERM, shutting down")]
     assert sorted(shutting_down) == ["gateway", "http", "router", "tier", "tier"]
-
-
-async def _wait_for_line(path: Path, text: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    for _ in range(int(timeout_s / 0.2)):
-        if text in path.read_text():
-            return
-        assert process.poll() is None, path.read_text()[-3000:]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"no {text!r} in {path} within {timeout_s}s")
 
 
 # ---------------------------------------------------------------------------- settings

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from grpc import aio
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
-from services.core.nats import connect_nats
-from services.outcomes import read_events
 from tests.support.data import write_routing_file
-from tests.support.system import make_settings, openai_tier, replay_tier, run_system
+from tests.support.system import make_settings, openai_tier, read_outcomes, replay_tier, run_system
 
 PROMPT = "My address is ann.lee@example.org; what is 6 times 7?"
 ROWS = [
@@ -26,19 +22,6 @@ def replay_file(tmp_path):
     return write_routing_file(tmp_path / "replay.parquet", ROWS)
 
 
-async def outcome_events(system) -> dict[str, events_pb2.OutcomeEvent]:
-    for _ in range(500):
-        if system.gateway.outcomes.pending == 0:
-            break
-        await asyncio.sleep(0.02)
-    nc = await connect_nats(system.nats_url, name="t")
-    try:
-        stream = system.settings.outcomes.stream
-        return {e.request_id: e async for e in read_events(nc.jetstream(), stream=stream, durable="t")}
-    finally:
-        await nc.drain()
-
-
 async def test_a_stored_outcome_carries_the_redacted_texts(nats_server, replay_file):
     settings = make_settings(
         nats_server.url,
@@ -51,7 +34,7 @@ async def test_a_stored_outcome_carries_the_redacted_texts(nats_server, replay_f
             cascade_pb2.GenerateRequest(prompt=PROMPT, policy=cascade_pb2.POLICY_SMALL, request_id="r"), timeout=10
         )
         assert resp.text == "Ann (ann.lee@example.org), it is 41."  # the caller gets the answer as it is
-        event = (await outcome_events(system))["r"]
+        event = (await read_outcomes(system, durable="t"))["r"]
     assert event.prompt_text == "My address is [email]; what is [number] times [number]?"
     assert event.answer_text == "Ann ([email]), it is [number]."
     assert [a.text for a in event.attempts] == ["Ann ([email]), it is [number]."]
@@ -78,7 +61,7 @@ async def test_an_explored_request_is_answered_small_and_its_outcome_has_the_lar
         )
         assert resp.text == "Ann (ann.lee@example.org), it is 41." and resp.route.tier == "small"
         await system.gateway.cascade.exploration.close(timeout_s=10)
-        event = (await outcome_events(system))["x"]
+        event = (await read_outcomes(system, durable="t"))["x"]
     assert event.exploration == "shadow" and event.route.tier == "small" and list(event.route.tiers_tried) == ["small"]
     answer, shadow = event.attempts
     assert (answer.tier, answer.purpose, answer.tier_rank) == ("small", "answer", 0)
@@ -112,7 +95,7 @@ async def test_a_shadow_still_running_at_shutdown_is_published_before_the_gatewa
         assert resp.route.tier == "small" and system.gateway.cascade.exploration.running == 1
         await system.gateway.stop(grace_s=0.5)  # run_system stops it again on exit: a no-op
         assert system.gateway.cascade.exploration.running == 0 and system.gateway.outcomes.pending == 0
-        event = (await outcome_events(system))["s"]
+        event = (await read_outcomes(system, durable="t"))["s"]
     shadow = event.attempts[-1]
     assert event.exploration == "shadow" and (shadow.tier, shadow.purpose) == ("large", "shadow")
     assert shadow.error.code == events_pb2.ERROR_CODE_CANCELLED

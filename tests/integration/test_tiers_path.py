@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from grpc import aio
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from services.core import subjects
 from services.core.nats import connect_nats
-from services.outcomes import read_events
 from tests.support.data import write_routing_file
-from tests.support.system import make_settings, replay_tier, run_system
+from tests.support.system import make_settings, read_outcomes, replay_tier, run_system
 
 CLIMB, STOP = "Which planet is largest?", "Which gas do plants take in?"
 # (prompt, model, score, response): on CLIMB each tier gives another final answer, so each answer
@@ -50,26 +47,13 @@ async def three_tiers(nats_server, replay_file):
         yield system, cascade_pb2_grpc.CascadeStub(channel)
 
 
-async def outcome_events(system) -> dict[str, events_pb2.OutcomeEvent]:
-    for _ in range(200):
-        if system.gateway.outcomes.pending == 0:
-            break
-        await asyncio.sleep(0.02)
-    nc = await connect_nats(system.nats_url, name="t")
-    try:
-        stream = system.settings.outcomes.stream
-        return {e.request_id: e async for e in read_events(nc.jetstream(), stream=stream, durable="t")}
-    finally:
-        await nc.drain()
-
-
 async def test_an_unsure_answer_climbs_every_tier_and_each_attempt_is_paid(three_tiers):
     system, stub = three_tiers
     resp = await stub.Generate(cascade_pb2.GenerateRequest(prompt=CLIMB, request_id="climb"), timeout=20)
     assert resp.text == "The answer is (C)."
     route = resp.route
     assert route.tier == "large" and route.escalated and list(route.tiers_tried) == ["small", "medium", "large"]
-    event = (await outcome_events(system))["climb"]
+    event = (await read_outcomes(system, durable="t"))["climb"]
     attempts = [(a.tier, a.purpose, a.replay_score) for a in event.attempts]
     assert attempts == [("small", "answer", 0.0), ("medium", "escalation", 0.0), ("large", "escalation", 1.0)]
     for a in event.attempts:  # each attempt is priced at its own tier's price
@@ -84,7 +68,7 @@ async def test_an_agreeing_middle_answer_stops_the_climb(three_tiers):
     resp = await stub.Generate(cascade_pb2.GenerateRequest(prompt=STOP, request_id="stop"), timeout=20)
     assert resp.text == "The answer is (D)." and resp.route.tier == "medium"
     assert list(resp.route.tiers_tried) == ["small", "medium"] and resp.route.agreement == 1.0
-    event = (await outcome_events(system))["stop"]
+    event = (await read_outcomes(system, durable="t"))["stop"]
     assert [a.tier for a in event.attempts] == ["small", "medium"]
 
 
