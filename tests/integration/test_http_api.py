@@ -307,6 +307,7 @@ async def test_client_disconnect_cancels_the_grpc_call(client, system, fake_open
     await fake_openai.control(delay_per_token_s=0.3)
     nc = await connect_nats(system.nats_url, name="cancel-watch")
     cancelled = await nc.subscribe(subjects.CANCEL)
+    await nc.flush()  # the server has the subscription before anything is sent to it
     try:
         async with client.chat.completions.with_streaming_response.create(
             model="cascade:large", messages=chat(), stream=True
@@ -379,6 +380,7 @@ async def test_a_client_that_gives_up_before_the_answer_cancels_the_grpc_call(cl
     await fake_openai.control(delay_first_token_s=5)
     nc = await connect_nats(system.nats_url, name="cancel-watch")
     cancelled = await nc.subscribe(subjects.CANCEL)
+    await nc.flush()  # the server has the subscription before anything is sent to it
     try:
         impatient = client.with_options(timeout=0.5)
         with pytest.raises(openai.APITimeoutError):

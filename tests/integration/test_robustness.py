@@ -76,6 +76,7 @@ async def test_the_deadline_is_passed_to_the_tier_and_stops_its_work(stub, syste
     nc = await connect_nats(system.nats_url, name="tier-watch")
     try:
         seen = await nc.subscribe(subjects.tier_subject("large"))  # a copy of every TierRequest
+        await nc.flush()  # the server has the subscription before anything is sent to it
         before_ms = time.time() * 1e3
         err = await rpc_error(stub.Generate(generate(request_id="deadline-1"), timeout=1.0))
         assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -93,6 +94,7 @@ async def ask_tier_directly(nats_url: str, *, deadline_s: float) -> list[events_
     nc = await connect_nats(nats_url, name="fake-gateway")
     try:
         chunks = await nc.subscribe("_INBOX.test.deadline")
+        await nc.flush()  # the server has the subscription before anything is sent to it
         request = events_pb2.TierRequest(
             request_id="w-1",
             messages=[common_pb2.ChatMessage(role="user", content="Tell me a story.")],

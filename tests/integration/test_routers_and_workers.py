@@ -40,6 +40,7 @@ async def test_two_routers_and_two_workers_share_the_load_each_request_served_on
             await service.start()
         watch = await connect_nats(system.nats_url, name="decision-watch")
         decisions = await watch.subscribe(subjects.DECISIONS)
+        await watch.flush()  # the server has the subscription before anything is sent to it
         try:
             async with aio.insecure_channel(system.target) as channel:
                 stub = cascade_pb2_grpc.CascadeStub(channel)
@@ -81,6 +82,7 @@ async def test_a_router_that_does_not_answer_in_time_falls_back(nats_server, fak
     async with run_system(nats_server, settings, run_router=False) as system:
         nc = await connect_nats(system.nats_url, name="mute-router")
         mute = await nc.subscribe(subjects.ROUTE, queue=subjects.ROUTER_QUEUE)  # takes requests, never answers
+        await nc.flush()  # the server has the subscription before anything is sent to it
         try:
             async with aio.insecure_channel(system.target) as channel:
                 resp = await cascade_pb2_grpc.CascadeStub(channel).Generate(

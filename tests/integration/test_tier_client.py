@@ -47,6 +47,7 @@ async def _serve(nc: NatsClient, script: Script) -> None:
             await asyncio.sleep(0)  # interleave the answers of concurrent requests
 
     await nc.subscribe(subjects.tier_subject("small"), cb=on_request)
+    await nc.flush()  # the server has the subscription before anything is sent to it
 
 
 def _call(prompt: str) -> TierCall:
@@ -83,4 +84,22 @@ async def test_a_silent_tier_fails_the_answer_after_the_idle_timeout(ncs: tuple[
     await _serve(tier_nc, lambda r: [(0, "a", False)])  # never final
     client = TierClient(gateway_nc, accept_timeout_s=2, idle_timeout_s=0.3)
     with pytest.raises(TierUnavailable, match="went silent"):
+        await _text(client, "x")
+
+
+async def test_a_worker_that_subscribes_just_after_the_request_is_still_asked(
+    ncs: tuple[NatsClient, NatsClient],
+) -> None:
+    """Admission is retried on "no responders" (a worker that has just started is not always seen at once)."""
+    tier_nc, gateway_nc = ncs
+    client = TierClient(gateway_nc, accept_timeout_s=2, idle_timeout_s=2)
+    answer = asyncio.create_task(_text(client, "late worker"))
+    await asyncio.sleep(0.08)  # the first ask finds nobody
+    await _serve(tier_nc, _words)
+    assert await answer == "late worker "
+
+
+async def test_no_worker_at_all_is_unavailable(ncs: tuple[NatsClient, NatsClient]) -> None:
+    client = TierClient(ncs[1], accept_timeout_s=2, idle_timeout_s=2)
+    with pytest.raises(TierUnavailable, match="no worker is serving tier 'small'"):
         await _text(client, "x")

@@ -45,6 +45,7 @@ async def _ask(
     """Send ``request``; its acceptance and its chunks up to the final one (none when refused)."""
     request.chunk_subject = nc.new_inbox()
     sub = await nc.subscribe(request.chunk_subject)
+    await nc.flush()  # the server has the subscription before anything is sent to it
     reply = await nc.request(subjects.tier_subject("small"), request.SerializeToString(), timeout=5)
     accept = events_pb2.TierAccept.FromString(reply.data)
     received: list[events_pb2.TokenChunk] = []

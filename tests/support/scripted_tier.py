@@ -34,6 +34,7 @@ class ScriptedTier:
     async def start(self) -> None:
         queue = subjects.tier_queue(self.tier)
         self._sub = await self._nc.subscribe(subjects.tier_subject(self.tier), queue=queue, cb=self._on_request)
+        await self._nc.flush()  # the server has the subscription before anything is sent to it
 
     async def stop(self) -> None:
         await self._sub.unsubscribe()
