@@ -25,7 +25,6 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
 from nats.js.errors import NotFoundError as JsNotFoundError
 
 from services.core import subjects
@@ -33,6 +32,7 @@ from services.core.errors import Unavailable
 from services.core.nats import nats_down
 from services.core.settings import OutcomeSettings
 from services.outcomes.publisher import OutcomePublisher
+from services.outcomes.stream import add_or_update_stream
 
 
 def seen_subject(request_id: str) -> str:
@@ -56,11 +56,7 @@ def seen_stream_config(settings: OutcomeSettings) -> StreamConfig:
 
 
 async def ensure_seen_stream(js: JetStreamContext, settings: OutcomeSettings) -> None:
-    config = seen_stream_config(settings)
-    try:
-        await js.add_stream(config)
-    except BadRequestError:
-        await js.update_stream(config)
+    await add_or_update_stream(js, seen_stream_config(settings))
 
 
 class SeenRequests:

@@ -27,13 +27,18 @@ def stream_config(settings: OutcomeSettings) -> StreamConfig:
     )
 
 
-async def ensure_stream(js: JetStreamContext, settings: OutcomeSettings) -> None:
-    """Create the stream, or bring an existing one's limits in line with the settings."""
-    config = stream_config(settings)
+async def add_or_update_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create a stream, or bring an existing one's configuration in line with ``config``."""
     try:
         await js.add_stream(config)
     except BadRequestError:
         await js.update_stream(config)
+
+
+async def ensure_stream(js: JetStreamContext, settings: OutcomeSettings) -> None:
+    """Create the stream, or bring an existing one's limits in line with the settings."""
+    config = stream_config(settings)
+    await add_or_update_stream(js, config)
     log.info(
         "outcome stream %s ready (max age %.0f days, max %d bytes)",
         config.name,
