@@ -221,6 +221,15 @@ class BudgetSettings(_Section):
     on_exceeded: Literal["small", "fail"] = "small"
 
 
+class BreakerSettings(_Section):
+    """A circuit breaker per tier in each gateway (services/gateway/breaker.py)."""
+
+    # Failures in a row (tier unreachable, silent or failing) that open a tier's breaker; 0: never opens.
+    failures: int = Field(5, ge=0)
+    # Seconds an open breaker refuses calls at once; then one probe call decides (success closes it).
+    open_s: float = Field(10.0, gt=0)
+
+
 class GatewaySettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
@@ -239,6 +248,11 @@ class GatewaySettings(_Section):
     default_policy: Literal["cascade", "route", "small", "large"] = "cascade"
     # Large-tier budgets by tenant; "*" applies to every tenant without its own entry.
     budgets: dict[str, BudgetSettings] = Field(default_factory=dict)
+    breaker: BreakerSettings = BreakerSettings()
+    # A request that needs a tier whose breaker is open (policies cascade and route): answer on the
+    # cheapest tier instead, saying so (reason TIER_DOWN, route.tier_down), or fail at once with
+    # UNAVAILABLE naming the tier. Policy large never moves: it fails at once.
+    on_tier_down: Literal["small", "fail"] = "small"
     # TLS: PEM files. With both set the gateway serves TLS only; with client_ca too, it requires client certificates.
     tls_cert: Path | None = None
     tls_key: Path | None = None

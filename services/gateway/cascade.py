@@ -29,6 +29,7 @@ from services.core.errors import Cancelled, CascadeError, DeadlineExceeded, Over
 from services.core.settings import CascadeSettings
 from services.core.telemetry import tracer
 from services.gateway import escalation
+from services.gateway.breaker import Breakers, BreakerTiers
 from services.gateway.budget import Budgets
 from services.gateway.domain import Decision, Piece, Reason, TextChunk, TierCall
 from services.gateway.explore import Exploration
@@ -64,15 +65,19 @@ class Cascade:
         calibration: CalibrationFile | None = None,
         budgets: Budgets | None = None,
         exploration: Exploration | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
-        self._router, self._tiers, self._record_outcome = router, tiers, record_outcome
+        # Every tier call (answers, second opinions, shadows) goes through the tier's circuit breaker.
+        self.breakers = breakers or Breakers(settings.gateway.breaker, settings.tiers)
+        self._router, self._record_outcome = router, record_outcome
+        self._tiers = BreakerTiers(tiers, self.breakers)
         # Public to the escalating path (small.py), which is this class's other half.
         self.settings, self.confidence, self.calibration = settings, confidence, calibration
         self._budgets = budgets or Budgets(settings.gateway.budgets)
         self._prices = {name: t.price for name, t in settings.tiers.items()}
         self._ladder = settings.router.tiers  # cheapest first; the last is "large" to budgets and records
         # Public: the gateway waits for its shadows at shutdown.
-        self.exploration = exploration or Exploration(settings.exploration, ladder=self._ladder, tiers=tiers)
+        self.exploration = exploration or Exploration(settings.exploration, ladder=self._ladder, tiers=self._tiers)
 
     async def run(
         self, request: CascadeRequest, *, timeout_s: float, trace_context: Context | None = None
@@ -119,7 +124,7 @@ class Cascade:
     async def _answer(
         self, request: CascadeRequest, record: RequestRecord, deadline: float
     ) -> AsyncIterator[TextChunk]:
-        tier = await self._start(request, record)
+        tier = await self._start(request, record, deadline)
         if self._may_escalate(request, record, tier):
             stream = self._small_first(request, record, tier, deadline)
         else:
@@ -127,13 +132,13 @@ class Cascade:
         async for chunk in stream:
             yield chunk
 
-    async def _start(self, request: CascadeRequest, record: RequestRecord) -> str:
+    async def _start(self, request: CascadeRequest, record: RequestRecord, deadline: float) -> str:
         """The starting tier, with the reason for it; asks the router for policies cascade and route."""
         ladder, route = self._ladder, record.route
         if request.policy in ("small", "large"):
-            route.reason = Reason.POLICY
+            route.reason = Reason.POLICY  # an explicit tier never moves: a down one fails at once
             return ladder[0] if request.policy == "small" else ladder[-1]
-        decision = await self._route(request, record)
+        decision = await self._route(request, record, deadline)
         tier = decision.tier if decision.tier in ladder else self.settings.router.fallback_tier
         if decision.error or decision.tier != tier:
             route.reason = Reason.ROUTER_FALLBACK
@@ -145,15 +150,19 @@ class Cascade:
         if tier == ladder[-1] != ladder[0] and self.budget_says_small(request, record):
             record.exploration = ""  # the tenant's budget wins over exploration
             return ladder[0]
+        if self.tier_down_keeps_below(request, record, tier):  # last: a tier it lets through is used next
+            record.exploration = ""
+            return ladder[0]
         return tier
 
-    async def _route(self, request: CascadeRequest, record: RequestRecord) -> Decision:
+    async def _route(self, request: CascadeRequest, record: RequestRecord, deadline: float) -> Decision:
         start = time.perf_counter()
         try:
             decision = await self._router.route(
                 request_id=request.request_id,
                 text=request.routed_text,
-                timeout_s=self.settings.gateway.route_timeout_s,
+                # The router's answer is no use past the caller's deadline.
+                timeout_s=max(0.001, min(self.settings.gateway.route_timeout_s, deadline - time.time())),
             )
         except Unavailable as exc:
             fallback = self.settings.router.fallback_tier
@@ -176,10 +185,23 @@ class Cascade:
         record.route.reason, record.route.budget_limited = Reason.BUDGET, True
         return True
 
+    def tier_down_keeps_below(self, request: CascadeRequest, record: RequestRecord, tier: str) -> bool:
+        """True when ``tier``'s breaker is open and gateway.on_tier_down is small: the request stays below it.
+
+        With on_tier_down: fail the request goes on, and the tier client refuses the call at once.
+        """
+        if tier == self._ladder[0] or self.settings.gateway.on_tier_down == "fail":
+            return False
+        if self.breakers.enter(tier, request.request_id):
+            return False
+        log.info("request %s: %s; answering below it", request.request_id, self.breakers[tier].error().message)
+        record.route.reason, record.route.tier_down = Reason.TIER_DOWN, tier
+        return True
+
     def _may_escalate(self, request: CascadeRequest, record: RequestRecord, tier: str) -> bool:
         if request.policy != "cascade" or tier not in self._ladder or tier == self._ladder[-1]:
             return False
-        if record.route.budget_limited:
+        if record.route.budget_limited or record.route.tier_down:
             return False
         if not self.settings.escalation.enabled or self.settings.max_escalations < 1:
             if record.route.reason == Reason.ROUTED:

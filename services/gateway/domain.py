@@ -26,6 +26,7 @@ class Reason(enum.StrEnum):
     SMALL_ERROR = "small_error"
     BUDGET = "budget"
     NO_ESCALATION = "no_escalation"
+    TIER_DOWN = "tier_down"
 
 
 class Purpose(enum.StrEnum):
@@ -122,3 +123,5 @@ class Route:
     second_opinion_tier: str = ""
     confidence_model_version: str = ""
     budget_limited: bool = False
+    # The tier whose circuit breaker kept the request below it (gateway.on_tier_down: small).
+    tier_down: str = ""

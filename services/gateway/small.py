@@ -89,7 +89,7 @@ class SmallFirst:
             self._after_error(exc)
             return
         judgement = await self._judge(attempt, parallel)
-        if judgement.escalate and not self._top_is_next_and_over_budget():  # else: reason BUDGET
+        if judgement.escalate and not self._next_is_barred():  # else: reason BUDGET or TIER_DOWN
             self._record.route.reason = judgement.reason
             return
         if not judgement.escalate:
@@ -99,8 +99,11 @@ class SmallFirst:
         self._record.answered_by(attempt)
         self._kept = True
 
-    def _top_is_next_and_over_budget(self) -> bool:
-        return self._step + 1 == len(self._ladder) - 1 and self._c.budget_says_small(self._request, self._record)
+    def _next_is_barred(self) -> bool:
+        """The next tier up is off limits: the tenant's budget keeps the request off the top, or its breaker is open."""
+        if self._step + 1 == len(self._ladder) - 1 and self._c.budget_says_small(self._request, self._record):
+            return True
+        return self._c.tier_down_keeps_below(self._request, self._record, self._ladder[self._step + 1])
 
     def _answer(self, attempt: Attempt) -> AsyncIterator[TextChunk]:
         n = self._esc.samples if self._step == 0 else 1  # self-consistency is the cheapest tier's
@@ -113,8 +116,8 @@ class SmallFirst:
         return chunk
 
     def _after_error(self, exc: CascadeError) -> None:
-        """A failed judged answer escalates (escalation.on_error) unless the budget keeps it off the top."""
-        if not self._esc.on_error or self._top_is_next_and_over_budget():
+        """A failed judged answer escalates (escalation.on_error) unless the next tier is barred."""
+        if not self._esc.on_error or self._next_is_barred():
             raise exc
         log.warning("request %s: tier %s failed (%s), escalating", self._request.request_id, self._tier, exc.message)
         self._record.route.reason = Reason.SMALL_ERROR

@@ -77,6 +77,7 @@ def route_summary(route: Route) -> common_pb2.RouteSummary:
         second_opinion_tier=route.second_opinion_tier,
         confidence_model_version=route.confidence_model_version,
         budget_limited=route.budget_limited,
+        tier_down=route.tier_down,
     )
     if route.reason is not None:
         out.reason = _REASONS[route.reason]

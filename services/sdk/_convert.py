@@ -127,6 +127,7 @@ def route_from_wire(route: common_pb2.RouteSummary) -> Route:
         second_opinion_tier=route.second_opinion_tier,
         confidence_model_version=route.confidence_model_version,
         budget_limited=route.budget_limited,
+        tier_down=route.tier_down,
     )
 
 

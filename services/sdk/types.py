@@ -81,7 +81,7 @@ class Route:
     """Why the router could not decide (the fallback tier answered); empty when it did."""
     reason: str = ""
     """Why the request took its path: "policy", "routed", "routed_large", "router_fallback",
-    "confident", "low_confidence", "disagreement", "small_error", "budget" or "no_escalation"."""
+    "confident", "low_confidence", "disagreement", "small_error", "budget", "no_escalation" or "tier_down"."""
     confidence_threshold: float | None = None
     """The escalation threshold the small answer's confidence was compared with."""
     agreement: float | None = None
@@ -94,6 +94,8 @@ class Route:
     """Version of the confidence model that scored the answer."""
     budget_limited: bool = False
     """True when the tenant's large-tier budget kept the request on the small tier."""
+    tier_down: str = ""
+    """The tier whose circuit breaker was open, so a lower tier answered (reason "tier_down")."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,6 +35,7 @@ PATH_REASON_DISAGREEMENT: _common_pb2.PathReason
 PATH_REASON_SMALL_ERROR: _common_pb2.PathReason
 PATH_REASON_BUDGET: _common_pb2.PathReason
 PATH_REASON_NO_ESCALATION: _common_pb2.PathReason
+PATH_REASON_TIER_DOWN: _common_pb2.PathReason
 
 class StreamMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x61scade/v1/common.proto\x12\ncascade.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"G\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x11\n\testimated\x18\x03 \x01(\x08\"\x82\x04\n\x0cRouteSummary\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x13\n\x0btiers_tried\x18\x02 \x03(\t\x12\x11\n\tescalated\x18\x03 \x01(\x08\x12\x14\n\x0crouter_score\x18\x04 \x01(\x01\x12\x18\n\x10router_threshold\x18\x05 \x01(\x01\x12\x1c\n\x14router_model_version\x18\x06 \x01(\t\x12\x17\n\nconfidence\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x06policy\x18\x08 \x01(\tB\x02\x18\x01\x12\x14\n\x0crouter_error\x18\t \x01(\t\x12&\n\x06reason\x18\n \x01(\x0e\x32\x16.cascade.v1.PathReason\x12!\n\x14\x63onfidence_threshold\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tagreement\x18\x0c \x01(\x01H\x02\x88\x01\x01\x12\x0f\n\x07samples\x18\r \x01(\r\x12\x1b\n\x13second_opinion_tier\x18\x0e \x01(\t\x12 \n\x18\x63onfidence_model_version\x18\x0f \x01(\t\x12\x16\n\x0e\x62udget_limited\x18\x10 \x01(\x08\x12*\n\x0e\x61pplied_policy\x18\x11 \x01(\x0e\x32\x12.cascade.v1.PolicyB\r\n\x0b_confidenceB\x17\n\x15_confidence_thresholdB\x0c\n\n_agreement\"n\n\x0cStageTimings\x12\x10\n\x08route_ms\x18\x01 \x01(\x01\x12\x16\n\x0e\x66irst_token_ms\x18\x02 \x01(\x01\x12\x10\n\x08small_ms\x18\x03 \x01(\x01\x12\x10\n\x08large_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x03*\x7f\n\x06Policy\x12\x16\n\x12POLICY_UNSPECIFIED\x10\x00\x12\x12\n\x0ePOLICY_CASCADE\x10\x01\x12\x0f\n\x0bPOLICY_AUTO\x10\x01\x12\x10\n\x0cPOLICY_SMALL\x10\x02\x12\x10\n\x0cPOLICY_LARGE\x10\x03\x12\x10\n\x0cPOLICY_ROUTE\x10\x04\x1a\x02\x10\x01*\xc5\x02\n\nPathReason\x12\x1b\n\x17PATH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12PATH_REASON_POLICY\x10\x01\x12\x16\n\x12PATH_REASON_ROUTED\x10\x02\x12\x1c\n\x18PATH_REASON_ROUTED_LARGE\x10\x03\x12\x1f\n\x1bPATH_REASON_ROUTER_FALLBACK\x10\x04\x12\x19\n\x15PATH_REASON_CONFIDENT\x10\x05\x12\x1e\n\x1aPATH_REASON_LOW_CONFIDENCE\x10\x06\x12\x1c\n\x18PATH_REASON_DISAGREEMENT\x10\x07\x12\x1b\n\x17PATH_REASON_SMALL_ERROR\x10\x08\x12\x16\n\x12PATH_REASON_BUDGET\x10\t\x12\x1d\n\x19PATH_REASON_NO_ESCALATION\x10\nb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x61scade/v1/common.proto\x12\ncascade.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"G\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\r\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x11\n\testimated\x18\x03 \x01(\x08\"\x95\x04\n\x0cRouteSummary\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x13\n\x0btiers_tried\x18\x02 \x03(\t\x12\x11\n\tescalated\x18\x03 \x01(\x08\x12\x14\n\x0crouter_score\x18\x04 \x01(\x01\x12\x18\n\x10router_threshold\x18\x05 \x01(\x01\x12\x1c\n\x14router_model_version\x18\x06 \x01(\t\x12\x17\n\nconfidence\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x06policy\x18\x08 \x01(\tB\x02\x18\x01\x12\x14\n\x0crouter_error\x18\t \x01(\t\x12&\n\x06reason\x18\n \x01(\x0e\x32\x16.cascade.v1.PathReason\x12!\n\x14\x63onfidence_threshold\x18\x0b \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tagreement\x18\x0c \x01(\x01H\x02\x88\x01\x01\x12\x0f\n\x07samples\x18\r \x01(\r\x12\x1b\n\x13second_opinion_tier\x18\x0e \x01(\t\x12 \n\x18\x63onfidence_model_version\x18\x0f \x01(\t\x12\x16\n\x0e\x62udget_limited\x18\x10 \x01(\x08\x12*\n\x0e\x61pplied_policy\x18\x11 \x01(\x0e\x32\x12.cascade.v1.Policy\x12\x11\n\ttier_down\x18\x12 \x01(\tB\r\n\x0b_confidenceB\x17\n\x15_confidence_thresholdB\x0c\n\n_agreement\"n\n\x0cStageTimings\x12\x10\n\x08route_ms\x18\x01 \x01(\x01\x12\x16\n\x0e\x66irst_token_ms\x18\x02 \x01(\x01\x12\x10\n\x08small_ms\x18\x03 \x01(\x01\x12\x10\n\x08large_ms\x18\x04 \x01(\x01\x12\x10\n\x08total_ms\x18\x05 \x01(\x01*x\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x03*\x7f\n\x06Policy\x12\x16\n\x12POLICY_UNSPECIFIED\x10\x00\x12\x12\n\x0ePOLICY_CASCADE\x10\x01\x12\x0f\n\x0bPOLICY_AUTO\x10\x01\x12\x10\n\x0cPOLICY_SMALL\x10\x02\x12\x10\n\x0cPOLICY_LARGE\x10\x03\x12\x10\n\x0cPOLICY_ROUTE\x10\x04\x1a\x02\x10\x01*\xe0\x02\n\nPathReason\x12\x1b\n\x17PATH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12PATH_REASON_POLICY\x10\x01\x12\x16\n\x12PATH_REASON_ROUTED\x10\x02\x12\x1c\n\x18PATH_REASON_ROUTED_LARGE\x10\x03\x12\x1f\n\x1bPATH_REASON_ROUTER_FALLBACK\x10\x04\x12\x19\n\x15PATH_REASON_CONFIDENT\x10\x05\x12\x1e\n\x1aPATH_REASON_LOW_CONFIDENCE\x10\x06\x12\x1c\n\x18PATH_REASON_DISAGREEMENT\x10\x07\x12\x1b\n\x17PATH_REASON_SMALL_ERROR\x10\x08\x12\x16\n\x12PATH_REASON_BUDGET\x10\t\x12\x1d\n\x19PATH_REASON_NO_ESCALATION\x10\n\x12\x19\n\x15PATH_REASON_TIER_DOWN\x10\x0b\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,18 +35,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POLICY']._serialized_options = b'\020\001'
   _globals['_ROUTESUMMARY'].fields_by_name['policy']._loaded_options = None
   _globals['_ROUTESUMMARY'].fields_by_name['policy']._serialized_options = b'\030\001'
-  _globals['_FINISHREASON']._serialized_start=787
-  _globals['_FINISHREASON']._serialized_end=907
-  _globals['_POLICY']._serialized_start=909
-  _globals['_POLICY']._serialized_end=1036
-  _globals['_PATHREASON']._serialized_start=1039
-  _globals['_PATHREASON']._serialized_end=1364
+  _globals['_FINISHREASON']._serialized_start=806
+  _globals['_FINISHREASON']._serialized_end=926
+  _globals['_POLICY']._serialized_start=928
+  _globals['_POLICY']._serialized_end=1055
+  _globals['_PATHREASON']._serialized_start=1058
+  _globals['_PATHREASON']._serialized_end=1410
   _globals['_CHATMESSAGE']._serialized_start=39
   _globals['_CHATMESSAGE']._serialized_end=83
   _globals['_USAGE']._serialized_start=85
   _globals['_USAGE']._serialized_end=156
   _globals['_ROUTESUMMARY']._serialized_start=159
-  _globals['_ROUTESUMMARY']._serialized_end=673
-  _globals['_STAGETIMINGS']._serialized_start=675
-  _globals['_STAGETIMINGS']._serialized_end=785
+  _globals['_ROUTESUMMARY']._serialized_end=692
+  _globals['_STAGETIMINGS']._serialized_start=694
+  _globals['_STAGETIMINGS']._serialized_end=804
 # @@protoc_insertion_point(module_scope)

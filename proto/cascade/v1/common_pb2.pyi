@@ -36,6 +36,7 @@ class PathReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PATH_REASON_SMALL_ERROR: _ClassVar[PathReason]
     PATH_REASON_BUDGET: _ClassVar[PathReason]
     PATH_REASON_NO_ESCALATION: _ClassVar[PathReason]
+    PATH_REASON_TIER_DOWN: _ClassVar[PathReason]
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -57,6 +58,7 @@ PATH_REASON_DISAGREEMENT: PathReason
 PATH_REASON_SMALL_ERROR: PathReason
 PATH_REASON_BUDGET: PathReason
 PATH_REASON_NO_ESCALATION: PathReason
+PATH_REASON_TIER_DOWN: PathReason
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -77,7 +79,7 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., estimated: _Optional[bool] = ...) -> None: ...
 
 class RouteSummary(_message.Message):
-    __slots__ = ("tier", "tiers_tried", "escalated", "router_score", "router_threshold", "router_model_version", "confidence", "policy", "router_error", "reason", "confidence_threshold", "agreement", "samples", "second_opinion_tier", "confidence_model_version", "budget_limited", "applied_policy")
+    __slots__ = ("tier", "tiers_tried", "escalated", "router_score", "router_threshold", "router_model_version", "confidence", "policy", "router_error", "reason", "confidence_threshold", "agreement", "samples", "second_opinion_tier", "confidence_model_version", "budget_limited", "applied_policy", "tier_down")
     TIER_FIELD_NUMBER: _ClassVar[int]
     TIERS_TRIED_FIELD_NUMBER: _ClassVar[int]
     ESCALATED_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +97,7 @@ class RouteSummary(_message.Message):
     CONFIDENCE_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     BUDGET_LIMITED_FIELD_NUMBER: _ClassVar[int]
     APPLIED_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TIER_DOWN_FIELD_NUMBER: _ClassVar[int]
     tier: str
     tiers_tried: _containers.RepeatedScalarFieldContainer[str]
     escalated: bool
@@ -112,7 +115,8 @@ class RouteSummary(_message.Message):
     confidence_model_version: str
     budget_limited: bool
     applied_policy: Policy
-    def __init__(self, tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., escalated: _Optional[bool] = ..., router_score: _Optional[float] = ..., router_threshold: _Optional[float] = ..., router_model_version: _Optional[str] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., router_error: _Optional[str] = ..., reason: _Optional[_Union[PathReason, str]] = ..., confidence_threshold: _Optional[float] = ..., agreement: _Optional[float] = ..., samples: _Optional[int] = ..., second_opinion_tier: _Optional[str] = ..., confidence_model_version: _Optional[str] = ..., budget_limited: _Optional[bool] = ..., applied_policy: _Optional[_Union[Policy, str]] = ...) -> None: ...
+    tier_down: str
+    def __init__(self, tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., escalated: _Optional[bool] = ..., router_score: _Optional[float] = ..., router_threshold: _Optional[float] = ..., router_model_version: _Optional[str] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., router_error: _Optional[str] = ..., reason: _Optional[_Union[PathReason, str]] = ..., confidence_threshold: _Optional[float] = ..., agreement: _Optional[float] = ..., samples: _Optional[int] = ..., second_opinion_tier: _Optional[str] = ..., confidence_model_version: _Optional[str] = ..., budget_limited: _Optional[bool] = ..., applied_policy: _Optional[_Union[Policy, str]] = ..., tier_down: _Optional[str] = ...) -> None: ...
 
 class StageTimings(_message.Message):
     __slots__ = ("route_ms", "first_token_ms", "small_ms", "large_ms", "total_ms")

@@ -31,12 +31,14 @@ ERROR_CODE_INTERNAL: ErrorCode
 ERROR_CODE_CANCELLED: ErrorCode
 
 class RouteRequest(_message.Message):
-    __slots__ = ("request_id", "text")
+    __slots__ = ("request_id", "text", "deadline_unix_ms")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     text: str
-    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    deadline_unix_ms: int
+    def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ...) -> None: ...
 
 class RouteDecision(_message.Message):
     __slots__ = ("request_id", "tier", "score", "threshold", "model_version", "latency_ms", "error", "thresholds")
