@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from google.protobuf.message import DecodeError
@@ -34,7 +35,10 @@ class RouterClient:
     async def route(self, *, request_id: str, text: str, timeout_s: float) -> Decision:
         if down := nats_down(self._nc, doing="reach the router"):
             raise down
-        payload = events_pb2.RouteRequest(request_id=request_id, text=text).SerializeToString()
+        # The router skips a request whose caller stopped waiting (a backlog after an outage).
+        deadline_ms = int((time.time() + timeout_s) * 1e3)
+        payload = events_pb2.RouteRequest(request_id=request_id, text=text, deadline_unix_ms=deadline_ms)
+        payload = payload.SerializeToString()
         try:
             msg = await self._nc.request(subjects.ROUTE, payload, timeout=timeout_s, headers=inject_headers())
         except NoRespondersError:
@@ -126,10 +130,12 @@ class TierClient:
         # connection right after SUB + PING/PONG on the first got no responders 2-3 times in 30 on a
         # loaded 2-core machine, and a retry 0.5 s later always got through.
         for backoff_s in (*ADMISSION_RETRIES_S, None):
+            # Never waits past the request's deadline (the caller would have its answer late or never).
+            timeout_s = self._accept_timeout_s
+            if request.deadline_unix_ms:
+                timeout_s = max(0.001, min(timeout_s, request.deadline_unix_ms / 1e3 - time.time()))
             try:
-                reply = await self._nc.request(
-                    subject, payload, timeout=self._accept_timeout_s, headers=inject_headers()
-                )
+                reply = await self._nc.request(subject, payload, timeout=timeout_s, headers=inject_headers())
                 break
             except NoRespondersError:
                 if backoff_s is None:
@@ -137,7 +143,7 @@ class TierClient:
                 await asyncio.sleep(backoff_s)
             except (NatsTimeoutError, TimeoutError):
                 raise nats_down(self._nc, doing=f"reach tier {tier!r}") or TierUnavailable(
-                    f"tier {tier!r} did not accept within {self._accept_timeout_s}s"
+                    f"tier {tier!r} did not accept within {timeout_s:.3g}s"
                 ) from None
         accept = events_pb2.TierAccept.FromString(reply.data)
         if accept.HasField("error") and accept.error.code:

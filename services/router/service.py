@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
@@ -96,6 +97,8 @@ class RouterService:
     async def _on_request(self, msg: Msg) -> None:
         with tracer(__name__).start_as_current_span("router.route", context=extract_context(msg.headers)) as span:
             reply = self._decide(msg.data)
+            if reply is None:
+                return
             span.set_attribute("cascade.tier", reply.tier)
             span.set_attribute("cascade.router_score", reply.score)
         payload = reply.SerializeToString()
@@ -104,12 +107,16 @@ class RouterService:
         if reply.request_id:  # an empty id is a liveness probe, not a decision worth publishing
             await self._nc.publish(subjects.DECISIONS, payload)
 
-    def _decide(self, data: bytes) -> events_pb2.RouteDecision:
+    def _decide(self, data: bytes) -> events_pb2.RouteDecision | None:
+        """The decision to send back; None for a request its caller no longer waits for (past its deadline)."""
         try:
             request = events_pb2.RouteRequest.FromString(data)
         except DecodeError:
             log.warning("malformed RouteRequest (%d bytes), answering with the fallback tier", len(data))
             return events_pb2.RouteDecision(tier=self._settings.fallback_tier, error="malformed RouteRequest")
+        if request.deadline_unix_ms and request.deadline_unix_ms < time.time() * 1e3:
+            log.info("request %s reached the router past its deadline; not scored", request.request_id)
+            return None
         try:
             d = self.policy.decide(request.text)
         except Exception as exc:  # a scoring failure must not stop routing: fall back, say why

@@ -138,7 +138,8 @@ class OpenAIBackend:
         return self._session
 
     async def stream(self, generation: Generation) -> AsyncIterator[Delta]:
-        timeout_s = self.timeout_s if generation.timeout_s is None else generation.timeout_s
+        # The tier's own limit (tiers.<name>.openai.timeout_s) or the request's deadline, whichever ends first.
+        timeout_s = self.timeout_s if generation.timeout_s is None else min(self.timeout_s, generation.timeout_s)
         if timeout_s <= 0:
             raise DeadlineExceeded(f"no time left for {self.model} at {self.base_url}")
         deadline = asyncio.get_running_loop().time() + timeout_s
