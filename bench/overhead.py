@@ -44,6 +44,7 @@ import yaml
 
 from bench import profile
 from bench.load import Call, HttpPool, Level, closed_loop
+from bench.processes import up_children
 from bench.upstream import start_upstream
 from services.core.nats import free_port
 from services.sdk import AsyncCascadeClient
@@ -135,20 +136,6 @@ class Bench:
         return rows
 
 
-def _children(pid: int) -> dict[str, int]:
-    """`cascade up`'s service processes by name (services.tier --tier small -> tier-small)."""
-    found = {}
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        if argv[0].endswith(b"nats-server"):
-            found["nats-server"] = int(child)
-        elif b"-m" in argv:
-            module = argv[argv.index(b"-m") + 1].decode().removeprefix("services.")
-            name = f"tier-{argv[argv.index(b'--tier') + 1].decode()}" if b"--tier" in argv else module
-            found[name] = int(child)
-    return found
-
-
 @asynccontextmanager
 async def running_cascade(*, confidence: str, max_tokens: int, upstream_processes: int = 1) -> AsyncIterator[Bench]:
     upstream = start_upstream(processes=upstream_processes)
@@ -167,7 +154,7 @@ async def running_cascade(*, confidence: str, max_tokens: int, upstream_processe
                 backend=backend,
                 http=http,
                 max_tokens=max_tokens,
-                services=_children(up.pid),
+                services=up_children(up.pid),
                 upstream=upstream.pids(),
             )
             for warm in (bench.direct, bench.through("cascade"), bench.via_http("cascade")):
