@@ -138,11 +138,29 @@ class NatsServer:
     port: int = 0
     log_file: Path | None = None
     _process: subprocess.Popen[bytes] | None = None
+    _log_start: int = 0
     _ports_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status once it has died; None while it runs (or before it starts)."""
+        return None if self._process is None else self._process.poll()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file or self.data_dir / "nats-server.log"
+
+    def last_errors(self) -> str:
+        """What it logged since its last start: its error lines, else its last lines."""
+        return _errors(self.log_path, self._log_start) if self.log_path.exists() else "no output"
 
     async def __aenter__(self) -> NatsServer:
         await self.start()
@@ -154,17 +172,18 @@ class NatsServer:
     async def start(self, *, ready_timeout_s: float = 15.0) -> None:
         """Start it and wait until it listens; on failure raise Unavailable with its own error lines.
 
+        Started again after it died, it reuses its port and data directory (JetStream recovers its store).
         Ready means *this* process listens: nats-server writes a ports file (named with its pid)
         once its listener is up. A TCP connect is not proof, since another server may hold the port.
         """
         if self.port == 0:
             self.port = free_port(self.host)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_file or self.data_dir / "nats-server.log"
+        log_path = self.log_path
         self._ports_dir = tempfile.TemporaryDirectory(prefix="nats-ports-")
         cmd = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
         cmd += ["--ports_file_dir", self._ports_dir.name]
-        log_start = log_path.stat().st_size if log_path.exists() else 0
+        self._log_start = log_start = log_path.stat().st_size if log_path.exists() else 0
         try:
             with open(log_path, "ab") as out:
                 # Own process group: a Ctrl-C meant for `cascade up` must not stop NATS before the services drain.

@@ -408,6 +408,19 @@ class HttpSettings(_Section):
         return self
 
 
+class SupervisorSettings(_Section):
+    """What `cascade up` does when one of its processes dies after start-up (see services/cli/supervisor.py)."""
+
+    # always: restart it (same ports, same JetStream directory); never: stop everything with an error.
+    restart: Literal["always", "never"] = "always"
+    # Wait before the n-th restart within the window: backoff_initial_s * 2**(n-1), at most backoff_max_s.
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    # More than max_restarts restarts of one process within restart_window_s: stop everything.
+    max_restarts: int = Field(5, ge=0)
+    restart_window_s: float = Field(300.0, gt=0)
+
+
 class TelemetrySettings(_Section):
     # OTLP/gRPC collector endpoint, e.g. http://otel-collector:4317 (needs the `otlp` extra).
     otlp_endpoint: str | None = None
@@ -444,6 +457,7 @@ class CascadeSettings(BaseSettings):
     exploration: ExplorationSettings = ExplorationSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     http: HttpSettings = HttpSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
 
     @model_validator(mode="after")
     def _tiers_known(self) -> CascadeSettings:
