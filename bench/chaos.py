@@ -158,11 +158,11 @@ class Load:
         try:
             await asyncio.wait_for(call, self._deadline_s + HANG_GRACE_S)
         except TimeoutError:
-            self.tally.hang(request_id)
+            self.tally.hang(request_id, f"no end {HANG_GRACE_S:g}s after the deadline")
             return False
         except RemoteError as exc:
             if exc.grpc_code == grpc.StatusCode.DEADLINE_EXCEEDED and _from_client(exc.message):
-                self.tally.hang(request_id)  # the gateway said nothing by the deadline
+                self.tally.hang(request_id, "the client's deadline passed")  # the gateway said nothing
             else:
                 self.tally.fail(request_id, exc.grpc_code.name, exc.message)
             return False
@@ -300,8 +300,9 @@ def _report(args, tally: Tally, accounting, kills: list[str], workdir: Path, ran
     spooled = sum(1 for _ in (workdir / "spool").rglob(f"*{SPOOL_SUFFIX}"))
     print(f"outcomes: expected {accounting.expected}, stored {accounting.stored}, lost {len(accounting.lost)}, "
           f"duplicates {accounting.duplicates}; files left in the spool: {spooled}")
-    if accounting.lost:
-        print(f"  lost ids (first 5): {accounting.lost[:5]}")
+    for request_id in [*accounting.lost[:10], *sorted(tally.hung)[:10]]:
+        lost = "outcome lost" if request_id in accounting.lost else "outcome stored"
+        print(f"  {request_id}: {lost}; {tally.end_of(request_id)}")
 
 
 def main(argv: list[str] | None = None) -> int:

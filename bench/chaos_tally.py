@@ -30,6 +30,7 @@ class Tally:
     failed: dict[str, str] = field(default_factory=dict)  # request id -> gRPC code name
     hung: set[str] = field(default_factory=set)
     messages: dict[str, Counter[str]] = field(default_factory=dict)  # code -> message -> count
+    ends: dict[str, str] = field(default_factory=dict)  # request id -> how it ended, when it did not answer
 
     def answer(self, request_id: str) -> None:
         self.answered.add(request_id)
@@ -37,9 +38,14 @@ class Tally:
     def fail(self, request_id: str, code: str, message: str) -> None:
         self.failed[request_id] = code
         self.messages.setdefault(code, Counter())[_shape(message)] += 1
+        self.ends[request_id] = f"{code}: {message}"
 
-    def hang(self, request_id: str) -> None:
+    def hang(self, request_id: str, how: str) -> None:
         self.hung.add(request_id)
+        self.ends[request_id] = f"hung: {how}"
+
+    def end_of(self, request_id: str) -> str:
+        return "answered" if request_id in self.answered else self.ends.get(request_id, "never sent")
 
     def by_code(self) -> Counter[str]:
         return Counter(self.failed.values())

@@ -40,5 +40,6 @@ def tier_queue(tier: str) -> str:
     return f"tier.{tier}"
 
 
-# Fan-out (no queue group): a request id whose tier work should stop (the caller went away).
+# Fan-out (no queue group): the chunk subject of a tier attempt whose work should stop (the caller
+# went away, or no longer needs it). Not the request id: a request's attempts on other tiers go on.
 CANCEL = "cascade.cancel"

@@ -121,7 +121,7 @@ class TierClient:
         finally:
             self._inbox.close(request.chunk_subject)
             if not finished and self._nc.is_connected:  # we stopped listening early: let the worker stop
-                await self._nc.publish(subjects.CANCEL, request.request_id.encode())
+                await self._nc.publish(subjects.CANCEL, request.chunk_subject.encode())
 
     async def _send(self, tier: str, request: events_pb2.TierRequest) -> events_pb2.TierAccept:
         payload, subject = request.SerializeToString(), subjects.tier_subject(tier)

@@ -125,8 +125,11 @@ class TierWorker:
         )
         await msg.respond(accept.SerializeToString())
         task = asyncio.create_task(self._serve(request, msg.headers))
-        self._tasks[request.request_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(request.request_id, None))
+        # By attempt (its chunk subject), not request id: one request asks several tiers, and the cancel
+        # of one attempt (a second opinion no longer needed) must not stop another (its escalation).
+        attempt = request.chunk_subject
+        self._tasks[attempt] = task
+        task.add_done_callback(lambda _: self._tasks.pop(attempt, None))
 
     def _admit(self, data: bytes) -> events_pb2.TierRequest:
         try:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from grpc import aio
 
-from cascade.v1 import cascade_pb2, cascade_pb2_grpc
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from services.core import subjects
 from services.core.nats import connect_nats, free_port
 from services.core.settings import CascadeSettings, HttpSettings
@@ -307,6 +307,7 @@ async def test_client_disconnect_cancels_the_grpc_call(client, system, fake_open
     await fake_openai.control(delay_per_token_s=0.3)
     nc = await connect_nats(system.nats_url, name="cancel-watch")
     cancelled = await nc.subscribe(subjects.CANCEL)
+    asked = await nc.subscribe(subjects.tier_subject("large"))  # a copy of each TierRequest (no queue group)
     await nc.flush()  # the server has the subscription before anything is sent to it
     try:
         async with client.chat.completions.with_streaming_response.create(
@@ -317,7 +318,9 @@ async def test_client_disconnect_cancels_the_grpc_call(client, system, fake_open
             await anext(aiter(stream))
         # The gateway saw the gRPC call cancelled and told the tier worker to stop generating.
         msg = await cancelled.next_msg(timeout=10)
-        assert msg.data.decode() == request_id
+        tier_request = events_pb2.TierRequest.FromString((await asked.next_msg(timeout=10)).data)
+        assert tier_request.request_id == request_id
+        assert msg.data.decode() == tier_request.chunk_subject  # the attempt, not the whole request
     finally:
         await nc.drain()
 

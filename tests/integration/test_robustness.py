@@ -63,12 +63,44 @@ async def test_a_client_cancelling_mid_stream_stops_the_tier_and_is_recorded_can
     worker = system.workers["large"]
     call = stub.GenerateStream(generate(request_id="cancel-1"), timeout=60)
     first = await call.read()
-    assert first.text and "cancel-1" in worker._tasks  # the tier is generating
+    assert first.text and len(worker._tasks) == 1  # the tier is generating
     call.cancel()
     assert await eventually(lambda: not worker._tasks), "the tier kept generating after the client left"
     outcome = (await read_outcomes(system))["cancel-1"]
     assert outcome.error.code == events_pb2.ERROR_CODE_CANCELLED
     assert outcome.finish_reason == common_pb2.FINISH_REASON_ERROR
+
+
+async def test_cancelling_one_attempt_leaves_the_requests_other_attempt_running(system, fake_openai):
+    """A second opinion cancelled as its request escalates must not stop the escalation (same request id):
+    found by bench.chaos, where the cancel overtook the escalation's TierRequest and the request hung."""
+    await fake_openai.control(delay_per_token_s=0.05, tokens=20)
+    nc = await connect_nats(system.nats_url, name="fake-gateway")
+    try:
+        chunks: dict[str, list[events_pb2.TokenChunk]] = {"dropped": [], "kept": []}
+        for name, received in chunks.items():
+
+            async def receive(msg, received=received) -> None:  # type: ignore[no-untyped-def]
+                received.append(events_pb2.TokenChunk.FromString(msg.data))
+
+            await nc.subscribe(f"_INBOX.test.{name}", cb=receive)
+        await nc.flush()  # the server has the subscriptions before anything is sent to them
+        for name in chunks:
+            request = events_pb2.TierRequest(
+                request_id="both-1",
+                messages=[common_pb2.ChatMessage(role="user", content="Tell me a story.")],
+                max_tokens=50,
+                chunk_subject=f"_INBOX.test.{name}",
+            )
+            await nc.request(subjects.tier_subject("large"), request.SerializeToString(), timeout=5)
+        await nc.publish(subjects.CANCEL, b"_INBOX.test.dropped")
+        kept = chunks["kept"]
+        assert await eventually(lambda: bool(kept) and kept[-1].final), "the kept attempt never finished"
+        assert not kept[-1].error.code and "".join(c.text for c in kept)
+        assert await eventually(lambda: not system.workers["large"]._tasks)
+        assert not any(c.final for c in chunks["dropped"])  # stopped before its end
+    finally:
+        await nc.drain()
 
 
 async def test_the_deadline_is_passed_to_the_tier_and_stops_its_work(stub, system, fake_openai):
