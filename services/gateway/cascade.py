@@ -66,7 +66,10 @@ class Cascade:
         budgets: Budgets | None = None,
         exploration: Exploration | None = None,
         breakers: Breakers | None = None,
+        on_start: OutcomeSink | None = None,
     ) -> None:
+        """``on_start``: told of each request's record as it starts (the gateway holds a provisional outcome)."""
+        self._on_start = on_start
         # Every tier call (answers, second opinions, shadows) goes through the tier's circuit breaker.
         self.breakers = breakers or Breakers(settings.gateway.breaker, settings.tiers)
         self._router, self._record_outcome = router, record_outcome
@@ -87,6 +90,8 @@ class Cascade:
         ``trace_context``: the caller's trace (from gRPC metadata); the request's span continues it.
         """
         record = RequestRecord(request=request, prices=self._prices, large_tier=self._ladder[-1], ladder=self._ladder)
+        if self._on_start is not None:
+            self._on_start(record)
         deadline = time.time() + timeout_s
         # Our own timer fires a little before the caller's gRPC deadline, so the request ends as
         # DEADLINE_EXCEEDED with our message rather than as a cancellation racing gRPC's.

@@ -10,11 +10,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from nats.aio.client import Client as NatsClient
 
-from cascade.v1 import cascade_pb2, cascade_pb2_grpc
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from classifier.confidence import ConfidenceModel, load_confidence
 from services.core import subjects
 from services.core.calibration import CalibrationFile
-from services.core.errors import ConfigError
+from services.core.errors import ConfigError, Unavailable
 from services.core.settings import CascadeSettings, GatewaySettings
 from services.gateway import wire
 from services.gateway.cascade import Cascade
@@ -49,6 +49,7 @@ class GatewayService:
         self.outcomes = OutcomePublisher(nc, spool=spool, stream=out, timeout_s=out.publish_timeout_s)
         self.seen = SeenRequests(nc, publisher=self.outcomes, settings=out)
         self._follower: Follower | None = None
+        self._held: dict[int, str] = {}  # id(record) -> its provisional outcome in the spool
         self._redact = Redactor()  # from settings in start(): loading a hook may fail
         self.cascade: Cascade  # built in start(); a scorer follower swaps its confidence model
 
@@ -89,20 +90,44 @@ class GatewayService:
             router=RouterClient(self._nc),
             tiers=tiers,
             record_outcome=self._record_outcome,
+            on_start=self._on_start,
             settings=self._settings,
             confidence=confidence,
             calibration=calibration,
         )
 
-    def _record_outcome(self, record: RequestRecord) -> None:
+    def _on_start(self, record: RequestRecord) -> None:
+        """A request starts: a provisional outcome is held in the spool, then its id is recorded as seen.
+
+        If this process dies (SIGKILL, OOM) before the request ends, the next gateway on the spool
+        publishes the provisional outcome, so a request the gateway accepted is never without one. It is
+        held before the seen id is submitted: the spool writes in order, so a seen id is never on disk
+        without it.
+        """
+        provisional = RequestRecord(
+            request=record.request, prices=record.prices, large_tier=record.large_tier, ladder=record.ladder
+        )
+        provisional.error = Unavailable("the gateway stopped before the request finished (killed or crashed)")
+        event = self._outcome_event(provisional)
+        handle = self.outcomes.hold(subjects.OUTCOMES, f"outcome:{event.request_id}", event.SerializeToString())
+        if handle is not None:
+            self._held[id(record)] = handle
+        self.seen.record(record.request.request_id)
+
+    def _outcome_event(self, record: RequestRecord) -> events_pb2.OutcomeEvent:
         opts = self._settings.outcomes
-        event = wire.outcome(
+        return wire.outcome(
             record,
             store_prompt_text=opts.store_prompt_text,
             store_answer_text=opts.store_answer_text,
             redact=self._redact,
         )
+
+    def _record_outcome(self, record: RequestRecord) -> None:
+        event = self._outcome_event(record)
         self.outcomes.submit(subjects.OUTCOMES, f"outcome:{event.request_id}", event.SerializeToString())
+        if (handle := self._held.pop(id(record), None)) is not None:  # after the submit: the spool keeps order
+            self.outcomes.release(handle)
 
     async def start(self) -> None:
         # First: a confidence model, policy file or redaction hook that cannot be used stops the gateway

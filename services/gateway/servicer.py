@@ -86,7 +86,6 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
             raise Overloaded(f"gateway is at its limit of {self._settings.gateway.max_in_flight} requests")
         remaining = context.time_remaining()
         timeout_s = remaining if remaining is not None else self._settings.gateway.default_timeout_s
-        self._seen.record(parsed.request_id)
         self._in_flight += 1
         try:
             trace_context = extract_context(dict(context.invocation_metadata() or ()))

@@ -71,6 +71,13 @@ class OutcomePublisher:
             self._empty.clear()
             self._pending[msg_id] += 1
 
+    def hold(self, subject: str, msg_id: str, payload: bytes) -> str | None:
+        """Spool an event that only the next gateway publishes, if this one dies before ``release`` (Spool.hold)."""
+        return self.spool.hold(subject, msg_id, payload)
+
+    def release(self, handle: str) -> None:
+        self.spool.release(handle)
+
     def is_pending(self, msg_id: str) -> bool:
         """True while an event with this message id, submitted here, waits for the stream's acknowledgement."""
         return self._pending[msg_id] > 0

@@ -31,6 +31,13 @@ Bound: at ``max_bytes`` a new event is refused (counted in :attr:`Spool.dropped`
 error); events already in the spool are never dropped, so the loss is the newest events of a
 long outage, not a gap in the middle of it.
 
+Held events (:meth:`Spool.hold`): the gateway holds a provisional outcome for each request as it starts
+("the gateway stopped before the request finished") and releases it once the real outcome is submitted.
+A held event is never published by the process that holds it; one left by a process that died (a
+SIGKILLed gateway's requests in flight) is published by the next, after that process's other events, so
+a real outcome spooled before the death wins by message id. Held files are not fsynced: they cover the
+gateway process dying, not the machine.
+
 One spool directory belongs to one gateway: :meth:`Spool.open` takes an exclusive ``flock`` on
 ``<dir>/.lock`` (released by the kernel when the process dies, so a SIGKILL leaves no stale lock).
 """
@@ -59,6 +66,7 @@ log = logging.getLogger(__name__)
 
 FsyncPolicy = Literal["always", "batch", "never"]
 SUFFIX = ".evt"
+HELD = ".held"
 MAGIC = b"CSP1"
 # magic, crc32 of the rest, subject length, message id length; then subject, message id, payload.
 _HEADER = struct.Struct(">4sIHH")
@@ -103,6 +111,7 @@ class Spool:
         self._lock_fd: int | None = None
         self._queue: deque[str] = deque()  # files written and not yet acknowledged, oldest first
         self._sizes: dict[str, int] = {}  # every event counted against max_bytes, written or not
+        self._held: dict[str, int] = {}  # held events (hold/release), also counted against max_bytes
         self._bytes = 0
         self._to_write: dict[str, bytes] = {}  # submitted, not yet handed to the worker thread
         self._in_write: dict[str, bytes] = {}  # being written by the worker thread now
@@ -145,7 +154,9 @@ class Spool:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
-        for path in sorted(str(p) for p in self.directory.glob(f"*{SUFFIX}")):
+        # An earlier run's held events after its others: its real outcomes go first, and win by message id.
+        leftovers = [sorted(str(p) for p in self.directory.glob(f"*{suffix}")) for suffix in (SUFFIX, HELD)]
+        for path in itertools.chain(*leftovers):
             size = os.stat(path).st_size
             self._queue.append(path)
             self._sizes[path] = size
@@ -202,6 +213,33 @@ class Spool:
         self.ready.set()
         return True
 
+    def hold(self, subject: str, msg_id: str, payload: bytes) -> str | None:
+        """Keep an event on disk, unpublished, until :meth:`release`; the next process publishes it if this
+        one dies first. Returns its handle; None when the spool is full."""
+        data = encode(subject, msg_id, payload)
+        if self._bytes + len(data) > self._max_bytes:
+            self._drop(msg_id, f"the spool is full ({self._bytes} bytes, limit {self._max_bytes})")
+            return None
+        path = f"{self._dir}/{self._prefix}-{next(self._counter):012d}{HELD}"
+        self._held[path] = len(data)
+        self._bytes += len(data)
+        self._to_write[path] = data
+        self._idle.clear()
+        self._work.set()
+        return path
+
+    def release(self, path: str) -> None:
+        """A held event is no longer needed (the real one was submitted before): its file goes."""
+        self._bytes -= self._held.pop(path, 0)
+        if self._to_write.pop(path, None) is not None:  # never written
+            return
+        if path in self._in_write:  # the worker thread deletes it once written
+            self._acked_in_write.add(path)
+            return
+        self._to_delete.append(path)
+        self._idle.clear()
+        self._work.set()
+
     def peek(self, limit: int = 1) -> list[SpooledEvent]:
         """Up to ``limit`` of the oldest events not yet acknowledged, written or still in memory.
 
@@ -226,7 +264,7 @@ class Spool:
             for path, data in pending.items():
                 if len(events) >= limit:
                     return events
-                if path not in self._acked_in_write:
+                if path not in self._acked_in_write and path not in self._held:
                     events.append(decode(path, data))
         return events
 
@@ -283,8 +321,10 @@ class Spool:
                     self._to_delete.append(path)
                     self._work.set()
                 elif path in failed:
-                    self._bytes -= self._sizes.pop(path, 0)
+                    self._bytes -= self._sizes.pop(path, 0) + self._held.pop(path, 0)
                     self._drop(path, f"cannot write it: {failed[path]}")
+                elif path in self._held:  # on disk for the next process, never published by this one
+                    pass
                 else:
                     self._queue.append(path)
                     if self._fsync != "never":

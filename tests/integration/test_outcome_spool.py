@@ -21,13 +21,14 @@ import pytest
 import yaml
 from grpc import aio
 
-from cascade.v1 import cascade_pb2, cascade_pb2_grpc
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from services.core import subjects
 from services.core.nats import NatsServer, connect_nats, free_port
 from services.core.settings import CascadeSettings
 from services.gateway.server import GatewayService
 from services.outcomes import read_events
 from services.outcomes.spool import SUFFIX, decode
+from tests.support.scripted_tier import ScriptedTier
 from tests.support.system import make_settings, openai_tier, run_system
 
 
@@ -257,3 +258,46 @@ async def test_sigterm_publishes_the_spool_before_the_gateway_exits(tmp_path, na
         assert await asyncio.to_thread(proc.wait, 60) == 0, proc.log_path.read_text()[-3000:]
     assert spool_files(spool_dir) == [], proc.log_path.read_text()[-3000:]
     assert await stored_request_ids(nats_server.url, "CASCADE_OUTCOMES") == Counter(ids)
+
+
+async def test_a_request_in_flight_when_its_gateway_is_killed_still_gets_an_outcome(tmp_path, nats_server):
+    """Found by bench.chaos: a SIGKILLed gateway's requests in flight had recorded their ids, never an outcome."""
+    spool_dir = tmp_path / "spool"
+    nc = await connect_nats(nats_server.url, name="scripted-tier")
+    silent = ScriptedTier(nc, tier="large", behaviour="goes_silent")  # accepts, one chunk, then nothing
+    await silent.start()
+    try:
+        async with gateway_process(tmp_path, nats_server.url, spool_dir) as proc:
+            async with aio.insecure_channel(proc.target) as channel:
+                request = cascade_pb2.GenerateRequest(prompt="Hi", request_id="cut-1", policy=cascade_pb2.POLICY_LARGE)
+                call = cascade_pb2_grpc.CascadeStub(channel).Generate(request, timeout=60)
+                await eventually(lambda: bool(silent.requests), "the request reached the tier")
+                os.kill(proc.pid, signal.SIGKILL)
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await call
+    finally:
+        await silent.stop()
+        await nc.drain()
+    settings = CascadeSettings(
+        nats={"url": nats_server.url},
+        gateway={"port": 0},
+        escalation={"confidence": "logprob"},
+        outcomes={"spool_dir": str(spool_dir)},
+    )
+    nc = await connect_nats(nats_server.url, name="gateway-2")
+    gateway = GatewayService(nc=nc, settings=settings)
+    try:
+        await gateway.start()
+        await eventually(lambda: gateway.outcomes.pending == 0, "the next gateway drained the spool")
+    finally:
+        await gateway.stop()
+        await nc.drain()
+    nc = await connect_nats(nats_server.url, name="test-reader")
+    try:
+        events = [e async for e in read_events(nc.jetstream(), stream=settings.outcomes.stream, durable=None)]
+    finally:
+        await nc.drain()
+    [event] = [e for e in events if e.request_id == "cut-1"]
+    assert event.error.code == events_pb2.ERROR_CODE_UNAVAILABLE
+    assert "the gateway stopped before the request finished" in event.error.message
+    assert list(spool_dir.glob("*.held")) == []

@@ -113,3 +113,28 @@ async def test_an_event_acknowledged_before_or_while_it_is_written_leaves_no_fil
     assert spool.pending == 0 and spool.peek(10) == []
     assert list(tmp_path.glob(f"*{SUFFIX}")) == []
     await spool.close()
+
+
+async def test_a_held_event_is_published_only_by_the_next_spool_and_after_the_others(tmp_path) -> None:
+    first = Spool(tmp_path, max_bytes=1 << 20, fsync="never")
+    first.open()
+    released = first.hold(SUBJECT, "outcome:done", b"provisional")
+    kept = first.hold(SUBJECT, "outcome:cut", b"provisional")  # its request never ends: the process dies
+    assert released is not None and kept is not None
+    assert first.peek(10) == []  # not even while still in memory
+    first.submit(SUBJECT, "outcome:done", b"real")
+    first.release(released)
+    await first.flush()
+    assert [e.msg_id for e in first.peek(10)] == ["outcome:done"]  # never a held one
+    assert len(list(tmp_path.glob("*.held"))) == 1
+    await first.close()  # leaves the real outcome and the unreleased held one
+
+    second = Spool(tmp_path, max_bytes=1 << 20, fsync="never")
+    assert second.open() == 2
+    got = [(e.msg_id, e.payload) for e in second.peek(10)]
+    assert got == [("outcome:done", b"real"), ("outcome:cut", b"provisional")]  # held ones last
+    for event in second.peek(10):
+        second.ack(event.path)
+    await second.flush()
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"] and second.size_bytes == 0
+    await second.close()
