@@ -37,7 +37,7 @@ from pathlib import Path
 import grpc
 import yaml
 
-from bench.chaos_tally import Tally, account, last_line
+from bench.chaos_tally import Accounting, Tally, account, last_line
 from bench.processes import up_children
 from cascade.v1 import events_pb2
 from services.core import subjects
@@ -47,8 +47,7 @@ from services.core.settings import CascadeSettings, load_settings
 from services.outcomes import read_events
 from services.outcomes.seen import seen_subject
 from services.outcomes.spool import SUFFIX as SPOOL_SUFFIX
-from services.sdk import AsyncCascadeClient
-from services.sdk._errors import RemoteError
+from services.sdk import AsyncCascadeClient, RemoteError
 from services.tier.backends.replay import ReplayBackend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -287,19 +286,26 @@ async def chaos(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(args, tally: Tally, accounting, kills: list[str], workdir: Path, ran_s: float) -> None:  # type: ignore[no-untyped-def]
-    print(f"bench.chaos: {ran_s:.0f}s, {args.clients} clients, deadline {args.deadline:g}s, load average "
-          f"{Path('/proc/loadavg').read_text().split()[:3]}; data in {workdir}{'' if args.keep else ' (removed)'}")
+def _report(
+    args: argparse.Namespace, tally: Tally, accounting: Accounting, kills: list[str], workdir: Path, ran_s: float
+) -> None:
+    print(
+        f"bench.chaos: {ran_s:.0f}s, {args.clients} clients, deadline {args.deadline:g}s, load average "
+        f"{Path('/proc/loadavg').read_text().split()[:3]}; data in {workdir}{'' if args.keep else ' (removed)'}"
+    )
     for line in kills:
         print(f"  kill: {line}")
-    print(f"requests: sent {tally.sent}, answered {len(tally.answered)}, failed {len(tally.failed)}, hung {len(tally.hung)}")
+    ends = f"answered {len(tally.answered)}, failed {len(tally.failed)}, hung {len(tally.hung)}"
+    print(f"requests: sent {tally.sent}, {ends}")
     for code, n in sorted(tally.by_code().items()):
         print(f"  failed {code}: {n}")
         for message, m in tally.messages[code].most_common(3):
             print(f"      {m:5} x {message}")
     spooled = sum(1 for _ in (workdir / "spool").rglob(f"*{SPOOL_SUFFIX}"))
-    print(f"outcomes: expected {accounting.expected}, stored {accounting.stored}, lost {len(accounting.lost)}, "
-          f"duplicates {accounting.duplicates}; files left in the spool: {spooled}")
+    print(
+        f"outcomes: expected {accounting.expected}, stored {accounting.stored}, lost {len(accounting.lost)}, "
+        f"duplicates {accounting.duplicates}; files left in the spool: {spooled}"
+    )
     for request_id in [*accounting.lost[:10], *sorted(tally.hung)[:10]]:
         lost = "outcome lost" if request_id in accounting.lost else "outcome stored"
         print(f"  {request_id}: {lost}; {tally.end_of(request_id)}")

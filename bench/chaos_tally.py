@@ -65,7 +65,8 @@ def account(tally: Tally, *, seen: set[str], stored: Counter[str]) -> Accounting
     expected = tally.answered | (seen & sent_ids)
     lost = sorted(i for i in expected if stored[i] == 0)
     duplicates = sum(n - 1 for i, n in stored.items() if i in sent_ids and n > 1)
-    return Accounting(expected=len(expected), stored=sum(1 for i in expected if stored[i]), lost=lost, duplicates=duplicates)
+    found = sum(1 for i in expected if stored[i])
+    return Accounting(expected=len(expected), stored=found, lost=lost, duplicates=duplicates)
 
 
 def last_line(tally: Tally, accounting: Accounting) -> str:

@@ -14,6 +14,7 @@ The clock is injected so the state machine is tested without sleeping.
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Protocol
@@ -21,6 +22,8 @@ from typing import Protocol
 from services.core.errors import CascadeError, InternalError, NatsUnavailable, TierUnavailable, Unavailable
 from services.core.settings import BreakerSettings
 from services.gateway.domain import Piece, TierCall
+
+log = logging.getLogger(__name__)
 
 
 class State(enum.StrEnum):
@@ -67,6 +70,8 @@ class Breaker:
         return False
 
     def succeeded(self) -> None:
+        if self._opened_at is not None:
+            log.warning("tier %s answers again: circuit breaker closed", self.tier)
         self._failures, self._opened_at, self._probe = 0, None, None
 
     def failed(self, request_id: str) -> None:
@@ -77,6 +82,9 @@ class Breaker:
             self._failures += 1
             if self._threshold and self._failures >= self._threshold:
                 self._opened_at = self._clock()
+                log.warning(
+                    "tier %s failed %d times in a row: breaker open for %gs", self.tier, self._failures, self._open_s
+                )
 
     def released(self, request_id: str) -> None:
         """The request ended without a verdict on the tier (cancelled, refused): its probe is free again."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from services.core.errors import Cancelled, CascadeError
 from services.gateway import escalation
+from services.gateway.breaker import TierDown
 from services.gateway.domain import Purpose, Reason, TextChunk
 from services.gateway.record import Attempt, RequestRecord
 from services.gateway.requests import CascadeRequest
@@ -119,7 +120,9 @@ class SmallFirst:
         """A failed judged answer escalates (escalation.on_error) unless the next tier is barred."""
         if not self._esc.on_error or self._next_is_barred():
             raise exc
-        log.warning("request %s: tier %s failed (%s), escalating", self._request.request_id, self._tier, exc.message)
+        # A breaker's refusal is logged once, by the breaker, not once per request.
+        level = logging.INFO if isinstance(exc, TierDown) else logging.WARNING
+        log.log(level, "request %s: tier %s failed (%s), escalating", self._request.request_id, self._tier, exc.message)
         self._record.route.reason = Reason.SMALL_ERROR
 
     async def _last(self, purpose: Purpose) -> AsyncIterator[TextChunk]:

@@ -267,14 +267,16 @@ async def test_a_request_in_flight_when_its_gateway_is_killed_still_gets_an_outc
     silent = ScriptedTier(nc, tier="large", behaviour="goes_silent")  # accepts, one chunk, then nothing
     await silent.start()
     try:
-        async with gateway_process(tmp_path, nats_server.url, spool_dir) as proc:
-            async with aio.insecure_channel(proc.target) as channel:
-                request = cascade_pb2.GenerateRequest(prompt="Hi", request_id="cut-1", policy=cascade_pb2.POLICY_LARGE)
-                call = cascade_pb2_grpc.CascadeStub(channel).Generate(request, timeout=60)
-                await eventually(lambda: bool(silent.requests), "the request reached the tier")
-                os.kill(proc.pid, signal.SIGKILL)
-                with pytest.raises(grpc.aio.AioRpcError):
-                    await call
+        async with (
+            gateway_process(tmp_path, nats_server.url, spool_dir) as proc,
+            aio.insecure_channel(proc.target) as channel,
+        ):
+            request = cascade_pb2.GenerateRequest(prompt="Hi", request_id="cut-1", policy=cascade_pb2.POLICY_LARGE)
+            call = cascade_pb2_grpc.CascadeStub(channel).Generate(request, timeout=60)
+            await eventually(lambda: bool(silent.requests), "the request reached the tier")
+            os.kill(proc.pid, signal.SIGKILL)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await call
     finally:
         await silent.stop()
         await nc.drain()

@@ -24,9 +24,11 @@ async def large_down(request, nats_server, fake_openai):
         # A cool-down longer than any test: the breaker stays open while the test looks.
         gateway={"breaker": {"failures": FAILURES, "open_s": 3600}, "on_tier_down": request.param},
     )
-    async with run_system(nats_server, settings, run_tiers=("small",)) as system:
-        async with aio.insecure_channel(system.target) as channel:
-            yield request.param, system, cascade_pb2_grpc.CascadeStub(channel)
+    async with (
+        run_system(nats_server, settings, run_tiers=("small",)) as system,
+        aio.insecure_channel(system.target) as channel,
+    ):
+        yield request.param, system, cascade_pb2_grpc.CascadeStub(channel)
 
 
 async def _fails(stub, **kw) -> aio.AioRpcError:  # type: ignore[no-untyped-def]
