@@ -37,8 +37,8 @@ class RouterClient:
             raise down
         # The router skips a request whose caller stopped waiting (a backlog after an outage).
         deadline_ms = int((time.time() + timeout_s) * 1e3)
-        payload = events_pb2.RouteRequest(request_id=request_id, text=text, deadline_unix_ms=deadline_ms)
-        payload = payload.SerializeToString()
+        request = events_pb2.RouteRequest(request_id=request_id, text=text, deadline_unix_ms=deadline_ms)
+        payload = request.SerializeToString()
         try:
             msg = await self._nc.request(subjects.ROUTE, payload, timeout=timeout_s, headers=inject_headers())
         except NoRespondersError:

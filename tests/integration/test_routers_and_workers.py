@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import onnx
@@ -69,6 +70,26 @@ async def _all(sub) -> list:  # type: ignore[no-untyped-def]
             msgs.append(await sub.next_msg(timeout=1))
         except TimeoutError:
             return msgs
+
+
+async def test_a_router_skips_a_request_whose_deadline_has_passed(nats_server, fake_openai):
+    """A backlog after an outage is not scored for callers that gave up (RouteRequest.deadline_unix_ms)."""
+    settings = make_settings(nats_server.url, tiers(fake_openai.base_url))
+    async with run_system(nats_server, settings, run_tiers=()):
+        nc = await connect_nats(nats_server.url, name="fake-gateway")
+        try:
+            decisions = await nc.subscribe(subjects.DECISIONS)
+            await nc.flush()  # the server has the subscription before anything is sent to it
+            now_ms = int(time.time() * 1e3)
+            late = events_pb2.RouteRequest(request_id="late", text="q", deadline_unix_ms=now_ms - 1000)
+            await nc.publish(subjects.ROUTE, late.SerializeToString(), reply="_INBOX.nobody")
+            on_time = events_pb2.RouteRequest(request_id="on-time", text="q", deadline_unix_ms=now_ms + 60_000)
+            reply = await nc.request(subjects.ROUTE, on_time.SerializeToString(), timeout=10)  # after "late"
+            assert events_pb2.RouteDecision.FromString(reply.data).request_id == "on-time"
+            decided = [events_pb2.RouteDecision.FromString(m.data).request_id for m in await _all(decisions)]
+        finally:
+            await nc.drain()
+    assert decided == ["on-time"]
 
 
 @pytest.mark.parametrize("fallback", ["large", "small"])
