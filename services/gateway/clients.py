@@ -17,7 +17,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from cascade.v1 import events_pb2
 from services.core import subjects
-from services.core.errors import InternalError, TierUnavailable, Unavailable, error_for_code
+from services.core.errors import InternalError, NatsUnavailable, TierUnavailable, Unavailable, error_for_code
 from services.core.nats import nats_down
 from services.core.telemetry import inject_headers
 from services.gateway import wire
@@ -65,11 +65,12 @@ class ChunkInbox:
         self._nc = nc
         self._prefix = f"{subjects.CHUNK_INBOX_PREFIX}.{nc.new_inbox().rsplit('.', 1)[-1]}"
         self._ids = itertools.count()
-        self._queues: dict[str, asyncio.Queue[bytes]] = {}
+        # None in a queue: the NATS connection dropped, and chunks sent meanwhile are lost.
+        self._queues: dict[str, asyncio.Queue[bytes | None]] = {}
         self._subscribing = asyncio.Lock()
         self._subscribed = False
 
-    async def open(self) -> tuple[str, asyncio.Queue[bytes]]:
+    async def open(self) -> tuple[str, asyncio.Queue[bytes | None]]:
         """A new chunk subject and the queue its payloads arrive on; ``close`` it when done."""
         if not self._subscribed:
             async with self._subscribing:  # concurrent first requests share one SUB
@@ -77,12 +78,17 @@ class ChunkInbox:
                     await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_chunk)
                     self._subscribed = True
         subject = f"{self._prefix}.{next(self._ids)}"
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._queues[subject] = queue
         return subject, queue
 
     def close(self, subject: str) -> None:
         self._queues.pop(subject, None)  # late chunks for it are dropped
+
+    def connection_lost(self) -> None:
+        """Every answer being received ends: NATS core does not resend what a reconnect dropped."""
+        for queue in self._queues.values():
+            queue.put_nowait(None)
 
     async def _on_chunk(self, msg: Msg) -> None:
         queue = self._queues.get(msg.subject)
@@ -98,6 +104,14 @@ class TierClient:
         self._accept_timeout_s = accept_timeout_s
         self._idle_timeout_s = idle_timeout_s
         self._inbox = ChunkInbox(nc)
+
+    def connection_lost(self) -> None:
+        """The NATS connection dropped: answers in progress fail now (UNAVAILABLE), not at their deadline.
+
+        Found by bench.chaos: chunks a worker sent while nats-server restarted were lost, and the
+        request waited for them until its deadline (or a gateway shutdown's grace ran out: CANCELLED).
+        """
+        self._inbox.connection_lost()
 
     async def stream(self, tier: str, call: TierCall) -> AsyncIterator[Piece]:
         if down := nats_down(self._nc, doing=f"reach tier {tier!r}"):
@@ -150,7 +164,7 @@ class TierClient:
             raise error_for_code(accept.error.code, accept.error.message)
         return accept
 
-    async def _next_chunk(self, chunks: asyncio.Queue[bytes], tier: str) -> events_pb2.TokenChunk:
+    async def _next_chunk(self, chunks: asyncio.Queue[bytes | None], tier: str) -> events_pb2.TokenChunk:
         if chunks.empty():  # a burst of chunks is read without a timer each
             try:
                 async with asyncio.timeout(self._idle_timeout_s):
@@ -161,6 +175,10 @@ class TierClient:
                 ) from None
         else:
             data = chunks.get_nowait()
+        if data is None:
+            raise nats_down(self._nc, doing=f"hear from tier {tier!r}") or NatsUnavailable(
+                f"NATS connection lost while tier {tier!r} was answering"
+            )
         try:
             return events_pb2.TokenChunk.FromString(data)
         except DecodeError:

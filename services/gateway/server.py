@@ -50,6 +50,7 @@ class GatewayService:
         self.seen = SeenRequests(nc, publisher=self.outcomes, settings=out)
         self._follower: Follower | None = None
         self._held: dict[int, str] = {}  # id(record) -> its provisional outcome in the spool
+        self._tier_client: TierClient | None = None
         self._redact = Redactor()  # from settings in start(): loading a hook may fail
         self.cascade: Cascade  # built in start(); a scorer follower swaps its confidence model
 
@@ -76,6 +77,7 @@ class GatewayService:
     def _cascade(self, confidence: ConfidenceModel) -> Cascade:
         gw, esc = self._settings.gateway, self._settings.escalation
         tiers = TierClient(self._nc, accept_timeout_s=gw.tier_accept_timeout_s, idle_timeout_s=gw.chunk_idle_timeout_s)
+        self._tier_client = tiers
         calibration = (
             CalibrationFile(
                 esc.calibration,
@@ -166,8 +168,11 @@ class GatewayService:
         """NOT_SERVING while NATS is away (no route, no tier, no outcome can be had), SERVING once back.
 
         Load balancers, orchestrators and `cascade up` read the standard gRPC health service, so
-        they stop sending requests here that could only end in UNAVAILABLE.
+        they stop sending requests here that could only end in UNAVAILABLE. Answers being received
+        fail at once: chunks sent while the connection was down are lost.
         """
+        if not connected and self._tier_client is not None:
+            self._tier_client.connection_lost()
         if self._server is None or self._stopping:  # not started (start() reads it), or shutting down
             return
         log.warning("NATS %s: gateway health %s", *(("is back", "SERVING") if connected else ("lost", "NOT_SERVING")))

@@ -6,16 +6,18 @@ import argparse
 import asyncio
 import socket
 
+import grpc
 import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc
 from services.core import runner
 from services.core.errors import Unavailable
 from services.core.nats import NatsServer
 from services.gateway.server import SERVICE_NAME, GatewayService
 from tests.support.processes import children_named
-from tests.support.system import make_settings, openai_tier
+from tests.support.system import make_settings, openai_tier, run_system
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -92,3 +94,24 @@ async def test_a_nats_server_that_is_not_ready_in_time_is_stopped_not_left_runni
     with pytest.raises(Unavailable, match="did not listen"):
         await server.start(ready_timeout_s=0)
     assert children_named("nats-server") == []
+
+
+async def test_an_answer_being_received_when_nats_goes_away_fails_at_once_naming_nats(nats_server, fake_openai):
+    """Found by bench.chaos: chunks sent while nats-server restarted were lost, and the request waited for
+    them until its deadline. Now it ends UNAVAILABLE as soon as the gateway's connection drops."""
+    await fake_openai.control(delay_per_token_s=0.2, tokens=200)
+    tier = openai_tier(fake_openai.base_url)
+    settings = make_settings(nats_server.url, {"small": tier, "large": tier})
+    async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
+        request = cascade_pb2.GenerateRequest(prompt="Tell me a story.", policy=cascade_pb2.POLICY_LARGE)
+        call = cascade_pb2_grpc.CascadeStub(channel).GenerateStream(request, timeout=60)
+        assert (await call.read()).text  # the tier is answering
+        await nats_server.stop()
+        # What the runner's connection watch does on a disconnect (wired in a deployment; see the first test).
+        await system.gateway.nats_connection_changed(False)
+        with pytest.raises(aio.AioRpcError) as err:
+            while await call.read() != aio.EOF:
+                pass
+        await nats_server.start()
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "NATS connection lost" in (err.value.details() or "")
