@@ -15,7 +15,7 @@ import numpy as np
 
 from classifier import RouterModel, load_model
 from services.core.errors import CascadeError
-from services.core.nats import connect_nats
+from services.core.nats import connect_from_settings
 from services.core.settings import CascadeSettings, load_settings
 from services.registry.manage import ModelRegistry
 from training.evaluation import evaluate_scores, prices_from_settings
@@ -84,7 +84,7 @@ def _brief(metrics: dict[str, Any]) -> dict[str, float]:
 
 async def _serving(settings: CascadeSettings, *, cache: Path, candidate: str) -> RouterModel | None:
     """The router in service in the config's registry (None: none, or the candidate itself)."""
-    nc = await connect_nats(settings.nats.client_url, name="cascade-train-evaluate", wait_s=5)
+    nc = await connect_from_settings(settings.nats, name="cascade-train-evaluate", wait_s=5)
     try:
         registry = ModelRegistry(nc=nc, bucket=settings.router.registry_bucket)
         current = await registry.serving("router")

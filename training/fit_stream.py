@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from services.core.errors import CascadeError
-from services.core.nats import connect_nats
+from services.core.nats import connect_from_settings
 from services.core.settings import load_settings
 from training.data import PairData, pair_overrides
 from training.fit_cmd import fit_and_write, load_data
@@ -50,7 +50,7 @@ async def _fit(args: argparse.Namespace) -> int:
     small, large = (args.small, args.large) if args.small else default_pair(settings)
     # Both or neither of --small/--large: checked before connecting.
     pair_overrides(args.pair, small=args.small, large=args.large, files=args.data or [])
-    nc = await connect_nats(url, name="cascade-train-fit", wait_s=5)
+    nc = await connect_from_settings(settings.nats, name="cascade-train-fit", url=url, wait_s=5)
     try:
         labelled = await read_labelled(nc, settings, durable=args.durable, since=since, hold=bool(args.durable))
         try:

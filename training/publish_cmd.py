@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core.errors import CascadeError
-from services.core.nats import connect_nats
+from services.core.nats import connect_from_settings
 from services.core.settings import CascadeSettings, load_settings
 from services.registry.kinds import detect_kind
 from services.registry.manage import ModelRegistry
@@ -38,7 +38,7 @@ async def _publish(args: argparse.Namespace) -> int:
     candidate = await asyncio.to_thread(kind.load, Path(args.model))  # refuse a broken candidate before NATS
     by = args.by or getpass.getuser()
     url, bucket = settings.nats.client_url, settings.router.registry_bucket
-    nc = await connect_nats(url, name="cascade-train-publish", wait_s=5)
+    nc = await connect_from_settings(settings.nats, name="cascade-train-publish", wait_s=5)
     try:
         registry = ModelRegistry(nc=nc, bucket=bucket)
         current = await registry.serving(kind.name)

@@ -55,9 +55,9 @@ async def read_pairs(
     settings: CascadeSettings, *, url: str, since: datetime | None, small: str, large: str
 ) -> tuple[PairData, Coverage]:
     """The whole stream (or from ``since``), labelled, as PairData for (small, large); acks nothing."""
-    from services.core.nats import connect_nats
+    from services.core.nats import connect_from_settings
 
-    nc = await connect_nats(url, name="cascade-train-traffic", wait_s=5)
+    nc = await connect_from_settings(settings.nats, name="cascade-train-traffic", url=url, wait_s=5)
     try:
         labelled = await read_labelled(nc, settings, durable=None, since=since, hold=False)
     finally:

@@ -33,7 +33,8 @@ from services.cli.preflight import check_ports, instance_lock, listen_addresses
 from services.core import subjects
 from services.core.errors import CascadeError, Unavailable
 from services.core.lifecycle import setup_logging, stop_event_on_signals
-from services.core.nats import NatsServer, connect_nats
+from services.core.nats import NatsServer, connect_from_settings
+from services.core.nats_embedded import child_env, write_server_config
 from services.core.settings import CascadeSettings, load_settings
 
 log = logging.getLogger("cascade.up")
@@ -67,12 +68,12 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
     url = settings.nats.url
     if url is None:
         e = settings.nats.embedded
-        nats = NatsServer(data_dir=e.data_dir, host=e.host, port=e.port)
+        nats = NatsServer(data_dir=e.data_dir, host=e.host, port=e.port, config_file=write_server_config(e))
         await nats.start()
         url = nats.url
     children: list[Child] = []
     try:
-        env = {**os.environ, "CASCADE_NATS__URL": url}
+        env = {**os.environ, **child_env(settings.nats, url)}  # credentials by file path, never on a command line
         if config is not None:
             env["CASCADE_CONFIG"] = str(Path(config).resolve())
         children.append(_spawn("router", ["services.router"], env))
@@ -105,7 +106,7 @@ async def _wait_workers(url: str, settings: CascadeSettings, children: list[Chil
     The probe is an empty request: the router answers it, a tier worker refuses it; either
     reply proves a subscriber is there.
     """
-    nc = await connect_nats(url, name="cascade-up")
+    nc = await connect_from_settings(settings.nats, name="cascade-up", url=url)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     try:

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import socket
+import ssl
 import subprocess
 import sysconfig
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import nats
 from nats.aio.client import Client as NatsClient
 
 from services.core.errors import ConfigError, NatsUnavailable, Unavailable
+from services.core.nats_auth import connect_options, redacted
+from services.core.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +57,33 @@ class WatchesConnection(Protocol):
     async def nats_connection_changed(self, connected: bool) -> None: ...
 
 
+async def connect_from_settings(
+    nats_settings: NatsSettings,
+    *,
+    name: str,
+    url: str | None = None,
+    wait_s: float | None = None,
+    watch: ConnectionWatch | None = None,
+) -> NatsClient:
+    """Connect as configured: every service and command connects here, with nats.auth and nats.tls.
+
+    ``url`` overrides the configured one (a command's ``--nats``) and ``wait_s`` nats.connect_wait_s.
+    """
+    return await connect_nats(
+        url or nats_settings.client_url,
+        name=name,
+        security=connect_options(nats_settings),
+        connect_timeout_s=nats_settings.connect_timeout_s,
+        wait_s=nats_settings.connect_wait_s if wait_s is None else wait_s,
+        watch=watch,
+    )
+
+
 async def connect_nats(
     url: str,
     *,
     name: str,
+    security: Mapping[str, Any] | None = None,
     connect_timeout_s: float = 2.0,
     wait_s: float = 10.0,
     watch: ConnectionWatch | None = None,
@@ -64,11 +91,20 @@ async def connect_nats(
     """Connect, waiting up to ``wait_s`` for NATS to come up; then reconnect forever.
 
     Once connected, a NATS restart must not kill a service, so reconnects never give up.
-    The first connection is bounded: a wrong URL fails with Unavailable instead of hanging.
+    The first connection is bounded: a wrong URL fails with Unavailable instead of hanging, and
+    credentials the server refuses fail with ConfigError at once (nats-py would retry them forever).
+    ``security`` is nats-py's auth and TLS options (services/core/nats_auth.py builds them).
     ``watch`` is told of every disconnect and reconnect.
     """
+    refused: list[str] = []
+    refusal = asyncio.Event()
 
     async def on_error(exc: Exception) -> None:
+        why = None if nc.is_connected else _refusal(exc, url=url, name=name)
+        if why is not None:
+            refused.append(why)
+            refusal.set()
+            return
         log.warning("nats error (%s): %s", name, exc)
 
     async def on_disconnect() -> None:
@@ -81,21 +117,62 @@ async def connect_nats(
         if watch is not None:
             await watch.notify(True)
 
-    connecting = nats.connect(
-        url,
-        name=name,
-        connect_timeout=connect_timeout_s,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        allow_reconnect=True,
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-    )
+    # A dict: nats-py annotates the timeouts as int, and takes floats.
+    options: dict[str, Any] = {
+        "name": name,
+        "connect_timeout": connect_timeout_s,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "allow_reconnect": True,
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnect,
+        "reconnected_cb": on_reconnect,
+        **(security or {}),
+    }
+    nc = NatsClient()
+    connecting = asyncio.ensure_future(nc.connect(url, **options))
+    refusing = asyncio.ensure_future(refusal.wait())
     try:
-        return await asyncio.wait_for(connecting, wait_s)
-    except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-        raise Unavailable(f"cannot connect to NATS at {url} within {wait_s:.0f}s: {exc!r}") from exc
+        await asyncio.wait({connecting, refusing}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        await _abandon(connecting, nc)  # cancelled (Ctrl-C): leave no connect loop behind
+        raise
+    finally:
+        refusing.cancel()
+    if connecting.done():
+        try:
+            connecting.result()
+            return nc
+        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
+            raise Unavailable(f"cannot connect to NATS at {redacted(url)} within {wait_s:.0f}s: {exc!r}") from exc
+    await _abandon(connecting, nc)
+    if refused:
+        raise ConfigError(refused[0])
+    raise Unavailable(f"cannot connect to NATS at {redacted(url)} within {wait_s:.0f}s")
+
+
+async def _abandon(connecting: asyncio.Future[None], nc: NatsClient) -> None:
+    connecting.cancel()
+    await asyncio.wait({connecting})
+    if not connecting.cancelled():
+        connecting.exception()  # retrieved: no "exception was never retrieved" at exit
+    with contextlib.suppress(nats.errors.Error, OSError):
+        await nc.close()
+
+
+def _refusal(exc: Exception, *, url: str, name: str) -> str | None:
+    """Why a first connection can never succeed as configured (None: it may, on a later try)."""
+    if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
+        return (
+            f"NATS at {redacted(url)} refused the credentials of {name} ({exc}): check nats.auth "
+            "(with the embedded server: the credentials in its data directory)"
+        )
+    if isinstance(exc, ssl.SSLError):  # an untrusted server certificate, or a client certificate it wants
+        return (
+            f"TLS with NATS at {redacted(url)} failed for {name} ({exc}): check nats.tls "
+            "(ca_file; cert_file and key_file where the server verifies clients)"
+        )
+    return None
 
 
 def nats_down(nc: NatsClient, *, doing: str) -> NatsUnavailable | None:
@@ -130,13 +207,15 @@ class NatsServer:
     """A real nats-server process with JetStream, storing in `data_dir`.
 
     Use as ``async with NatsServer(data_dir=...) as server: server.url``.
-    Port 0 picks a free port.
+    Port 0 picks a free port. ``config_file`` is a nats-server config (``-c``: authorization, TLS);
+    the command-line flags for address, port and JetStream win over it.
     """
 
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 0
     log_file: Path | None = None
+    config_file: Path | None = None
     _process: subprocess.Popen[bytes] | None = None
     _ports_dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -162,7 +241,8 @@ class NatsServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_file or self.data_dir / "nats-server.log"
         self._ports_dir = tempfile.TemporaryDirectory(prefix="nats-ports-")
-        cmd = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
+        cmd = [nats_server_binary(), *(["-c", str(self.config_file)] if self.config_file else [])]
+        cmd += ["-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
         cmd += ["--ports_file_dir", self._ports_dir.name]
         log_start = log_path.stat().st_size if log_path.exists() else 0
         try:

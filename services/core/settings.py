@@ -34,15 +34,83 @@ class EmbeddedNatsSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(4222, ge=0, le=65535)
     data_dir: Path = Path(".cascade/nats")
+    # Require a user and password, generated into data_dir at first start (0600) and reused after;
+    # `cascade up`'s services and the CLI read them from there (services/core/nats_embedded.py).
+    auth: bool = True
+    # TLS for its clients; a client trusts it through nats.tls.ca_file (the cert itself if self-signed).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> EmbeddedNatsSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("nats.embedded.tls_cert_file and tls_key_file go together")
+        return self
+
+
+class NatsAuthSettings(_Section):
+    """How every service and command authenticates to the NATS server at nats.url: one method at most."""
+
+    user: str | None = None
+    # The password itself (better from CASCADE_NATS__AUTH__PASSWORD), or a file holding it.
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    token: SecretStr | None = None
+    # A user nkey seed file (SU...), or a creds file (a user JWT and its seed, as `nsc` writes).
+    nkey_seed_file: Path | None = None
+    creds_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_method(self) -> NatsAuthSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("nats.auth: set password or password_file, not both")
+        has_password = self.password is not None or self.password_file is not None
+        if has_password != (self.user is not None):
+            raise ValueError("nats.auth: user and password (or password_file) go together")
+        methods = [has_password, self.token is not None, self.nkey_seed_file is not None, self.creds_file is not None]
+        if sum(methods) > 1:
+            raise ValueError("nats.auth: choose one of user/password, token, nkey_seed_file, creds_file")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self != NatsAuthSettings()
+
+
+class NatsTlsSettings(_Section):
+    """TLS to NATS: the CA to trust (unset: the system's) and a client certificate for mutual TLS."""
+
+    # Use TLS even with a nats:// URL and no file set here (a tls:// URL does too).
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _cert_pair(self) -> NatsTlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("nats.tls.cert_file and key_file go together")
+        return self
 
 
 class NatsSettings(_Section):
     # None: `cascade up` starts an embedded nats-server and points every service at it.
     url: str | None = None
     embedded: EmbeddedNatsSettings = EmbeddedNatsSettings()
+    auth: NatsAuthSettings = NatsAuthSettings()
+    tls: NatsTlsSettings = NatsTlsSettings()
     connect_timeout_s: float = Field(2.0, gt=0)
     # How long a starting service waits for NATS before it exits with an error.
     connect_wait_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _auth_needs_url(self) -> NatsSettings:
+        if self.url is None and self.auth.configured:
+            raise ValueError(
+                "nats.auth is for the server at nats.url; the embedded server generates its own "
+                "credentials (nats.embedded.auth)"
+            )
+        return self
 
     @property
     def client_url(self) -> str:
@@ -499,6 +567,14 @@ _PATH_KEYS = {
     ("router", "model"),
     ("router", "cache_dir"),
     ("nats", "embedded", "data_dir"),
+    ("nats", "embedded", "tls_cert_file"),
+    ("nats", "embedded", "tls_key_file"),
+    ("nats", "auth", "password_file"),
+    ("nats", "auth", "nkey_seed_file"),
+    ("nats", "auth", "creds_file"),
+    ("nats", "tls", "ca_file"),
+    ("nats", "tls", "cert_file"),
+    ("nats", "tls", "key_file"),
     ("gateway", "tls_cert"),
     ("gateway", "tls_key"),
     ("gateway", "tls_client_ca"),
