@@ -8,12 +8,15 @@ from pathlib import Path
 
 import nkeys
 import pytest
+import yaml
 from nats.aio.msg import Msg
 
 from services.core.errors import ConfigError
 from services.core.nats import NatsServer, connect_from_settings, connect_nats
 from services.core.nats_embedded import USER, password_file, write_server_config
 from services.core.settings import EmbeddedNatsSettings, NatsSettings
+
+DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
 
 async def _round_trip(settings: NatsSettings) -> bytes:
@@ -91,3 +94,17 @@ async def test_mutual_tls_needs_the_client_certificate(tmp_path, self_signed):
             await connect_from_settings(no_client_cert, name="t", wait_s=30)
         client = NatsSettings(url=server.url, tls={"ca_file": cert, "cert_file": cert, "key_file": key})
         assert await _round_trip(client) == b"hello"
+
+
+async def test_the_compose_nats_server_requires_the_password_compose_gives_the_services(tmp_path, monkeypatch):
+    compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+    server_env, service_env = compose["services"]["nats"]["environment"], compose["x-cascade"]["environment"]
+    assert service_env["CASCADE_NATS__AUTH__PASSWORD"] == server_env["NATS_PASSWORD"]  # one variable for both
+    assert server_env["NATS_PASSWORD"].startswith("${NATS_PASSWORD:?")  # compose refuses to start without it
+    monkeypatch.setenv("NATS_USER", server_env["NATS_USER"])
+    monkeypatch.setenv("NATS_PASSWORD", "from-the-environment")
+    async with NatsServer(data_dir=tmp_path / "nats", config_file=DOCKER / "nats-server.conf") as server:
+        with pytest.raises(ConfigError, match="refused"):
+            await connect_nats(server.url, name="t", wait_s=30)
+        auth = {"user": service_env["CASCADE_NATS__AUTH__USER"], "password": "from-the-environment"}
+        assert await _round_trip(NatsSettings(url=server.url, auth=auth)) == b"hello"
