@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import nkeys
 import pytest
 import yaml
 from nats.aio.msg import Msg
@@ -15,6 +13,7 @@ from services.core.errors import ConfigError
 from services.core.nats import NatsServer, connect_from_settings, connect_nats
 from services.core.nats_embedded import USER, password_file, write_server_config
 from services.core.settings import EmbeddedNatsSettings, NatsSettings
+from tests.support.nats_keys import new_key, operator_setup
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 
@@ -58,15 +57,23 @@ async def test_a_password_server_refuses_anonymous_and_wrong_credentials_and_acc
 
 
 async def test_nkey_authentication(tmp_path):
-    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    user = new_key()
+    public = user.public_key.decode()
     seed_file = tmp_path / "user.nk"
-    seed_file.write_bytes(seed + b"\n")
+    seed_file.write_bytes(user.seed + b"\n")
     config = _conf(tmp_path / "nkey.conf", f"authorization {{ users = [ {{ nkey: {json.dumps(public)} }} ] }}\n")
     async with NatsServer(data_dir=tmp_path / "nats", config_file=config) as server:
         with pytest.raises(ConfigError, match="refused"):
             await connect_nats(server.url, name="t", wait_s=30)
         assert await _round_trip(NatsSettings(url=server.url, auth={"nkey_seed_file": seed_file})) == b"hello"
+
+
+async def test_a_creds_file_on_a_server_in_operator_mode(tmp_path):
+    config, creds = operator_setup(tmp_path)
+    async with NatsServer(data_dir=tmp_path / "nats", config_file=config) as server:
+        with pytest.raises(ConfigError, match="refused"):
+            await connect_nats(server.url, name="t", wait_s=30)
+        assert await _round_trip(NatsSettings(url=server.url, auth={"creds_file": creds})) == b"hello"
 
 
 async def test_tls_with_a_self_signed_certificate(tmp_path, self_signed):
