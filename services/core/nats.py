@@ -100,7 +100,9 @@ async def connect_nats(
     refusal = asyncio.Event()
 
     async def on_error(exc: Exception) -> None:
-        why = None if nc.is_connected else _refusal(exc, url=url, name=name)
+        # Only the first connection gives up on a refusal; later ones (a server restarted with other
+        # credentials) keep retrying and log it, as for any NATS outage.
+        why = _refusal(exc, url=url, name=name) if not connecting.done() else None
         if why is not None:
             refused.append(why)
             refusal.set()
