@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --stream: show a small answer live, and mark where it is withdrawn if it escalates",
     )
+    ask.add_argument(
+        "--token", help="bearer token for a gateway with gateway.tenants (default: $CASCADE_TOKEN)", metavar="TOKEN"
+    )
     ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
     ask.add_argument(
         "--sample",
@@ -90,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--config", type=Path, help="config of the running system (gateway address, tier models)")
     replay.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     replay.set_defaults(func=_run("services.cli.replay"))
+
+    token = sub.add_parser("token", help="bearer tokens for gateway.tenants").add_subparsers(
+        dest="token_command", required=True, metavar="SUBCOMMAND"
+    )
+    token.add_parser(
+        "hash",
+        help="print the SHA-256 (hex) of the token read from stdin, for tokens_sha256 / api_keys_sha256",
+        description="Reads one token from stdin (surrounding whitespace stripped) and prints its SHA-256 in "
+        'hex: printf %s "$TOKEN" | cascade token hash',
+    ).set_defaults(func=_run("services.cli.token"))
 
     from services.cli.confidence import add_parser as add_confidence_parser
 
