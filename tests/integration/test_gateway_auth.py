@@ -6,7 +6,9 @@ may make; the authenticated tenant, not the one a request claims, is what the ou
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -91,3 +93,18 @@ async def test_beyond_the_tenants_burst_is_resource_exhausted(system: System) ->
         with pytest.raises(Overloaded, match="tenant 'team-b' is over its request rate"):
             await b.generate("Name a prime number.")
         assert (await a.generate("Name a prime number.")).text  # another tenant's bucket is its own
+
+
+async def test_cascade_ask_sends_its_token(system: System, monkeypatch, capsys) -> None:
+    from services.cli.ask import main as ask
+    from services.cli.main import build_parser
+
+    def run(*argv: str) -> int:
+        return ask(build_parser().parse_args(["ask", "--target", system.target, "--json", *argv, "Name a prime."]))
+
+    assert await asyncio.to_thread(run) == 1  # the sync client in a thread: the gateway runs on this loop
+    assert "Unauthenticated" in capsys.readouterr().err
+    assert await asyncio.to_thread(run, "--token", TOKEN_A) == 0
+    assert json.loads(capsys.readouterr().out)["text"]
+    monkeypatch.setenv("CASCADE_TOKEN", TOKEN_A)
+    assert await asyncio.to_thread(run) == 0
