@@ -289,6 +289,33 @@ class BudgetSettings(_Section):
     on_exceeded: Literal["small", "fail"] = "small"
 
 
+PolicyName = Literal["cascade", "route", "small", "large"]
+
+
+def _check_digests(digests: tuple[str, ...], key: str) -> None:
+    if any(not re.fullmatch(r"[0-9a-f]{64}", d) for d in digests):
+        raise ValueError(f"{key} takes lowercase hex SHA-256 digests (64 characters; `cascade token hash` prints one)")
+
+
+class TenantSettings(_Section):
+    """A client of the gateway, known by its bearer tokens (``gateway.tenants.<name>``)."""
+
+    # Hex SHA-256 of each token the tenant's clients may send; the tokens themselves are never stored.
+    tokens_sha256: tuple[str, ...] = Field(min_length=1)
+    # The policies its requests may use (a request naming none counts as gateway.default_policy); unset: all.
+    policies: tuple[PolicyName, ...] | None = None
+    # Request rate limit (a token bucket: rate_per_s refilled continuously, burst at most); unset: none.
+    rate_per_s: float | None = Field(None, gt=0)
+    burst: int | None = Field(None, ge=1)  # unset: rate_per_s rounded up (at least 1)
+
+    @model_validator(mode="after")
+    def _digests(self) -> TenantSettings:
+        _check_digests(self.tokens_sha256, "gateway.tenants.*.tokens_sha256")
+        if self.burst is not None and self.rate_per_s is None:
+            raise ValueError("gateway.tenants.*.burst needs rate_per_s")
+        return self
+
+
 class GatewaySettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
@@ -304,7 +331,10 @@ class GatewaySettings(_Section):
     chunk_idle_timeout_s: float = Field(60.0, gt=0)
     reflection: bool = True
     # The policy of requests that name none: cascade, route, small or large.
-    default_policy: Literal["cascade", "route", "small", "large"] = "cascade"
+    default_policy: PolicyName = "cascade"
+    # Clients by tenant name, each with its hashed bearer tokens: with any set, every Cascade call needs
+    # `authorization: Bearer TOKEN` of a tenant, whose name replaces the request's own `tenant`.
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
     # Large-tier budgets by tenant; "*" applies to every tenant without its own entry.
     budgets: dict[str, BudgetSettings] = Field(default_factory=dict)
     # TLS: PEM files. With both set the gateway serves TLS only; with client_ca too, it requires client certificates.
@@ -316,6 +346,11 @@ class GatewaySettings(_Section):
     def _tls_pair(self) -> GatewaySettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("gateway.tls_cert and gateway.tls_key go together")
+        owners: dict[str, str] = {}
+        for name, tenant in self.tenants.items():
+            for digest in tenant.tokens_sha256:
+                if owners.setdefault(digest, name) != name:
+                    raise ValueError(f"gateway.tenants: one token belongs to both {owners[digest]!r} and {name!r}")
         return self
 
 
@@ -454,9 +489,7 @@ class HttpSettings(_Section):
 
     @model_validator(mode="after")
     def _keys_are_digests(self) -> HttpSettings:
-        bad = [k for k in self.api_keys_sha256 if not re.fullmatch(r"[0-9a-f]{64}", k)]
-        if bad:
-            raise ValueError("http.api_keys_sha256 takes lowercase hex SHA-256 digests (64 characters)")
+        _check_digests(self.api_keys_sha256, "http.api_keys_sha256")
         if (self.gateway_tls_client_cert is None) != (self.gateway_tls_client_key is None):
             raise ValueError("http.gateway_tls_client_cert and gateway_tls_client_key go together")
         return self
@@ -498,6 +531,15 @@ class CascadeSettings(BaseSettings):
     exploration: ExplorationSettings = ExplorationSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     http: HttpSettings = HttpSettings()
+
+    @model_validator(mode="after")
+    def _one_place_for_tokens(self) -> CascadeSettings:
+        if self.gateway.tenants and self.http.api_keys_sha256:
+            raise ValueError(
+                "set gateway.tenants or http.api_keys_sha256, not both: with tenants, the HTTP front door "
+                "passes each caller's bearer token on to the gateway, which checks it against gateway.tenants"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tiers_known(self) -> CascadeSettings:

@@ -17,9 +17,10 @@ from services.core.calibration import CalibrationFile
 from services.core.errors import ConfigError
 from services.core.settings import CascadeSettings, GatewaySettings
 from services.gateway import wire
+from services.gateway.auth import Authenticator
 from services.gateway.cascade import Cascade
 from services.gateway.clients import RouterClient, TierClient
-from services.gateway.interceptor import ErrorInterceptor
+from services.gateway.interceptor import GatewayInterceptor
 from services.gateway.record import RequestRecord
 from services.gateway.redact import Redactor
 from services.gateway.servicer import CascadeServicer
@@ -114,7 +115,8 @@ class GatewayService:
         await ensure_stream(self._js, self._settings.outcomes)
         await ensure_seen_stream(self._js, self._settings.outcomes)
         self.outcomes.start()  # locks the spool dir; publishes what an earlier (killed) gateway left there
-        server = aio.server(interceptors=[ErrorInterceptor()])
+        interceptor = GatewayInterceptor(service=SERVICE_NAME, auth=Authenticator(self._settings.gateway))
+        server = aio.server(interceptors=[interceptor])
         servicer = CascadeServicer(cascade=cascade, outcomes=self.outcomes, seen=self.seen, settings=self._settings)
         cascade_pb2_grpc.add_CascadeServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

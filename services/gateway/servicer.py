@@ -11,7 +11,6 @@ from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from services.core import subjects
 from services.core.errors import NotFound, Overloaded
 from services.core.settings import CascadeSettings
-from services.core.telemetry import extract_context
 from services.core.wire import now_timestamp
 from services.gateway import wire
 from services.gateway.cascade import Cascade
@@ -89,8 +88,8 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         self._seen.record(parsed.request_id)
         self._in_flight += 1
         try:
-            trace_context = extract_context(dict(context.invocation_metadata() or ()))
-            async for item in self._cascade.run(parsed, timeout_s=timeout_s, trace_context=trace_context):
+            # The caller's trace is already the current context: the interceptor continued it.
+            async for item in self._cascade.run(parsed, timeout_s=timeout_s):
                 yield item
         finally:
             self._in_flight -= 1

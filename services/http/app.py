@@ -94,12 +94,15 @@ async def _parse(request: Request, model: type[BaseModel]) -> Any:
 
 
 async def _generate(request: Request, serving: OpenAIServing, body: OpenAIRequest) -> Response:
+    # The caller's own token goes on to the gateway, which maps it to a tenant (gateway.tenants).
+    auth = request.headers.get("authorization")
+    metadata = (("authorization", auth),) if auth else ()
     if body.stream:
-        stream = await _unless_disconnected(request, serving.stream(body))
+        stream = await _unless_disconnected(request, serving.stream(body, metadata=metadata))
         # no-cache: proxies must pass events on as they come, not hold the stream to cache it.
         headers = {**stream.headers, "cache-control": "no-cache"}
         return StreamingResponse(stream.events, media_type="text/event-stream", headers=headers)
-    answer = await _unless_disconnected(request, serving.complete(body))
+    answer = await _unless_disconnected(request, serving.complete(body, metadata=metadata))
     return JSONResponse(answer.body, headers=answer.headers)
 
 

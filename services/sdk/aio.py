@@ -43,6 +43,7 @@ class AsyncCascadeClient:
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
         options: ChannelOptions = (),
+        token: str | None = None,
     ) -> None:
         """Check the options; the channel itself is opened lazily.
 
@@ -54,11 +55,15 @@ class AsyncCascadeClient:
             metadata: Sent with every call (e.g. ``{"authorization": "Bearer ..."}``).
             options: gRPC channel arguments, passed through unchanged
                 (e.g. ``[("grpc.max_receive_message_length", n)]``).
+            token: Bearer token sent with every call (``authorization: Bearer TOKEN``), for a
+                gateway with ``gateway.tenants``; it decides the tenant of every request.
 
         Raises:
             ConfigError: an option is invalid or a TLS file cannot be read.
         """
-        self._config = ClientConfig.create(target=target, tls=tls, timeout=timeout, metadata=metadata, options=options)
+        self._config = ClientConfig.create(
+            target=target, tls=tls, timeout=timeout, metadata=metadata, options=options, token=token
+        )
         self._channel: grpc.aio.Channel | None = None
         self._stub: cascade_pb2_grpc.CascadeStub | None = None
         self._closed = False
@@ -115,7 +120,8 @@ class AsyncCascadeClient:
         Raises:
             InvalidRequest: the arguments are invalid (checked before any call) or the
                 server rejected them.
-            Overloaded, Unavailable, DeadlineExceeded, Cancelled, NotFound, InternalError:
+            Overloaded, Unavailable, DeadlineExceeded, Cancelled, NotFound, Unauthenticated,
+            PermissionDenied, InternalError:
                 the call failed with the matching gRPC status.
         """
         request = _convert.generate_request(

@@ -38,6 +38,7 @@ class CascadeClient:
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
         options: ChannelOptions = (),
+        token: str | None = None,
     ) -> None:
         """Open a channel to the gateway (connection is lazy: nothing is dialled until the first call).
 
@@ -49,11 +50,15 @@ class CascadeClient:
             metadata: Sent with every call (e.g. ``{"authorization": "Bearer ..."}``).
             options: gRPC channel arguments, passed through unchanged
                 (e.g. ``[("grpc.max_receive_message_length", n)]``).
+            token: Bearer token sent with every call (``authorization: Bearer TOKEN``), for a
+                gateway with ``gateway.tenants``; it decides the tenant of every request.
 
         Raises:
             ConfigError: an option is invalid or a TLS file cannot be read.
         """
-        self._config = ClientConfig.create(target=target, tls=tls, timeout=timeout, metadata=metadata, options=options)
+        self._config = ClientConfig.create(
+            target=target, tls=tls, timeout=timeout, metadata=metadata, options=options, token=token
+        )
         if self._config.credentials is None:
             self._channel = grpc.insecure_channel(target, options=self._config.options)
         else:
@@ -106,7 +111,8 @@ class CascadeClient:
         Raises:
             InvalidRequest: the arguments are invalid (checked before any call) or the
                 server rejected them.
-            Overloaded, Unavailable, DeadlineExceeded, Cancelled, NotFound, InternalError:
+            Overloaded, Unavailable, DeadlineExceeded, Cancelled, NotFound, Unauthenticated,
+            PermissionDenied, InternalError:
                 the call failed with the matching gRPC status.
         """
         request = _convert.generate_request(

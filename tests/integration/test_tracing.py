@@ -1,4 +1,4 @@
-"""One trace follows a request from the gRPC caller through the gateway and NATS into the tier worker."""
+"""One trace follows a request from the gRPC caller (the SDK) through the gateway and NATS into the tier worker."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc
+from services.sdk import AsyncCascadeClient
 from tests.support.system import make_settings, openai_tier, run_system
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -39,3 +40,21 @@ async def test_trace_context_crosses_grpc_and_nats(spans, nats_server, fake_open
         assert format(finished[name].context.trace_id, "032x") == TRACE_ID, name
         if name != "cascade.request":
             assert finished[name].parent.span_id == finished["cascade.request"].context.span_id, name
+
+
+async def test_an_sdk_callers_span_is_the_parent_of_the_gateway_span(spans, nats_server, fake_openai):
+    tier = openai_tier(fake_openai.base_url)
+    settings = make_settings(nats_server.url, {"small": tier, "large": tier})
+    async with run_system(nats_server, settings) as system, AsyncCascadeClient(target=system.target) as client:
+        spans.clear()
+        with trace.get_tracer("caller").start_as_current_span("caller.work") as caller:
+            await client.generate("trace me", timeout=10)
+            async for _ in client.stream("trace me too", timeout=10):
+                pass
+    finished = spans.get_finished_spans()
+    caller_id = caller.get_span_context().span_id
+    for method in ("Generate", "GenerateStream"):
+        (server,) = [s for s in finished if s.name == f"/cascade.v1.Cascade/{method}"]
+        assert server.kind is trace.SpanKind.SERVER and server.parent.span_id == caller_id, method
+        (request,) = [s for s in finished if s.name == "cascade.request" and s.parent == server.context]
+        assert request.context.trace_id == caller.get_span_context().trace_id, method
