@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import socket
@@ -16,6 +17,8 @@ from typing import Protocol, runtime_checkable
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 
 from services.core.errors import ConfigError, NatsUnavailable, Unavailable
 
@@ -108,6 +111,23 @@ def nats_down(nc: NatsClient, *, doing: str) -> NatsUnavailable | None:
         return None
     state = "reconnecting" if nc.is_reconnecting else "closed" if nc.is_closed else "not connected"
     return NatsUnavailable(f"NATS connection lost ({state}): cannot {doing}")
+
+
+async def drain_subscription(nc: NatsClient, sub: Subscription, *, what: str, timeout_s: float = 30.0) -> None:
+    """Stop ``sub``'s interest, but handle every message already delivered to it (nats-py's drain).
+
+    Unsubscribing instead drops the messages in the subscription's queue that its callback has not
+    reached yet: requests the server gave to this process and no other. Without a connection
+    nothing more can arrive nor be answered, so that case (or a drain that fails) just unsubscribes.
+    """
+    if nc.is_connected:
+        try:
+            await asyncio.wait_for(sub.drain(), timeout_s)
+            return
+        except (NatsError, TimeoutError) as exc:
+            log.warning("could not drain %s (%r): dropping what it had not handled", what, exc)
+    with contextlib.suppress(NatsError):
+        await sub.unsubscribe()
 
 
 def nats_server_binary() -> str:

@@ -9,10 +9,12 @@ import logging
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.calibration import CalibrationFile
+from services.core.nats import drain_subscription
 from services.core.settings import CascadeSettings
 from services.core.telemetry import extract_context, tracer
 from services.registry import store
@@ -39,6 +41,7 @@ class RouterService:
             else None,
         )
         self._reloader: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None
         self._follower: Follower | None = None
         if self._settings.published:
             s = self._settings
@@ -59,7 +62,7 @@ class RouterService:
             model = await self._follower.load(s.published)
             self._holder.install(model, model.path)
             log.info("router model %s fetched from bucket %s (%s)", model.version, s.registry_bucket, s.published)
-        await self._nc.subscribe(subjects.ROUTE, queue=subjects.ROUTER_QUEUE, cb=self._on_request)
+        self._sub = await self._nc.subscribe(subjects.ROUTE, queue=subjects.ROUTER_QUEUE, cb=self._on_request)
         # A pinned published version never changes: only a path or "latest" is worth watching.
         if self._follower is not None and s.published == store.LATEST:
             await self._follower.start()
@@ -74,6 +77,10 @@ class RouterService:
         )
 
     async def stop(self) -> None:
+        """Stop taking requests, answering every one already delivered; then stop following models."""
+        if self._sub is not None:
+            await drain_subscription(self._nc, self._sub, what="the router's requests")
+            self._sub = None
         if self._follower is not None:
             await self._follower.stop()
         if self._reloader:
