@@ -24,15 +24,13 @@ import logging
 import os
 from pathlib import Path
 
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-
 from services.cli.children import Child, EmbeddedNats, ServiceProcess
 from services.cli.preflight import check_ports, instance_lock, listen_addresses
 from services.cli.supervisor import ChildFailed, Supervisor, stop_all
 from services.core import subjects
 from services.core.errors import CascadeError, Unavailable
 from services.core.lifecycle import setup_logging, stop_event_on_signals
+from services.core.liveness import ping
 from services.core.nats import NatsServer, connect_nats
 from services.core.settings import CascadeSettings, load_settings
 
@@ -96,25 +94,17 @@ async def _spawn(children: list[Child], name: str, module_args: list[str], env: 
 
 
 async def _wait_workers(url: str, settings: CascadeSettings, children: list[Child], timeout_s: float = 120.0) -> None:
-    """Wait until the router and a worker of every tier answer on NATS.
-
-    The probe is an empty request: the router answers it, a tier worker refuses it; either
-    reply proves a subscriber is there.
-    """
+    """Wait until the router and a worker of every tier answer pings (their NATS micro services)."""
     nc = await connect_nats(url, name="cascade-up")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     try:
-        for subject in [subjects.ROUTE, *(subjects.tier_subject(t) for t in settings.tiers)]:
-            while True:
+        for name in [subjects.ROUTER_SERVICE, *(subjects.tier_service(t) for t in settings.tiers)]:
+            while await ping(nc, name) is None:
                 _raise_if_dead(children)
                 if loop.time() > deadline:
-                    raise Unavailable(f"nothing answered on {subject} within {timeout_s:.0f}s")
-                try:
-                    await nc.request(subject, b"", timeout=1)
-                    break
-                except (NoRespondersError, NatsTimeoutError):
-                    await asyncio.sleep(0.2)
+                    raise Unavailable(f"{name} did not answer pings within {timeout_s:.0f}s")
+                await asyncio.sleep(0.2)
     finally:
         await nc.close()
 

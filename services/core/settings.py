@@ -447,6 +447,10 @@ class CascadeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _tiers_known(self) -> CascadeSettings:
+        # A tier's name is a NATS subject token and part of its micro service name (services/core/liveness.py).
+        bad = [t for t in self.tiers if not re.fullmatch(r"[A-Za-z0-9_-]+", t)]
+        if bad:
+            raise ValueError(f"tier names take letters, digits, '-' and '_' only: {bad}")
         r = self.router
         named = {r.small_tier, r.large_tier, r.fallback_tier, self.escalation.second_opinion.tier}
         missing = {t for t in named if t is not None} - set(self.tiers)
