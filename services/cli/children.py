@@ -77,8 +77,11 @@ class ServiceProcess:
     def _relay(self, out: IO[bytes]) -> None:
         with out:
             for line in out:
-                sys.stderr.buffer.write(line)
-                sys.stderr.buffer.flush()
+                # Keep reading even when our stderr is gone (`cascade up | head`): a child whose
+                # output pipe fills up blocks in its next log call.
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stderr.buffer.write(line)
+                    sys.stderr.buffer.flush()
                 if line.strip():
                     self._last_line = line.decode(errors="replace").strip()
 

@@ -200,6 +200,8 @@ class NatsServer:
             self.port = free_port(self.host)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_path
+        if self._ports_dir is not None:  # started again after it died
+            self._ports_dir.cleanup()
         self._ports_dir = tempfile.TemporaryDirectory(prefix="nats-ports-")
         cmd = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
         cmd += ["--ports_file_dir", self._ports_dir.name]
