@@ -101,7 +101,7 @@ class ServiceProcess:
         while process.poll() is None:
             if hurry.is_set() or loop.time() > deadline:
                 if not hurry.is_set():
-                    log.warning("%s did not stop within %.0fs; killing it", self.name, grace_s)
+                    log.warning("%s did not stop within %gs; killing it", self.name, grace_s)
                 process.kill()
                 await asyncio.to_thread(process.wait)
                 return
