@@ -131,7 +131,7 @@ class EmbeddedNats:
     def exit_reason(self) -> str:
         code = self.returncode
         status = "is running" if code is None else exit_status(code)
-        return f"{status}; its log ({self.server.log_path}): {self.server.last_errors()}"
+        return f"{status}; its last log line: {self.server.last_errors(tail=1)} (its log: {self.server.log_path})"
 
     async def stop(self, hurry: asyncio.Event, grace_s: float) -> None:
         await self.server.stop()

@@ -178,9 +178,9 @@ class NatsServer:
     def log_path(self) -> Path:
         return self.log_file or self.data_dir / "nats-server.log"
 
-    def last_errors(self) -> str:
-        """What it logged since its last start: its error lines, else its last lines."""
-        return _errors(self.log_path, self._log_start) if self.log_path.exists() else "no output"
+    def last_errors(self, *, tail: int = 5) -> str:
+        """What it logged since its last start: its error lines, else its last ``tail`` lines."""
+        return _errors(self.log_path, self._log_start, tail) if self.log_path.exists() else "no output"
 
     async def __aenter__(self) -> NatsServer:
         await self.start()
@@ -247,11 +247,11 @@ class NatsServer:
             await asyncio.to_thread(proc.wait)
 
 
-def _errors(log_path: Path, start: int) -> str:
-    """The error lines nats-server logged since ``start`` (its fatal reason), else its last lines."""
+def _errors(log_path: Path, start: int, tail: int = 5) -> str:
+    """The error lines nats-server logged since ``start`` (its fatal reason), else its last ``tail`` lines."""
     with open(log_path, "rb") as f:
         f.seek(start)
         lines = f.read().decode(errors="replace").splitlines()
     # "[pid] 2026/12/01 18:49:45.994008 [FTL] Error listening on port: ..." -> "Error listening on port: ..."
     errors = [line.split("] ", 2)[-1] for line in lines if "[FTL]" in line or "[ERR]" in line]
-    return "; ".join(errors or lines[-5:]) or "no output"
+    return "; ".join(errors or lines[-tail:]) or "no output"

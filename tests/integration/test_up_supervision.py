@@ -76,7 +76,7 @@ async def test_a_killed_tier_worker_and_nats_server_are_restarted_and_serve_agai
         await _stored(config, before)
 
         os.kill(child_with(up.pid, "nats-server"), signal.SIGKILL)
-        await wait_for_line(log_path, "nats-server was killed by SIGKILL", up)
+        await wait_for_line(log_path, "nats-server was killed by SIGKILL; its last log line: ", up)
         await wait_for_line(log_path, "nats-server restarted", up)
         await _count_in(log_path, "nats reconnected (cascade-gateway)", 1, up)
         await _count_in(log_path, "nats reconnected (cascade-tier)", 1, up)
