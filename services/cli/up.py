@@ -6,8 +6,9 @@ OpenAI-compatible HTTP front door, each its own process (the same processes a de
 runs, `python -m services.<name>`). It waits until the gateway reports SERVING and the HTTP
 front door answers. Ctrl-C (or SIGTERM) stops them in reverse order: the HTTP front door,
 then the gateway, so no accepted request loses its outcome, then the workers, the router and
-NATS. If any process dies, everything stops. A second Ctrl-C during that kills what is still
-running at once (nothing is left behind either way).
+NATS. A second Ctrl-C during that kills what is still running at once (nothing is left behind
+either way). A process that dies during start-up stops everything; once the system is up, the
+supervisor (services/cli/supervisor.py) restarts dead processes or stops everything, by config.
 
 Before it starts anything it takes a lock on the embedded NATS data directory and checks that
 every port it will listen on is free (services/cli/preflight.py), so a second `cascade up` on the
@@ -21,29 +22,20 @@ import asyncio
 import contextlib
 import logging
 import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-
+from services.cli.children import Child, EmbeddedNats, ServiceProcess
 from services.cli.preflight import check_ports, instance_lock, listen_addresses
+from services.cli.supervisor import ChildFailed, Supervisor, stop_all
 from services.core import subjects
 from services.core.errors import CascadeError, Unavailable
 from services.core.lifecycle import setup_logging, stop_event_on_signals
+from services.core.liveness import ping
 from services.core.nats import NatsServer, connect_from_settings
 from services.core.nats_embedded import child_env, write_server_config
 from services.core.settings import CascadeSettings, load_settings
 
 log = logging.getLogger("cascade.up")
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -64,62 +56,57 @@ def main(args: argparse.Namespace) -> int:
 async def _up(settings: CascadeSettings, config: Path | None) -> int:
     hurry = asyncio.Event()
     stop = stop_event_on_signals(again=hurry.set)
-    nats: NatsServer | None = None
-    url = settings.nats.url
-    if url is None:
-        e = settings.nats.embedded
-        nats = NatsServer(data_dir=e.data_dir, host=e.host, port=e.port, config_file=write_server_config(e))
-        await nats.start()
-        url = nats.url
     children: list[Child] = []
+    url = settings.nats.url
     try:
+        if url is None:
+            e = settings.nats.embedded
+            server = NatsServer(data_dir=e.data_dir, host=e.host, port=e.port, config_file=write_server_config(e))
+            nats = EmbeddedNats(server)
+            await nats.start()
+            children.append(nats)
+            url = nats.server.url
         env = {**os.environ, **child_env(settings.nats, url)}  # credentials by file path, never on a command line
         if config is not None:
             env["CASCADE_CONFIG"] = str(Path(config).resolve())
-        children.append(_spawn("router", ["services.router"], env))
+        await _spawn(children, "router", ["services.router"], env)
         for tier in settings.tiers:
-            children.append(_spawn(f"tier-{tier}", ["services.tier", "--tier", tier], env))
-        children.append(_spawn("gateway", ["services.gateway"], env))
+            await _spawn(children, f"tier-{tier}", ["services.tier", "--tier", tier], env)
+        await _spawn(children, "gateway", ["services.gateway"], env)
         await _wait_workers(url, settings, children)
         await _wait_serving(settings, children)
         if settings.http.enabled:
-            children.append(_spawn("http", ["services.http"], env))
+            await _spawn(children, "http", ["services.http"], env)
             await _wait_http(settings, children)
         log.info("prompt-cascade is up: %s, NATS at %s; Ctrl-C stops it", _addresses(settings), url)
-        return await _supervise(children, stop)
+        await Supervisor(settings.supervisor, stop).run(children)
+        return 0
+    except ChildFailed as exc:
+        log.error("%s", exc.message)
+        return 1
     finally:
-        await _stop_all(children, hurry)
-        if nats is not None:
-            await nats.stop()
+        await stop_all(children, hurry)
         log.info("prompt-cascade stopped")
 
 
-def _spawn(name: str, module_args: list[str], env: dict[str, str]) -> Child:
-    # Own process group: Ctrl-C reaches only this supervisor, which then stops the children in order.
-    process = subprocess.Popen([sys.executable, "-m", *module_args], env=env, process_group=0)
-    return Child(name, process)
+async def _spawn(children: list[Child], name: str, module_args: list[str], env: dict[str, str]) -> None:
+    child = ServiceProcess(name, module_args, env)
+    await child.start()
+    children.append(child)
 
 
 async def _wait_workers(url: str, settings: CascadeSettings, children: list[Child], timeout_s: float = 120.0) -> None:
-    """Wait until the router and a worker of every tier answer on NATS.
-
-    The probe is an empty request: the router answers it, a tier worker refuses it; either
-    reply proves a subscriber is there.
-    """
+    """Wait until the router and a worker of every tier answer pings (their NATS micro services)."""
     nc = await connect_from_settings(settings.nats, name="cascade-up", url=url)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     try:
-        for subject in [subjects.ROUTE, *(subjects.tier_subject(t) for t in settings.tiers)]:
-            while True:
+        for name in [subjects.ROUTER_SERVICE, *(subjects.tier_service(t) for t in settings.tiers)]:
+            while await ping(nc, name) is None:
                 _raise_if_dead(children)
                 if loop.time() > deadline:
-                    raise Unavailable(f"nothing answered on {subject} within {timeout_s:.0f}s")
-                try:
-                    await nc.request(subject, b"", timeout=1)
-                    break
-                except (NoRespondersError, NatsTimeoutError):
-                    await asyncio.sleep(0.2)
+                    raise Unavailable(f"{name} did not answer pings within {timeout_s:.0f}s")
+                await asyncio.sleep(0.2)
     finally:
         await nc.close()
 
@@ -176,42 +163,7 @@ def _addresses(settings: CascadeSettings) -> str:
 
 
 def _raise_if_dead(children: list[Child]) -> None:
+    """During start-up a death is fatal at once: it is a configuration or environment problem."""
     for child in children:
-        if child.process.poll() is not None:
-            raise Unavailable(f"{child.name} exited with code {child.process.returncode}; see its log above")
-
-
-async def _supervise(children: list[Child], stop: asyncio.Event) -> int:
-    while not stop.is_set():
-        try:
-            _raise_if_dead(children)
-        except Unavailable as exc:
-            log.error("%s; stopping everything", exc.message)
-            return 1
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
-    return 0
-
-
-async def _stop_all(children: list[Child], hurry: asyncio.Event, grace_s: float = 30.0) -> None:
-    # Reverse start order: the HTTP front door stops before the gateway it uses, and the gateway
-    # stops taking requests before the tiers go away. Once ``hurry`` is set (a second signal),
-    # whatever is still running is killed instead.
-    for child in reversed(children):
-        if child.process.poll() is None:
-            child.process.terminate()
-            await _wait_or_kill(child, hurry, grace_s)
-
-
-async def _wait_or_kill(child: Child, hurry: asyncio.Event, grace_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace_s
-    while child.process.poll() is None:
-        if hurry.is_set() or loop.time() > deadline:
-            if not hurry.is_set():
-                log.warning("%s did not stop within %.0fs; killing it", child.name, grace_s)
-            child.process.kill()
-            await asyncio.to_thread(child.process.wait)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(hurry.wait(), 0.1)
+        if child.returncode is not None:
+            raise Unavailable(f"{child.name} {child.exit_reason()}")

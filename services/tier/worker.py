@@ -9,10 +9,14 @@ import time
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.micro.service import Service
 
 from cascade.v1 import common_pb2, events_pb2
 from services.core import subjects
 from services.core.errors import CascadeError, DeadlineExceeded, InternalError, InvalidRequest, Overloaded
+from services.core.liveness import announce, withdraw
+from services.core.nats import drain_subscription
 from services.core.settings import TierSettings
 from services.core.telemetry import extract_context, tracer
 from services.core.wire import FINISH_REASONS, error_info
@@ -87,33 +91,44 @@ class TierWorker:
         self._nc, self.tier, self._settings = nc, tier, settings
         self.backend = backend or create_backend(settings)
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._subs: list = []
+        self._work: Subscription | None = None
+        self._cancels: Subscription | None = None
+        self._live: Service | None = None
 
     async def start(self) -> None:
-        self._subs = [
-            await self._nc.subscribe(
-                subjects.tier_subject(self.tier), queue=subjects.tier_queue(self.tier), cb=self._on_request
-            ),
-            await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
-        ]
+        self._cancels = await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel)
+        self._work = await self._nc.subscribe(
+            subjects.tier_subject(self.tier), queue=subjects.tier_queue(self.tier), cb=self._on_request
+        )
+        b = self.backend
+        self._live = await announce(
+            self._nc, subjects.tier_service(self.tier), description=f"tier {self.tier}", backend=b.kind, model=b.model
+        )
         log.info("tier %s serving through %s backend (model %s)", self.tier, self.backend.kind, self.backend.model)
 
     async def stop(self, *, grace_s: float = 30.0) -> None:
-        """Stop taking requests, let those in flight finish (up to ``grace_s``), then close."""
-        for sub in self._subs:
-            await sub.unsubscribe()
+        """Stop taking requests, answer those already delivered, let those in flight finish (up to ``grace_s``).
+
+        Cancels are listened to until the last request in flight is done: a caller that goes away
+        meanwhile still stops its work.
+        """
+        if self._live is not None:
+            await withdraw(self._nc, self._live)
+            self._live = None
+        if self._work is not None:
+            await drain_subscription(self._nc, self._work, what=f"tier {self.tier}'s requests", timeout_s=grace_s)
+            self._work = None
         if self._tasks:
             log.info("tier %s waiting for %d requests in flight", self.tier, len(self._tasks))
             _, pending = await asyncio.wait(list(self._tasks.values()), timeout=grace_s)
             for task in pending:
                 task.cancel()
+        if self._cancels is not None:
+            await drain_subscription(self._nc, self._cancels, what=f"tier {self.tier}'s cancels", timeout_s=grace_s)
+            self._cancels = None
         await self.backend.aclose()
 
     async def _on_request(self, msg: Msg) -> None:
-        if not msg.data:  # a liveness probe (`cascade up` sends these): say who serves this tier
-            probe = events_pb2.TierAccept(tier=self.tier, backend=self.backend.kind, model=self.backend.model)
-            await msg.respond(probe.SerializeToString())
-            return
         try:
             request = self._admit(msg.data)
         except CascadeError as exc:

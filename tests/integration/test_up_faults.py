@@ -5,46 +5,20 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from services.core.nats import free_port
 from tests.support.processes import alive, children_of, processes_using, wait_for_line
-
-REPO = Path(__file__).resolve().parents[2]
-REPLAY_CONFIG = REPO / "configs" / "cascade.replay.yaml"
-CASCADE = [sys.executable, "-m", "services.cli.main"]
-
-
-def _replay_config(path: Path, *, data_dir: Path, ports: dict[str, int]) -> Path:
-    """configs/cascade.replay.yaml on the given ports and data directory."""
-    config = yaml.safe_load(REPLAY_CONFIG.read_text())
-    config["nats"]["embedded"] = {"port": ports["nats"], "data_dir": str(data_dir)}
-    config["gateway"]["port"] = ports["gateway"]
-    config["http"] = {"port": ports["http"]}
-    for tier in config["tiers"].values():
-        tier["replay"]["data"] = str((REPLAY_CONFIG.parent / tier["replay"]["data"]).resolve())
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-async def _cascade(*args: str, timeout_s: float = 120) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *CASCADE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)  # a hang guard, not a timing assertion
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+from tests.support.up import CASCADE, cascade, replay_config
 
 
 @pytest.mark.usefixtures("routing_data")
 async def test_a_second_cascade_up_fails_at_once_and_leaves_the_first_serving(tmp_path):
     ports = {name: free_port() for name in ("nats", "gateway", "http")}
     data_dir = tmp_path / "nats"
-    config = _replay_config(tmp_path / "first.yaml", data_dir=data_dir, ports=ports)
+    config = replay_config(tmp_path / "first.yaml", data_dir=data_dir, ports=ports)
     log_path = tmp_path / "first.log"
     with log_path.open("wb") as log:
         first = subprocess.Popen([*CASCADE, "up", "--config", str(config)], stdout=log, stderr=log)
@@ -53,20 +27,20 @@ async def test_a_second_cascade_up_fails_at_once_and_leaves_the_first_serving(tm
         lock = data_dir / "cascade-up.lock"
         assert lock.read_text().strip() == str(first.pid)
 
-        code, out = await _cascade("up", "--config", str(config))  # the very same config
+        code, out = await cascade("up", "--config", str(config))  # the very same config
         assert code == 1, out
         assert f"another `cascade up` (pid {first.pid}) is running on the data directory {data_dir}" in out
         assert "nats-server listening" not in out and "ready" not in out  # nothing was started
 
-        other = _replay_config(tmp_path / "other.yaml", data_dir=tmp_path / "other-nats", ports=ports)
-        code, out = await _cascade("up", "--config", str(other))  # its own data, the same ports
+        other = replay_config(tmp_path / "other.yaml", data_dir=tmp_path / "other-nats", ports=ports)
+        code, out = await cascade("up", "--config", str(other))  # its own data, the same ports
         assert code == 1, out
         assert f"port {ports['nats']} on 127.0.0.1 for the embedded nats-server (nats.embedded) is in use" in out
         assert "nats-server listening" not in out
 
         assert first.poll() is None and lock.read_text().strip() == str(first.pid)
         target = f"127.0.0.1:{ports['gateway']}"
-        code, out = await _cascade("ask", "--sample", "--config", str(config), "--target", target, "--policy", "small")
+        code, out = await cascade("ask", "--sample", "--config", str(config), "--target", target, "--policy", "small")
         assert code == 0 and "tier=small" in out, out
     finally:
         first.send_signal(signal.SIGINT)
@@ -88,7 +62,7 @@ async def test_cascade_up_reports_a_nats_server_that_cannot_start_and_leaves_no_
             }
         )
     )
-    code, out = await _cascade("up", "--config", str(config))
+    code, out = await cascade("up", "--config", str(config))
     assert code == 1, out
     # nats-server's own words on the terminal, not only in its log file:
     assert "Can't start JetStream: storage directory is not a directory" in out, out
@@ -99,7 +73,7 @@ async def test_cascade_up_reports_a_nats_server_that_cannot_start_and_leaves_no_
 @pytest.mark.usefixtures("routing_data")
 async def test_a_second_ctrl_c_while_stopping_kills_the_rest_and_leaves_no_process(tmp_path):
     ports = {name: free_port() for name in ("nats", "gateway", "http")}
-    config = _replay_config(tmp_path / "up.yaml", data_dir=tmp_path / "nats", ports=ports)
+    config = replay_config(tmp_path / "up.yaml", data_dir=tmp_path / "nats", ports=ports)
     log_path = tmp_path / "up.log"
     with log_path.open("wb") as log:
         up = subprocess.Popen([*CASCADE, "up", "--config", str(config)], stdout=log, stderr=log)

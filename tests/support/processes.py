@@ -64,3 +64,12 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def child_with(pid: int, text: str) -> int:
+    """The live child of ``pid`` whose command line contains ``text``."""
+    for child in children_of(pid):
+        with contextlib.suppress(OSError):
+            if text in Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                return child
+    raise AssertionError(f"no child of {pid} runs {text!r}")
