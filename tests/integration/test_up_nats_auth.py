@@ -15,8 +15,8 @@ import yaml
 from services.core.errors import ConfigError
 from services.core.nats import connect_nats, free_port
 from services.core.nats_embedded import password_file
-from tests.integration.test_up_faults import CASCADE, _cascade, _replay_config
 from tests.support.processes import children_of, wait_for_line
+from tests.support.up import CASCADE, cascade, replay_config
 
 
 def _visible_to_ps(pid: int) -> bytes:
@@ -31,7 +31,7 @@ async def test_cascade_up_requires_the_credentials_it_generates_and_its_commands
     password over TLS, trusting the server's self-signed certificate; an anonymous client is refused."""
     ports = {name: free_port() for name in ("nats", "gateway", "http")}
     data_dir = tmp_path / "nats"
-    config = _replay_config(tmp_path / "cascade.yaml", data_dir=data_dir, ports=ports)
+    config = replay_config(tmp_path / "cascade.yaml", data_dir=data_dir, ports=ports)
     key, cert = self_signed
     settings = yaml.safe_load(config.read_text())
     settings["nats"]["embedded"] |= {"tls_cert_file": str(cert), "tls_key_file": str(key)}
@@ -57,10 +57,10 @@ async def test_cascade_up_requires_the_credentials_it_generates_and_its_commands
         assert len(pids) >= 5 and not [pid for pid in pids if secret in _visible_to_ps(pid)]
 
         target = f"127.0.0.1:{ports['gateway']}"
-        code, out = await _cascade("ask", "--sample", "--config", str(config), "--target", target, "--policy", "small")
+        code, out = await cascade("ask", "--sample", "--config", str(config), "--target", target, "--policy", "small")
         assert code == 0 and "tier=small" in out, out
         for _ in range(50):  # the gateway stores the outcome in the background
-            code, out = await _cascade("outcomes", "--config", str(config))
+            code, out = await cascade("outcomes", "--config", str(config))
             assert code == 0, out
             if '"OutcomeEvent"' in out:
                 break

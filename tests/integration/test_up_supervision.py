@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.core.nats import connect_nats
+from services.core.nats import connect_from_settings
 from services.core.settings import load_settings
 from services.outcomes import read_events
 from services.sdk.aio import AsyncCascadeClient
@@ -36,7 +36,7 @@ async def _ask_small(config: Path, port: int) -> str:
 async def _stored(config: Path, *request_ids: str) -> None:
     """Wait until the outcomes of ``request_ids`` are in JetStream (the gateway publishes in the background)."""
     settings = load_settings(config)
-    nc = await connect_nats(settings.nats.client_url, name="test-reader")
+    nc = await connect_from_settings(settings.nats, name="test-reader")
     try:
         for _ in range(60):  # a hang guard, not a timing assertion
             events = [e async for e in read_events(nc.jetstream(), stream=settings.outcomes.stream, durable=None)]
