@@ -1,5 +1,6 @@
 """`cascade train evaluate --model DIR --from-nats [URL]`: a candidate router against the one in service,
-on the held-back slice of the recorded traffic (training.traffic): the prompts neither was trained on."""
+on the held-back slice of the recorded traffic (training.traffic): the prompts neither was trained on.
+A scorer folder is evaluated by training.scorer_stream instead."""
 
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ from services.core.errors import CascadeError
 from services.core.settings import load_settings
 from training.data import PairData, pair_overrides
 from training.fit_cmd import fit_and_write, load_data
-from training.labels import SOURCES
 from training.traffic import (
     Labelled,
     default_pair,
@@ -64,9 +63,7 @@ def _fit_labelled(
     args: argparse.Namespace, labelled: Labelled, *, small: str, large: str, url: str, stream: str
 ) -> dict[str, Any]:
     traffic, cover = traffic_pairs(labelled.rows, small=small, large=large)
-    s = labelled.summary
-    sources = ", ".join(f"{k} {s.by_source[k]}" for k in SOURCES if s.by_source[k]) or "none"
-    print(f"read {s.outcomes} outcomes and {s.feedback} feedback events from {url} (labels: {sources})")
+    print(labelled.line(url))
     print(f"pair {small} / {large}: {cover.line()}")
     if cover.prompts and cover.both < cover.prompts / 2:
         print(BIAS_NOTE)

@@ -77,10 +77,8 @@ async def _fit(args: argparse.Namespace) -> int:
 
 
 def read_rows(labelled: Labelled, settings: CascadeSettings, sources: tuple[str, ...], *, url: str) -> TrafficRows:
-    s = labelled.summary
     traffic = traffic_rows(labelled.rows, labelled.traffic.outcomes, settings=settings, sources=sources)
-    by_source = ", ".join(f"{k} {s.by_source[k]}" for k in SOURCES if s.by_source[k]) or "none"
-    print(f"read {s.outcomes} outcomes and {s.feedback} feedback events from {url} (labels: {by_source})")
+    print(labelled.line(url))
     k = Counter(traffic.rows.k.tolist())
     print(
         f"{len(traffic)} labelled answers below the top tier (label sources {', '.join(sources)}), by number of "

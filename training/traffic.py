@@ -24,7 +24,7 @@ from nats.aio.client import Client
 
 from services.core.settings import CascadeSettings
 from training.data import PairData, pair_frame, split_masks
-from training.labels import LabelRow, LabelSummary, Traffic, label_rows, read_traffic
+from training.labels import SOURCES, LabelRow, LabelSummary, Traffic, label_rows, read_traffic
 
 TRAFFIC_SOURCE = "traffic"
 HELD_BACK_SPLIT = "test"
@@ -36,6 +36,12 @@ class Labelled:
     rows: list[LabelRow]
     summary: LabelSummary
     traffic: Traffic  # holds the unacknowledged messages when read with a durable
+
+    def line(self, url: str) -> str:
+        """What was read, for the command's output."""
+        s = self.summary
+        sources = ", ".join(f"{k} {s.by_source[k]}" for k in SOURCES if s.by_source[k]) or "none"
+        return f"read {s.outcomes} outcomes and {s.feedback} feedback events from {url} (labels: {sources})"
 
 
 async def read_labelled(
