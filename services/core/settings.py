@@ -17,11 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+# Re-exported: the settings' defaults, where services and training have always imported them from.
+from cascade_common.models import DEFAULT_CONFIDENCE_MODEL as DEFAULT_CONFIDENCE_MODEL
+from cascade_common.models import DEFAULT_ROUTER_MODEL as DEFAULT_ROUTER_MODEL
 from services.core.errors import ConfigError
-
-DEFAULT_ROUTER_MODEL = Path(__file__).resolve().parents[2] / "classifier" / "models" / "default"
-# The shipped answer scorer (scorer.onnx + model_card.json), used by escalation.confidence: scorer.
-DEFAULT_CONFIDENCE_MODEL = Path(__file__).resolve().parents[2] / "classifier" / "models" / "confidence"
 
 
 class _Section(BaseModel):
