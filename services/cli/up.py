@@ -29,7 +29,7 @@ from pathlib import Path
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from services.cli.preflight import check_ports, instance_lock, listen_addresses
+from services.cli.preflight import check_ports, instance_lock, listen_addresses, metrics_ports
 from services.core import subjects
 from services.core.errors import CascadeError, Unavailable
 from services.core.lifecycle import setup_logging, stop_event_on_signals
@@ -75,14 +75,19 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
         env = {**os.environ, "CASCADE_NATS__URL": url}
         if config is not None:
             env["CASCADE_CONFIG"] = str(Path(config).resolve())
-        children.append(_spawn("router", ["services.router"], env))
+        ports = dict(metrics_ports(settings))
+
+        def env_of(name: str) -> dict[str, str]:  # each process its own metrics port
+            return {**env, "CASCADE_TELEMETRY__METRICS_PORT": str(ports[name])} if name in ports else env
+
+        children.append(_spawn("router", ["services.router"], env_of("router")))
         for tier in settings.tiers:
-            children.append(_spawn(f"tier-{tier}", ["services.tier", "--tier", tier], env))
-        children.append(_spawn("gateway", ["services.gateway"], env))
+            children.append(_spawn(f"tier-{tier}", ["services.tier", "--tier", tier], env_of(f"tier-{tier}")))
+        children.append(_spawn("gateway", ["services.gateway"], env_of("gateway")))
         await _wait_workers(url, settings, children)
         await _wait_serving(settings, children)
         if settings.http.enabled:
-            children.append(_spawn("http", ["services.http"], env))
+            children.append(_spawn("http", ["services.http"], env_of("http")))
             await _wait_http(settings, children)
         log.info("prompt-cascade is up: %s, NATS at %s; Ctrl-C stops it", _addresses(settings), url)
         return await _supervise(children, stop)

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import nats
 from nats.aio.client import Client as NatsClient
 
+from services.core import metrics
 from services.core.errors import ConfigError, NatsUnavailable, Unavailable
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ async def connect_nats(
 
     async def on_reconnect() -> None:
         log.info("nats reconnected (%s)", name)
+        metrics.NATS_RECONNECTS.add(1, {"client": name})
         if watch is not None:
             await watch.notify(True)
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
-from services.core import subjects
+from services.core import metrics, subjects
 from services.core.errors import NotFound, Overloaded
 from services.core.settings import CascadeSettings
 from services.core.telemetry import extract_context
@@ -83,6 +83,7 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         self, parsed: CascadeRequest, context: aio.ServicerContext
     ) -> AsyncIterator[TextChunk | RequestRecord]:
         if self._in_flight >= self._settings.gateway.max_in_flight:
+            metrics.REQUESTS.add(1, {"tier": "none", "policy": parsed.policy, "status": "RESOURCE_EXHAUSTED"})
             raise Overloaded(f"gateway is at its limit of {self._settings.gateway.max_in_flight} requests")
         remaining = context.time_remaining()
         timeout_s = remaining if remaining is not None else self._settings.gateway.default_timeout_s
