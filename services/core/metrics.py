@@ -41,7 +41,7 @@ ESCALATIONS = _meter.create_counter("cascade.escalations", unit="{request}", des
 CONFIDENCE = _meter.create_histogram(
     "cascade.confidence", unit="1", description="Answer confidence", explicit_bucket_boundaries_advisory=UNIT
 )
-COST = _meter.create_counter("cascade.cost", unit="usd", description="Spend by the tier that answered")
+COST = _meter.create_counter("cascade.cost", unit="usd", description="USD spent, by tier and purpose of the attempt")
 # Router.
 ROUTER_DURATION = _meter.create_histogram(
     "cascade.router.duration", unit="s", description="Scoring latency", explicit_bucket_boundaries_advisory=ROUTER_S
@@ -83,10 +83,12 @@ def _spool_bytes(_: CallbackOptions) -> Iterable[Observation]:
     yield Observation(sum(b.size_bytes for b in list(_backlogs)))
 
 
-_meter.create_observable_gauge(
+OUTCOMES_PENDING = _meter.create_observable_gauge(
     "cascade.outcomes.pending", [_pending], unit="{event}", description="Outcome events not yet stored"
 )
-_meter.create_observable_gauge("cascade.outcomes.spool", [_spool_bytes], unit="By", description="Outcome spool size")
+OUTCOME_SPOOL = _meter.create_observable_gauge(
+    "cascade.outcomes.spool", [_spool_bytes], unit="By", description="Outcome spool size"
+)
 
 
 def setup_metrics(service_name: str, settings: TelemetrySettings) -> int | None:
