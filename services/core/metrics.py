@@ -109,7 +109,8 @@ def setup_metrics(service_name: str, settings: TelemetrySettings) -> int | None:
         try:
             start_http_server(port, addr=settings.metrics_host)  # a daemon thread: off the event loop
         except OSError as exc:
-            raise ConfigError(f"telemetry.metrics_port: cannot listen on {settings.metrics_host}:{port}: {exc}") from exc
+            where = f"{settings.metrics_host}:{port}"
+            raise ConfigError(f"telemetry.metrics_port: cannot listen on {where}: {exc}") from exc
         readers.append(PrometheusMetricReader())
         log.info("%s metrics on http://%s:%d/metrics", service_name, settings.metrics_host, port)
     if settings.otlp_endpoint:

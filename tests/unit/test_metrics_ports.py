@@ -36,5 +36,6 @@ def test_no_port_no_endpoints(port):
 def test_metrics_ports_are_checked_with_the_others():
     addresses = listen_addresses(settings(metrics_port=9464))
     assert ("the metrics of tier-large (telemetry.metrics_port)", "127.0.0.1", 9469) in addresses
-    with pytest.raises(ConfigError, match=r"metrics of gateway .* and the gateway \(gateway\) are both configured on port 9450"):
+    clash = r"metrics of gateway .* and the gateway \(gateway\) are both configured on port 9450"
+    with pytest.raises(ConfigError, match=clash):
         check_ports(listen_addresses(settings(metrics_port=9450)))
