@@ -32,10 +32,13 @@ REQUEST_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ROUTER_S = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 UNIT = tuple(round(i * 0.1, 1) for i in range(1, 10))
 
-# Gateway, one per request the cascade ran: tier (the answering tier, else the last tried), policy, status.
-REQUESTS = _meter.create_counter("cascade.requests", unit="{request}", description="Requests the cascade finished")
+# Each measurement costs the SDK several microseconds, so a count is a histogram's _count, never a
+# counter of its own. Gateway, per request: tier (the answering tier, else the last tried), policy, status.
 REQUEST_DURATION = _meter.create_histogram(
-    "cascade.request.duration", unit="s", description="Request latency", explicit_bucket_boundaries_advisory=REQUEST_S
+    "cascade.request.duration",
+    unit="s",
+    description="Request latency (and, as its count, requests)",
+    explicit_bucket_boundaries_advisory=REQUEST_S,
 )
 ESCALATIONS = _meter.create_counter("cascade.escalations", unit="{request}", description="Escalated requests")
 CONFIDENCE = _meter.create_histogram(
@@ -50,9 +53,11 @@ ROUTER_SCORE = _meter.create_histogram(
     "cascade.router.score", unit="1", description="Router difficulty score", explicit_bucket_boundaries_advisory=UNIT
 )
 # Tier workers.
-TIER_REQUESTS = _meter.create_counter("cascade.tier.requests", unit="{request}", description="Tier answers")
 TIER_DURATION = _meter.create_histogram(
-    "cascade.tier.duration", unit="s", description="Tier answer latency", explicit_bucket_boundaries_advisory=REQUEST_S
+    "cascade.tier.duration",
+    unit="s",
+    description="Tier answer latency (and count)",
+    explicit_bucket_boundaries_advisory=REQUEST_S,
 )
 TIER_TOKENS = _meter.create_counter("cascade.tier.tokens", unit="{token}", description="Tokens in and out")
 # Every NATS client.

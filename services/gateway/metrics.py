@@ -18,7 +18,6 @@ def observe(record: RequestRecord) -> None:
     route = record.route
     tier = route.tier or (route.tiers_tried[-1] if route.tiers_tried else "none")
     labels = {"tier": tier, "policy": route.policy, "status": status_of(record)}
-    metrics.REQUESTS.add(1, labels)
     metrics.REQUEST_DURATION.record((record.finished or time.perf_counter()) - record.started, labels)
     if route.escalated:
         reason = route.reason.value if route.reason is not None else "unknown"

@@ -83,7 +83,8 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         self, parsed: CascadeRequest, context: aio.ServicerContext
     ) -> AsyncIterator[TextChunk | RequestRecord]:
         if self._in_flight >= self._settings.gateway.max_in_flight:
-            metrics.REQUESTS.add(1, {"tier": "none", "policy": parsed.policy, "status": "RESOURCE_EXHAUSTED"})
+            refused = {"tier": "none", "policy": parsed.policy, "status": "RESOURCE_EXHAUSTED"}
+            metrics.REQUEST_DURATION.record(0.0, refused)  # a request too: its count is the request count
             raise Overloaded(f"gateway is at its limit of {self._settings.gateway.max_in_flight} requests")
         remaining = context.time_remaining()
         timeout_s = remaining if remaining is not None else self._settings.gateway.default_timeout_s

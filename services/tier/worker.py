@@ -177,7 +177,6 @@ class TierWorker:
                 await sender.fail(InternalError(f"tier {self.tier} failed unexpectedly"))
             finally:
                 labels = {"tier": self.tier, "status": status}
-                metrics.TIER_REQUESTS.add(1, labels)
                 metrics.TIER_DURATION.record(time.perf_counter() - started, labels)
 
     async def _stream(self, sender: ChunkSender, generation: Generation, span: Span) -> None:

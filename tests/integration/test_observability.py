@@ -54,16 +54,16 @@ async def test_requests_escalations_router_and_tiers_are_counted(nats_server, fa
         return value(after, name, **labels) - value(before, name, **labels)
 
     ok = {"policy": "cascade", "status": "OK"}
-    assert grew("cascade_requests_total", tier="small", **ok) == 1
-    assert grew("cascade_requests_total", tier="large", **ok) == 1
     assert grew("cascade_request_duration_seconds_count", tier="small", **ok) == 1
+    assert grew("cascade_request_duration_seconds_count", tier="large", **ok) == 1
+    assert grew("cascade_request_duration_seconds_sum", tier="large", **ok) > 0
     assert grew("cascade_escalations_total", reason="low_confidence", policy="cascade") == 1
     assert grew("cascade_confidence_count", tier="small") == 2  # both small answers were scored
     assert grew("cascade_cost_usd_total", tier="large", purpose="escalation") > 0
     assert total(after, "cascade_router_score_count", tier="small") - total(before, "cascade_router_score_count") == 2
     assert grew("cascade_router_duration_seconds_count") == 2
-    assert grew("cascade_tier_requests_total", tier="small", status="OK") == 2
-    assert grew("cascade_tier_requests_total", tier="large", status="OK") == 1
+    assert grew("cascade_tier_duration_seconds_count", tier="small", status="OK") == 2
+    assert grew("cascade_tier_duration_seconds_count", tier="large", status="OK") == 1
     assert grew("cascade_tier_tokens_total", tier="large", kind="output") > 0
     assert ("cascade_outcomes_pending", frozenset()) in after and ("cascade_outcomes_spool_bytes", frozenset()) in after
 
@@ -93,7 +93,11 @@ async def test_a_failed_request_is_counted_by_status_and_logged_as_json(nats_ser
         await eventually(lambda: system.gateway.outcomes.pending == 0)
         after = await scrape()
     failure = {"tier": "large", "policy": "cascade", "status": "UNAVAILABLE"}
-    assert value(after, "cascade_requests_total", **failure) - value(before, "cascade_requests_total", **failure) == 1
+    assert (
+        value(after, "cascade_request_duration_seconds_count", **failure)
+        - value(before, "cascade_request_duration_seconds_count", **failure)
+        == 1
+    )
     esc = {"reason": "small_error", "policy": "cascade"}
     assert value(after, "cascade_escalations_total", **esc) - value(before, "cascade_escalations_total", **esc) == 1
 

@@ -112,7 +112,7 @@ async def test_cascade_up_gives_each_process_its_own_metrics_port(tmp_path, fake
         up.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(up.wait, 60) == 0
     request = frozenset({"tier": "large", "policy": "large", "status": "OK"}.items())
-    assert gateway[("cascade_requests_total", request)] == 1
-    assert large[("cascade_tier_requests_total", frozenset({"tier": "large", "status": "OK"}.items()))] == 1
-    assert not any(name == "cascade_tier_requests_total" for name, _ in small)  # the small tier did nothing
+    assert gateway[("cascade_request_duration_seconds_count", request)] == 1
+    assert large[("cascade_tier_duration_seconds_count", frozenset({"tier": "large", "status": "OK"}.items()))] == 1
+    assert not any(name == "cascade_tier_duration_seconds_count" for name, _ in small)  # the small tier did nothing
     assert not any(name.startswith("cascade_requests") for name, _ in router)  # the router process is its own
