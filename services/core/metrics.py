@@ -60,6 +60,10 @@ TIER_DURATION = _meter.create_histogram(
     explicit_bucket_boundaries_advisory=REQUEST_S,
 )
 TIER_TOKENS = _meter.create_counter("cascade.tier.tokens", unit="{token}", description="Tokens in and out")
+# The HTTP front door: path (the route's template) and status code.
+HTTP_DURATION = _meter.create_histogram(
+    "cascade.http.duration", unit="s", description="HTTP request latency", explicit_bucket_boundaries_advisory=REQUEST_S
+)
 # Every NATS client.
 NATS_RECONNECTS = _meter.create_counter("cascade.nats.reconnects", unit="{reconnect}", description="NATS reconnects")
 

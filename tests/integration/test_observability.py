@@ -12,12 +12,15 @@ import logging
 from collections.abc import Iterator
 
 import grpc
+import httpx
 import pytest
 from grpc import aio
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc
 from services.core.logs import RequestContext, json_formatter
 from services.core.nats import connect_nats
+from services.core.settings import HttpSettings
+from services.http import HttpService
 from tests.support.metrics import metrics_url, scrape, total, value
 from tests.support.system import eventually, make_settings, openai_tier, run_system
 
@@ -120,3 +123,28 @@ async def test_nats_reconnects_are_counted(nats_server):
         assert after - before == 1
     finally:
         await nc.close()
+
+
+async def test_the_http_front_door_counts_requests_by_route_and_status(nats_server, fake_openai):
+    settings = settings_for(nats_server.url, fake_openai.base_url)
+    async with run_system(nats_server, settings) as system:
+        http = HttpService(
+            settings=settings.model_copy(update={"http": HttpSettings(port=0, gateway_target=system.target)})
+        )
+        await http.start()
+        try:
+            before = await scrape()
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http.port}", trust_env=False) as client:
+                body = {"model": "cascade", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+                assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+                assert (await client.get("/v1/models/no-such-model")).status_code == 404
+            after = await scrape()
+        finally:
+            await http.stop()
+
+    def grew(**labels: str) -> float:
+        name = "cascade_http_duration_seconds_count"
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew(path="/v1/chat/completions", status="200") == 1
+    assert grew(path="/v1/models/{name:path}", status="404") == 1
