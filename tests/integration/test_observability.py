@@ -19,7 +19,7 @@ from grpc import aio
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc
 from services.core.logs import RequestContext, json_formatter
 from services.core.nats import connect_nats
-from services.core.settings import HttpSettings
+from services.core.settings import CascadeSettings, HttpSettings
 from services.http import HttpService
 from tests.support.metrics import metrics_url, scrape, total, value
 from tests.support.system import eventually, make_settings, openai_tier, run_system
@@ -39,7 +39,7 @@ async def generate(target: str, prompt: str, request_id: str, **kw: object) -> c
         return await cascade_pb2_grpc.CascadeStub(channel).Generate(request, timeout=10, metadata=metadata)
 
 
-def settings_for(nats_url: str, base_url: str):  # type: ignore[no-untyped-def]
+def settings_for(nats_url: str, base_url: str) -> CascadeSettings:
     tiers = {"small": openai_tier(base_url), "large": openai_tier(base_url, input_per_mtok=1, output_per_mtok=1)}
     return make_settings(nats_url, tiers, router={"threshold": 1.0})  # the router starts everything small
 

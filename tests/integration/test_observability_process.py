@@ -18,7 +18,7 @@ from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.nats import connect_nats, free_port
 from services.sdk import AsyncCascadeClient
-from tests.support.metrics import Labels
+from tests.support.metrics import scrape
 from tests.support.processes import wait_for_line
 from tests.support.system import openai_tier
 
@@ -38,18 +38,6 @@ def free_ports_in_a_row(n: int) -> int:
             for sock in socks:
                 sock.close()
     raise AssertionError(f"no {n} consecutive free ports")
-
-
-async def scrape(port: int) -> dict[tuple[str, Labels], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    return {
-        (s.name, frozenset((k, v) for k, v in s.labels.items() if not k.startswith("otel_scope_"))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 async def test_a_router_process_serves_metrics_and_logs_json(nats_server, tmp_path):
@@ -107,7 +95,9 @@ async def test_cascade_up_gives_each_process_its_own_metrics_port(tmp_path, fake
         await wait_for_line(log_path, "prompt-cascade is up", up)
         async with AsyncCascadeClient(target=f"127.0.0.1:{ports['gateway']}") as client:
             await client.generate("Name a prime number.", policy="large", timeout=20)
-        gateway, router, small, large = await asyncio.gather(*(scrape(first + i) for i in range(4)))
+        gateway, router, small, large = await asyncio.gather(
+            *(scrape(f"http://127.0.0.1:{first + i}/metrics") for i in range(4))
+        )
     finally:
         up.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(up.wait, 60) == 0

@@ -22,10 +22,11 @@ def metrics_url() -> str:
     return f"http://127.0.0.1:{port}/metrics"
 
 
-async def scrape() -> dict[tuple[str, Labels], float]:
-    """Every sample the endpoint serves, by name and labels (OpenTelemetry's scope labels left out)."""
+async def scrape(url: str | None = None) -> dict[tuple[str, Labels], float]:
+    """Every sample an endpoint (this process's by default) serves, by name and labels (OpenTelemetry's
+    scope labels left out)."""
     async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
-        response = await client.get(metrics_url())
+        response = await client.get(url or metrics_url())
     response.raise_for_status()
     samples = {}
     for family in text_string_to_metric_families(response.text):
