@@ -49,6 +49,7 @@ def main(args: argparse.Namespace) -> int:
     setup_logging("up")
     try:
         settings = load_settings(args.config)
+        setup_logging("up", log_format=settings.telemetry.log_format)
         # Before anything starts: a second `cascade up` on the same data directory or ports stops here.
         with contextlib.ExitStack() as held:
             if settings.nats.url is None:

@@ -50,4 +50,5 @@ def setup_logging(service: str, *, log_format: LogFormat = "text") -> None:
         handler.setFormatter(json_formatter(service))
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT.format(service=service)))
-    logging.basicConfig(level=os.environ.get("CASCADE_LOG_LEVEL", "INFO").upper(), handlers=[handler])
+    # force: a second call (`cascade up`, once it has read telemetry.log_format) replaces the first handler.
+    logging.basicConfig(level=os.environ.get("CASCADE_LOG_LEVEL", "INFO").upper(), handlers=[handler], force=True)

@@ -83,7 +83,7 @@ async def test_cascade_up_gives_each_process_its_own_metrics_port(tmp_path, fake
         "escalation": {"confidence": "logprob"},
         "outcomes": {"spool_dir": str(tmp_path / "spool")},
         "tiers": {"small": tier, "large": tier},
-        "telemetry": {"metrics_port": first},  # gateway, router, tier-small, tier-large
+        "telemetry": {"metrics_port": first, "log_format": "json"},  # ports: gateway, router, tier-small, tier-large
     }
     config.write_text(yaml.safe_dump(settings, sort_keys=False))  # the tiers in this order
     log_path = tmp_path / "up.log"
@@ -105,4 +105,6 @@ async def test_cascade_up_gives_each_process_its_own_metrics_port(tmp_path, fake
     assert gateway[("cascade_request_duration_seconds_count", request)] == 1
     assert large[("cascade_tier_duration_seconds_count", frozenset({"tier": "large", "status": "OK"}.items()))] == 1
     assert not any(name == "cascade_tier_duration_seconds_count" for name, _ in small)  # the small tier did nothing
-    assert not any(name.startswith("cascade_requests") for name, _ in router)  # the router process is its own
+    assert not any(name.startswith("cascade_request_") for name, _ in router)  # the router process is its own
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line]  # every process: JSON
+    assert {"up", "router", "tier", "gateway"} <= {r["service"] for r in records}
