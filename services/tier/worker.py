@@ -99,7 +99,8 @@ class TierWorker:
             ),
             await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
         ]
-        self._log.info("serving through %s backend (model %s)", self.backend.kind, self.backend.model)
+        backend = self.backend
+        self._log.info("tier %s serving through %s backend (model %s)", self.tier, backend.kind, backend.model)
 
     async def stop(self, *, grace_s: float = 30.0) -> None:
         """Stop taking requests, let those in flight finish (up to ``grace_s``), then close."""
@@ -167,13 +168,13 @@ class TierWorker:
                 await sender.fail(DeadlineExceeded(f"tier {self.tier} ran past the deadline"))
             except CascadeError as exc:
                 status = exc.code.name
-                self._log.warning("request %s failed: %s", request.request_id, exc.message)
+                self._log.warning("tier %s request %s failed: %s", self.tier, request.request_id, exc.message)
                 await sender.fail(exc)
             except asyncio.CancelledError:
                 status = ErrorCode.CANCELLED.name
-                self._log.info("request %s cancelled by the caller", request.request_id)
+                self._log.info("tier %s request %s cancelled by the caller", self.tier, request.request_id)
             except Exception:
-                self._log.exception("request %s: unexpected failure", request.request_id)
+                self._log.exception("tier %s request %s: unexpected failure", self.tier, request.request_id)
                 await sender.fail(InternalError(f"tier {self.tier} failed unexpectedly"))
             finally:
                 labels = {"tier": self.tier, "status": status}
