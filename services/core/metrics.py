@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
 
 from services.core.errors import ConfigError
-from services.core.settings import TelemetrySettings
+
+if TYPE_CHECKING:  # the SDK is imported by setup_metrics only: a process (or CLI) that exports nothing skips it
+    from opentelemetry.sdk.metrics.export import MetricReader
+
+    from services.core.settings import TelemetrySettings
 
 log = logging.getLogger(__name__)
 _meter = metrics.get_meter("cascade")
@@ -109,6 +110,9 @@ def setup_metrics(service_name: str, settings: TelemetrySettings) -> int | None:
     global _configured
     if _configured:
         return None
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+
     readers: list[MetricReader] = []
     port = settings.metrics_port or None
     if port is not None:
@@ -134,6 +138,8 @@ def setup_metrics(service_name: str, settings: TelemetrySettings) -> int | None:
 
 
 def _otlp_reader(settings: TelemetrySettings) -> MetricReader | None:
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
     try:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     except ImportError:
