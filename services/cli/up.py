@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 from services.cli.children import Child, EmbeddedNats, ServiceProcess
-from services.cli.preflight import check_ports, instance_lock, listen_addresses
+from services.cli.preflight import check_ports, instance_lock, listen_addresses, metrics_ports
 from services.cli.supervisor import ChildFailed, Supervisor, stop_all
 from services.core import subjects
 from services.core.errors import CascadeError, Unavailable
@@ -42,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
     setup_logging("up")
     try:
         settings = load_settings(args.config)
+        setup_logging("up", log_format=settings.telemetry.log_format)
         # Before anything starts: a second `cascade up` on the same data directory or ports stops here.
         with contextlib.ExitStack() as held:
             if settings.nats.url is None:
@@ -69,14 +70,19 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
         env = {**os.environ, **child_env(settings.nats, url)}  # credentials by file path, never on a command line
         if config is not None:
             env["CASCADE_CONFIG"] = str(Path(config).resolve())
-        await _spawn(children, "router", ["services.router"], env)
+        ports = dict(metrics_ports(settings))
+
+        def env_of(name: str) -> dict[str, str]:  # each process its own metrics port
+            return {**env, "CASCADE_TELEMETRY__METRICS_PORT": str(ports[name])} if name in ports else env
+
+        await _spawn(children, "router", ["services.router"], env_of("router"))
         for tier in settings.tiers:
-            await _spawn(children, f"tier-{tier}", ["services.tier", "--tier", tier], env)
-        await _spawn(children, "gateway", ["services.gateway"], env)
+            await _spawn(children, f"tier-{tier}", ["services.tier", "--tier", tier], env_of(f"tier-{tier}"))
+        await _spawn(children, "gateway", ["services.gateway"], env_of("gateway"))
         await _wait_workers(url, settings, children)
         await _wait_serving(settings, children)
         if settings.http.enabled:
-            await _spawn(children, "http", ["services.http"], env)
+            await _spawn(children, "http", ["services.http"], env_of("http"))
             await _wait_http(settings, children)
         log.info("prompt-cascade is up: %s, NATS at %s; Ctrl-C stops it", _addresses(settings), url)
         await Supervisor(settings.supervisor, stop).run(children)

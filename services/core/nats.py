@@ -21,6 +21,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
+from services.core import metrics
 from services.core.errors import ConfigError, NatsUnavailable, Unavailable
 from services.core.nats_auth import connect_options, redacted
 from services.core.settings import NatsSettings
@@ -118,6 +119,7 @@ async def connect_nats(
 
     async def on_reconnect() -> None:
         log.info("nats reconnected (%s)", name)
+        metrics.NATS_RECONNECTS.add(1, {"client": name})
         if watch is not None:
             await watch.notify(True)
 

@@ -508,9 +508,17 @@ class SupervisorSettings(_Section):
 
 
 class TelemetrySettings(_Section):
-    # OTLP/gRPC collector endpoint, e.g. http://otel-collector:4317 (needs the `otlp` extra).
+    # OTLP/gRPC collector endpoint, e.g. http://otel-collector:4317 (needs the `otlp` extra): spans and metrics.
     otlp_endpoint: str | None = None
     console: bool = False
+    # A Prometheus endpoint (GET /metrics) in this process; None or 0: none. `cascade up` gives its
+    # processes consecutive ports from this one (services/cli/preflight.py: metrics_ports).
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Seconds between two OTLP metric exports (with otlp_endpoint).
+    metrics_export_interval_s: float = Field(15.0, gt=0)
+    # text: one human-readable line per record; json: JSON lines with request_id and trace_id.
+    log_format: Literal["text", "json"] = "text"
 
 
 # Without a config: the two servers `vllm serve MODEL --port 8000` / `--port 8001` start on this host.

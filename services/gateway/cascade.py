@@ -26,6 +26,7 @@ from opentelemetry.context import Context
 from classifier.confidence import ConfidenceModel
 from services.core.calibration import CalibrationFile
 from services.core.errors import Cancelled, CascadeError, DeadlineExceeded, Overloaded, Unavailable
+from services.core.logs import REQUEST_ID
 from services.core.settings import CascadeSettings
 from services.core.telemetry import tracer
 from services.gateway import escalation
@@ -87,6 +88,7 @@ class Cascade:
         # DEADLINE_EXCEEDED with our message rather than as a cancellation racing gRPC's.
         margin = min(0.05, timeout_s * 0.1)
         with tracer(__name__).start_as_current_span("cascade.request", context=trace_context) as span:
+            REQUEST_ID.set(request.request_id)  # this handler's log records name the request
             span.set_attribute("cascade.request_id", request.request_id)
             span.set_attribute("cascade.policy", request.policy)
             try:
@@ -106,6 +108,8 @@ class Cascade:
                 raise
             finally:
                 self._finish(record)
+                if span.is_recording():  # building the attributes costs; a no-op span skips it
+                    span.set_attributes(record.span_attributes())
         yield record
 
     def _finish(self, record: RequestRecord) -> None:

@@ -12,7 +12,7 @@ from nats.aio.client import Client as NatsClient
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc
 from classifier.confidence import ConfidenceModel, load_confidence
-from services.core import subjects
+from services.core import metrics, subjects
 from services.core.calibration import CalibrationFile
 from services.core.errors import ConfigError
 from services.core.settings import CascadeSettings, GatewaySettings
@@ -21,6 +21,7 @@ from services.gateway.auth import Authenticator
 from services.gateway.cascade import Cascade
 from services.gateway.clients import RouterClient, TierClient
 from services.gateway.interceptor import GatewayInterceptor
+from services.gateway.metrics import observe
 from services.gateway.record import RequestRecord
 from services.gateway.redact import Redactor
 from services.gateway.servicer import CascadeServicer
@@ -48,6 +49,7 @@ class GatewayService:
             fsync_interval_s=out.spool_fsync_interval_s,
         )
         self.outcomes = OutcomePublisher(nc, spool=spool, stream=out, timeout_s=out.publish_timeout_s)
+        metrics.watch_outcomes(spool)
         self.seen = SeenRequests(nc, publisher=self.outcomes, settings=out)
         self._follower: Follower | None = None
         self._redact = Redactor()  # from settings in start(): loading a hook may fail
@@ -96,6 +98,7 @@ class GatewayService:
         )
 
     def _record_outcome(self, record: RequestRecord) -> None:
+        observe(record)
         opts = self._settings.outcomes
         event = wire.outcome(
             record,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
-from services.core import subjects
+from services.core import metrics, subjects
 from services.core.errors import NotFound, Overloaded
 from services.core.settings import CascadeSettings
 from services.core.wire import now_timestamp
@@ -82,6 +82,8 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         self, parsed: CascadeRequest, context: aio.ServicerContext
     ) -> AsyncIterator[TextChunk | RequestRecord]:
         if self._in_flight >= self._settings.gateway.max_in_flight:
+            refused = {"tier": "none", "policy": parsed.policy, "status": "RESOURCE_EXHAUSTED"}
+            metrics.REQUEST_DURATION.record(0.0, refused)  # a request too: its count is the request count
             raise Overloaded(f"gateway is at its limit of {self._settings.gateway.max_in_flight} requests")
         remaining = context.time_remaining()
         timeout_s = remaining if remaining is not None else self._settings.gateway.default_timeout_s

@@ -14,6 +14,7 @@ import grpc
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -21,6 +22,7 @@ from starlette.routing import Route
 from services.core.errors import CascadeError
 from services.http.catalog import Catalog
 from services.http.errors import ApiError, unauthenticated
+from services.http.metrics import RequestMetrics
 from services.http.protocol import ChatCompletionRequest, CompletionRequest
 from services.http.serving import OpenAIRequest, OpenAIServing
 
@@ -55,7 +57,8 @@ def create_app(*, serving: OpenAIServing, catalog: Catalog, api_keys_sha256: Seq
         Route("/health", health, methods=["GET"]),
     ]
     handlers = {ApiError: _api_error, CascadeError: _cascade_error, HTTPException: _http_error, Exception: _crash}
-    return Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
+    middleware = [Middleware(RequestMetrics)]
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)  # type: ignore[arg-type]
 
 
 class _Guard:

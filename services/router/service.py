@@ -13,9 +13,10 @@ from nats.aio.subscription import Subscription
 from nats.micro.service import Service
 
 from cascade.v1 import events_pb2
-from services.core import subjects
+from services.core import metrics, subjects
 from services.core.calibration import CalibrationFile
 from services.core.liveness import announce, withdraw
+from services.core.logs import REQUEST_ID
 from services.core.nats import drain_subscription
 from services.core.settings import CascadeSettings
 from services.core.telemetry import extract_context, tracer
@@ -110,8 +111,20 @@ class RouterService:
     async def _on_request(self, msg: Msg) -> None:
         with tracer(__name__).start_as_current_span("router.route", context=extract_context(msg.headers)) as span:
             reply = self._decide(msg.data)
-            span.set_attribute("cascade.tier", reply.tier)
-            span.set_attribute("cascade.router_score", reply.score)
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "cascade.request_id": reply.request_id,
+                        "cascade.tier": reply.tier,
+                        "cascade.router.score": reply.score,
+                        "cascade.router.threshold": reply.threshold,
+                        "cascade.router.model_version": reply.model_version,
+                        "cascade.router.error": reply.error,
+                    }
+                )
+        if reply.request_id and not reply.error:  # a probe or a fallback is no score to count
+            metrics.ROUTER_DURATION.record(reply.latency_ms / 1e3)
+            metrics.ROUTER_SCORE.record(reply.score, {"tier": reply.tier, "model_version": reply.model_version})
         payload = reply.SerializeToString()
         if msg.reply:
             await msg.respond(payload)
@@ -124,6 +137,7 @@ class RouterService:
         except DecodeError:
             log.warning("malformed RouteRequest (%d bytes), answering with the fallback tier", len(data))
             return events_pb2.RouteDecision(tier=self._settings.fallback_tier, error="malformed RouteRequest")
+        REQUEST_ID.set(request.request_id)
         try:
             d = self.policy.decide(request.text)
         except Exception as exc:  # a scoring failure must not stop routing: fall back, say why

@@ -11,18 +11,19 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.micro.service import Service
+from opentelemetry.trace import Span
 
 from cascade.v1 import common_pb2, events_pb2
-from services.core import subjects
-from services.core.errors import CascadeError, DeadlineExceeded, InternalError, InvalidRequest, Overloaded
+from services.core import metrics, subjects
+from services.core.errors import CascadeError, DeadlineExceeded, ErrorCode, InternalError, InvalidRequest, Overloaded
 from services.core.liveness import announce, withdraw
+from services.core.logs import REQUEST_ID
 from services.core.nats import drain_subscription
 from services.core.settings import TierSettings
 from services.core.telemetry import extract_context, tracer
 from services.core.wire import FINISH_REASONS, error_info
 from services.tier.backends import Delta, Generation, Message, SampleAnswer, TierBackend, create_backend
 
-log = logging.getLogger(__name__)
 # Samples per request (vLLM's `n`): beyond a handful, agreement gains little and the call costs n times.
 MAX_SAMPLES = 16
 
@@ -89,6 +90,8 @@ class TierWorker:
         self, *, nc: NatsClient, tier: str, settings: TierSettings, backend: TierBackend | None = None
     ) -> None:
         self._nc, self.tier, self._settings = nc, tier, settings
+        # Each tier logs under its own name, so a log filter or a JSON query can pick one tier out.
+        self._log = logging.getLogger(f"cascade.tier.{tier}")
         self.backend = backend or create_backend(settings)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._work: Subscription | None = None
@@ -104,7 +107,7 @@ class TierWorker:
         self._live = await announce(
             self._nc, subjects.tier_service(self.tier), description=f"tier {self.tier}", backend=b.kind, model=b.model
         )
-        log.info("tier %s serving through %s backend (model %s)", self.tier, self.backend.kind, self.backend.model)
+        self._log.info("tier %s serving through %s backend (model %s)", self.tier, b.kind, b.model)
 
     async def stop(self, *, grace_s: float = 30.0) -> None:
         """Stop taking requests, answer those already delivered, let those in flight finish (up to ``grace_s``).
@@ -119,7 +122,7 @@ class TierWorker:
             await drain_subscription(self._nc, self._work, what=f"tier {self.tier}'s requests", timeout_s=grace_s)
             self._work = None
         if self._tasks:
-            log.info("tier %s waiting for %d requests in flight", self.tier, len(self._tasks))
+            self._log.info("tier %s waiting for %d requests in flight", self.tier, len(self._tasks))
             _, pending = await asyncio.wait(list(self._tasks.values()), timeout=grace_s)
             for task in pending:
                 task.cancel()
@@ -132,7 +135,7 @@ class TierWorker:
         try:
             request = self._admit(msg.data)
         except CascadeError as exc:
-            log.warning("tier %s refused a request: %s", self.tier, exc.message)
+            self._log.warning("tier %s refused a request: %s", self.tier, exc.message)
             await msg.respond(events_pb2.TierAccept(tier=self.tier, error=error_info(exc)).SerializeToString())
             return
         accept = events_pb2.TierAccept(
@@ -164,31 +167,55 @@ class TierWorker:
             task.cancel()
 
     async def _serve(self, request: events_pb2.TierRequest, headers: dict[str, str] | None) -> None:
+        REQUEST_ID.set(request.request_id)  # this task's log records name the request
         sender = ChunkSender(self._nc, request, self.tier)
         timeout_s = _seconds_left(request)
-        span = tracer(__name__).start_span(f"tier.{self.tier}", context=extract_context(headers))
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._stream(sender, generation_from(request, timeout_s))
-        except TimeoutError:
-            await sender.fail(DeadlineExceeded(f"tier {self.tier} ran past the deadline"))
-        except CascadeError as exc:
-            log.warning("tier %s request %s failed: %s", self.tier, request.request_id, exc.message)
-            await sender.fail(exc)
-        except asyncio.CancelledError:
-            log.info("tier %s request %s cancelled by the caller", self.tier, request.request_id)
-        except Exception:
-            log.exception("tier %s request %s: unexpected failure", self.tier, request.request_id)
-            await sender.fail(InternalError(f"tier {self.tier} failed unexpectedly"))
-        finally:
-            span.end()
+        started, status = time.perf_counter(), ErrorCode.INTERNAL.name
+        span_name, trace_context = f"tier.{self.tier}", extract_context(headers)
+        with tracer(__name__).start_as_current_span(span_name, context=trace_context) as span:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._stream(sender, generation_from(request, timeout_s), span)
+                status = "OK"
+            except TimeoutError:
+                status = ErrorCode.DEADLINE_EXCEEDED.name
+                await sender.fail(DeadlineExceeded(f"tier {self.tier} ran past the deadline"))
+            except CascadeError as exc:
+                status = exc.code.name
+                self._log.warning("tier %s request %s failed: %s", self.tier, request.request_id, exc.message)
+                await sender.fail(exc)
+            except asyncio.CancelledError:
+                status = ErrorCode.CANCELLED.name
+                self._log.info("tier %s request %s cancelled by the caller", self.tier, request.request_id)
+            except Exception:
+                self._log.exception("tier %s request %s: unexpected failure", self.tier, request.request_id)
+                await sender.fail(InternalError(f"tier {self.tier} failed unexpectedly"))
+            finally:
+                labels = {"tier": self.tier, "status": status}
+                metrics.TIER_DURATION.record(time.perf_counter() - started, labels)
 
-    async def _stream(self, sender: ChunkSender, generation: Generation) -> None:
+    async def _stream(self, sender: ChunkSender, generation: Generation, span: Span) -> None:
         async for delta in self.backend.stream(generation):
             await sender.delta(delta)
             if delta.finish_reason is not None:
+                self._count_final(delta, span)
                 return
         raise InternalError(f"tier {self.tier} backend ended without a finish reason")
+
+    def _count_final(self, delta: Delta, span: Span) -> None:
+        tokens = {"input": delta.input_tokens or 0, "output": delta.output_tokens or 0}
+        for kind, n in tokens.items():
+            metrics.TIER_TOKENS.add(n, {"tier": self.tier, "kind": kind})
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "cascade.tier": self.tier,
+                    "gen_ai.request.model": self.backend.model,
+                    "gen_ai.usage.input_tokens": tokens["input"],
+                    "gen_ai.usage.output_tokens": tokens["output"],
+                    "gen_ai.response.finish_reasons": (delta.finish_reason or "",),
+                }
+            )
 
 
 def _seconds_left(request: events_pb2.TierRequest) -> float:

@@ -58,3 +58,27 @@ async def test_an_sdk_callers_span_is_the_parent_of_the_gateway_span(spans, nats
         assert server.kind is trace.SpanKind.SERVER and server.parent.span_id == caller_id, method
         (request,) = [s for s in finished if s.name == "cascade.request" and s.parent == server.context]
         assert request.context.trace_id == caller.get_span_context().trace_id, method
+
+
+async def test_spans_carry_the_path_router_confidence_escalation_and_tokens(spans, nats_server, fake_openai):
+    tier = openai_tier(fake_openai.base_url)
+    settings = make_settings(nats_server.url, {"small": tier, "large": tier}, router={"threshold": 1.0})
+    async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
+        spans.clear()
+        request = cascade_pb2.GenerateRequest(prompt="[[confidence=0.1]] unsure", policy=cascade_pb2.POLICY_AUTO)
+        await cascade_pb2_grpc.CascadeStub(channel).Generate(request, timeout=10)
+    finished = spans.get_finished_spans()
+    attrs = next(s for s in finished if s.name == "cascade.request").attributes
+    assert (attrs["cascade.tier"], attrs["cascade.tiers_tried"], attrs["cascade.escalated"]) == (
+        "large",
+        "small,large",
+        True,
+    )
+    assert attrs["cascade.escalation.reason"] == "low_confidence"
+    assert 0 < attrs["cascade.router.score"] < 1 and attrs["cascade.router.model_version"]
+    assert 0 < attrs["cascade.confidence"] <= 1
+    assert attrs["gen_ai.usage.input_tokens"] > 0 and attrs["gen_ai.usage.output_tokens"] > 0
+    router = next(s for s in finished if s.name == "router.route").attributes
+    assert router["cascade.router.model_version"] == attrs["cascade.router.model_version"]
+    small = next(s for s in finished if s.name == "tier.small").attributes
+    assert small["gen_ai.usage.output_tokens"] > 0 and small["gen_ai.request.model"] == "fake-model"
