@@ -234,6 +234,11 @@ class GatewaySettings(_Section):
     tier_accept_timeout_s: float = Field(2.0, gt=0)
     # Longest silence between two chunks of one answer before the tier is declared lost.
     chunk_idle_timeout_s: float = Field(60.0, gt=0)
+    # Tokens gathered into one NATS message per this many milliseconds (the first token and the final
+    # chunk go at once): for streamed calls (GenerateStream, streamed HTTP) and for unary ones, whose
+    # caller sees nothing before the end anyway. 0: one message per token.
+    chunk_interval_ms: int = Field(10, ge=0, le=1000)
+    unary_chunk_interval_ms: int = Field(200, ge=0, le=10_000)
     reflection: bool = True
     # The policy of requests that name none: cascade, route, small or large.
     default_policy: Literal["cascade", "route", "small", "large"] = "cascade"
@@ -248,6 +253,12 @@ class GatewaySettings(_Section):
     def _tls_pair(self) -> GatewaySettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("gateway.tls_cert and gateway.tls_key go together")
+        return self
+
+    @model_validator(mode="after")
+    def _chunks_within_idle_timeout(self) -> GatewaySettings:
+        if max(self.chunk_interval_ms, self.unary_chunk_interval_ms) >= self.chunk_idle_timeout_s * 1e3:
+            raise ValueError("gateway.chunk_interval_ms and unary_chunk_interval_ms must be below chunk_idle_timeout_s")
         return self
 
 

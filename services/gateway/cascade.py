@@ -205,7 +205,7 @@ class Cascade:
             yield chunk
 
     def tier_call(self, request: CascadeRequest, deadline: float, *, n: int = 1) -> TierCall:
-        sampling = n > 1
+        sampling, gw = n > 1, self.settings.gateway
         return TierCall(
             request_id=request.request_id,
             messages=request.messages,
@@ -215,6 +215,7 @@ class Cascade:
             stop=request.stop,
             deadline_unix_ms=int(deadline * 1e3),
             n=n,
+            chunk_interval_ms=gw.chunk_interval_ms if request.streamed else gw.unary_chunk_interval_ms,
         )
 
     async def stream_attempt(

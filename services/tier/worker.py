@@ -1,4 +1,4 @@
-"""NATS edge of a tier: TierRequest in, TierAccept back, then TokenChunks to the caller's subject."""
+"""NATS edge of a tier: TierRequest in, TierAccept back, then TokenChunks (chunks.py) to the caller's subject."""
 
 from __future__ import annotations
 
@@ -10,53 +10,18 @@ from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from cascade.v1 import common_pb2, events_pb2
+from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.errors import CascadeError, DeadlineExceeded, InternalError, InvalidRequest, Overloaded
 from services.core.settings import TierSettings
 from services.core.telemetry import extract_context, tracer
-from services.core.wire import FINISH_REASONS, error_info
-from services.tier.backends import Delta, Generation, Message, SampleAnswer, TierBackend, create_backend
+from services.core.wire import error_info
+from services.tier.backends import Generation, Message, TierBackend, create_backend
+from services.tier.chunks import ChunkSender
 
 log = logging.getLogger(__name__)
 # Samples per request (vLLM's `n`): beyond a handful, agreement gains little and the call costs n times.
 MAX_SAMPLES = 16
-
-
-class ChunkSender:
-    """Numbers and publishes one answer's chunks."""
-
-    def __init__(self, nc: NatsClient, request: events_pb2.TierRequest, tier: str) -> None:
-        self._nc, self._subject, self._tier = nc, request.chunk_subject, tier
-        self._request_id = request.request_id
-        self._seq = 0
-
-    async def send(self, chunk: events_pb2.TokenChunk) -> None:
-        chunk.request_id, chunk.tier, chunk.seq = self._request_id, self._tier, self._seq
-        self._seq += 1
-        await self._nc.publish(self._subject, chunk.SerializeToString())
-
-    async def delta(self, d: Delta) -> None:
-        chunk = events_pb2.TokenChunk(text=d.text, token_logprobs=d.token_logprobs)
-        if d.finish_reason is not None:
-            chunk.final = True
-            chunk.finish_reason = FINISH_REASONS.get(d.finish_reason, common_pb2.FINISH_REASON_STOP)
-            chunk.usage.CopyFrom(
-                common_pb2.Usage(
-                    input_tokens=d.input_tokens or 0,
-                    output_tokens=d.output_tokens or 0,
-                    estimated=d.usage_estimated,
-                )
-            )
-            if d.replay_score is not None:
-                chunk.replay_score = d.replay_score
-            chunk.samples.extend(_sample(s) for s in d.samples)
-        await self.send(chunk)
-
-    async def fail(self, exc: CascadeError) -> None:
-        await self.send(
-            events_pb2.TokenChunk(final=True, finish_reason=common_pb2.FINISH_REASON_ERROR, error=error_info(exc))
-        )
 
 
 def generation_from(request: events_pb2.TierRequest, timeout_s: float) -> Generation:
@@ -69,14 +34,6 @@ def generation_from(request: events_pb2.TierRequest, timeout_s: float) -> Genera
         want_logprobs=request.want_logprobs,
         timeout_s=timeout_s,
         n=max(request.n, 1),
-    )
-
-
-def _sample(sample: SampleAnswer) -> events_pb2.Sample:
-    return events_pb2.Sample(
-        text=sample.text,
-        token_logprobs=sample.token_logprobs,
-        finish_reason=FINISH_REASONS.get(sample.finish_reason, common_pb2.FINISH_REASON_STOP),
     )
 
 
@@ -166,6 +123,7 @@ class TierWorker:
             log.exception("tier %s request %s: unexpected failure", self.tier, request.request_id)
             await sender.fail(InternalError(f"tier {self.tier} failed unexpectedly"))
         finally:
+            sender.close()
             span.end()
 
     async def _stream(self, sender: ChunkSender, generation: Generation) -> None:
