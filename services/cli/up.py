@@ -1,6 +1,7 @@
 """`cascade up`: a supervisor for the whole system on one machine.
 
-Starts a real nats-server with JetStream when no NATS URL is configured, then the router,
+Starts a real nats-server with JetStream when no NATS URL is configured, then the router (unless
+`router.mode` is embedded: the gateway then scores prompts itself),
 one worker per configured tier, the gateway and (unless `http.enabled` is false) the
 OpenAI-compatible HTTP front door, each its own process (the same processes a deployment
 runs, `python -m services.<name>`). It waits until the gateway reports SERVING and the HTTP
@@ -75,7 +76,8 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
         env = {**os.environ, "CASCADE_NATS__URL": url}
         if config is not None:
             env["CASCADE_CONFIG"] = str(Path(config).resolve())
-        children.append(_spawn("router", ["services.router"], env))
+        if settings.router.mode == "service":  # embedded: each gateway scores prompts itself
+            children.append(_spawn("router", ["services.router"], env))
         for tier in settings.tiers:
             children.append(_spawn(f"tier-{tier}", ["services.tier", "--tier", tier], env))
         children.append(_spawn("gateway", ["services.gateway"], env))
@@ -109,7 +111,8 @@ async def _wait_workers(url: str, settings: CascadeSettings, children: list[Chil
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     try:
-        for subject in [subjects.ROUTE, *(subjects.tier_subject(t) for t in settings.tiers)]:
+        routers = [subjects.ROUTE] if settings.router.mode == "service" else []
+        for subject in [*routers, *(subjects.tier_subject(t) for t in settings.tiers)]:
             while True:
                 _raise_if_dead(children)
                 if loop.time() > deadline:

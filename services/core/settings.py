@@ -90,6 +90,10 @@ class TierSettings(_Section):
 
 
 class RouterSettings(_Section):
+    # Where prompts are scored: "service", the router processes on NATS (cascade.route; they scale out
+    # and fail apart from the gateway), or "embedded", inside each gateway process (no NATS round trip
+    # and no process hop per request; the same model loading, hot reload and decision fields).
+    mode: Literal["service", "embedded"] = "service"
     # Where the model comes from: a local path (`model`), or a version published to the JetStream
     # object store with `cascade train publish` (`published`). Set one of the two, not both.
     # A model folder (router.onnx + model_card.json) or an .onnx file.
