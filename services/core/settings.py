@@ -341,6 +341,9 @@ class OutcomeSettings(_Section):
     spool_max_bytes: int = Field(256 << 20, gt=0)
     spool_fsync: Literal["always", "batch", "never"] = "batch"
     spool_fsync_interval_s: float = Field(1.0, gt=0)
+    # An event waits this long in memory before its file is written; one JetStream acknowledges
+    # meanwhile is never written (0: written at once). A SIGKILL loses what waits.
+    spool_write_delay_ms: int = Field(50, ge=0, le=10_000)
 
     @model_validator(mode="after")
     def _windows_within_retention(self) -> OutcomeSettings:

@@ -46,6 +46,7 @@ class GatewayService:
             max_bytes=out.spool_max_bytes,
             fsync=out.spool_fsync,
             fsync_interval_s=out.spool_fsync_interval_s,
+            write_delay_s=out.spool_write_delay_ms / 1e3,
         )
         self.outcomes = OutcomePublisher(nc, spool=spool, stream=out, timeout_s=out.publish_timeout_s)
         self.seen = SeenRequests(nc, publisher=self.outcomes, settings=out)
