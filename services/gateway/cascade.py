@@ -216,6 +216,7 @@ class Cascade:
             deadline_unix_ms=int(deadline * 1e3),
             n=n,
             chunk_interval_ms=gw.chunk_interval_ms if request.streamed else gw.unary_chunk_interval_ms,
+            hold_first_token=not request.streamed,
         )
 
     async def stream_attempt(

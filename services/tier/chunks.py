@@ -6,7 +6,8 @@ largest shares). With ``chunk_interval_ms`` above 0 the first token still goes a
 token is unchanged), later tokens go at most once per interval, and the final chunk goes as soon as
 the backend finishes, with everything gathered since the last send. A backend that yields tokens
 faster than the interval (a fast model, or one server read holding many events) then costs two
-messages per answer instead of one per token; a slow one still streams token by token.
+messages per answer instead of one per token (one with ``hold_first_token``, which unary callers
+ask for: they see nothing before the end); a slow one still streams token by token.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class ChunkSender:
         self._seq = 0
         self._texts: list[str] = []
         self._logprobs: list[float] = []
-        self._last_sent = -float("inf")
+        # The first token goes at once, unless the caller asked to hold it (hold_first_token).
+        hold = request.hold_first_token and self._interval_s > 0
+        self._last_sent = asyncio.get_running_loop().time() if hold else -float("inf")
         self._timer: asyncio.TimerHandle | None = None
         # A flush the timer started: every later send waits for it, so chunks leave in seq order.
         self._flushing: asyncio.Task[None] | None = None

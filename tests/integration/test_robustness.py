@@ -281,6 +281,7 @@ async def test_a_well_behaved_scripted_tier_answers(nats_server):
     # A unary caller sees only the end: the tier may gather more tokens per chunk message.
     gw = settings.gateway
     assert [r.chunk_interval_ms for r in tier.requests] == [gw.unary_chunk_interval_ms, gw.chunk_interval_ms]
+    assert [r.hold_first_token for r in tier.requests] == [True, False]
 
 
 async def test_a_stream_dropped_mid_answer_is_unavailable_after_the_first_chunks(stub, system, fake_openai):

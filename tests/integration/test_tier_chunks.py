@@ -60,13 +60,14 @@ async def _worker(nats_server: NatsServer, backend: Scripted) -> tuple[TierWorke
     return worker, worker_nc
 
 
-async def _ask(nc: NatsClient, interval_ms: int, backend: Scripted) -> list[events_pb2.TokenChunk]:
+async def _ask(nc: NatsClient, interval_ms: int, hold: bool, backend: Scripted) -> list[events_pb2.TokenChunk]:
     request = events_pb2.TierRequest(
         request_id="r-chunks",
         messages=[common_pb2.ChatMessage(role="user", content="count")],
         max_tokens=16,
         chunk_subject=nc.new_inbox(),
         chunk_interval_ms=interval_ms,
+        hold_first_token=hold,
     )
     sub = await nc.subscribe(request.chunk_subject)
     await nc.flush()
@@ -81,21 +82,24 @@ async def _ask(nc: NatsClient, interval_ms: int, backend: Scripted) -> list[even
 
 
 @pytest.mark.parametrize(
-    ("interval_ms", "pause_after", "texts"),
+    ("interval_ms", "hold", "pause_after", "texts"),
     [
-        (0, None, [*TOKENS, ""]),  # one message per token, then the final chunk
-        (10_000, None, ["one", " two three four five"]),  # the first at once, the rest with the final
-        # A stall after three tokens: the two gathered behind the first go when the interval ends.
-        (300, 3, ["one", " two three", " four five"]),
+        (0, False, None, [*TOKENS, ""]),  # one message per token, then the final chunk
+        (0, True, None, [*TOKENS, ""]),  # nothing to hold for without an interval
+        (10_000, False, None, ["one", " two three four five"]),  # the first at once, the rest with the final
+        (10_000, True, None, ["one two three four five"]),  # a unary caller's: the whole answer in one
+        # A stall after three tokens: the two gathered behind the first go when the interval ends (1 s:
+        # long beside a loaded machine's hiccups, which must not split " four five").
+        (1000, False, 3, ["one", " two three", " four five"]),
     ],
 )
 async def test_tokens_are_gathered_per_interval(
-    nats_server: NatsServer, nc: NatsClient, interval_ms: int, pause_after: int | None, texts: list[str]
+    nats_server: NatsServer, nc: NatsClient, interval_ms: int, hold: bool, pause_after: int | None, texts: list[str]
 ) -> None:
     backend = Scripted(pause_after=pause_after)
     worker, worker_nc = await _worker(nats_server, backend)
     try:
-        chunks = await _ask(nc, interval_ms, backend)
+        chunks = await _ask(nc, interval_ms, hold, backend)
     finally:
         await worker.stop(grace_s=1)
         await worker_nc.drain()
