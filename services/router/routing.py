@@ -68,7 +68,9 @@ class Routing:
         elif self._follower is None and s.reload_interval_s > 0:
             self._reloader = asyncio.create_task(self._reload_loop())
         model = self.holder.model
-        log.info("router serving model %s (pair %s), threshold %.4f", model.version, model.pair, self.policy.threshold())
+        log.info(
+            "router serving model %s (pair %s), threshold %.4f", model.version, model.pair, self.policy.threshold()
+        )
 
     async def stop(self) -> None:
         if self._follower is not None:

@@ -405,7 +405,9 @@ async def test_an_embedded_router_decides_as_the_router_service_does(nats_server
             async with aio.insecure_channel(system.target) as channel:
                 stub = cascade_pb2_grpc.CascadeStub(channel)
                 prompt = "Prove that there are infinitely many primes."
-                request = cascade_pb2.GenerateRequest(prompt=prompt, policy=cascade_pb2.POLICY_ROUTE, request_id="emb-1")
+                request = cascade_pb2.GenerateRequest(
+                    prompt=prompt, policy=cascade_pb2.POLICY_ROUTE, request_id="emb-1"
+                )
                 resp = await stub.Generate(request, timeout=10)
             published = events_pb2.RouteDecision.FromString((await decisions.next_msg(timeout=5)).data)
             # The router service object of the system is built (not run): its decision is the reference.

@@ -20,7 +20,9 @@ from services.tier.backends import Delta, Generation
 from services.tier.worker import TierWorker
 
 # The backend named here is never built: the worker is handed the scripted one.
-SETTINGS = TierSettings.model_validate({"backend": "openai", "openai": {"base_url": "http://127.0.0.1:9", "model": "m"}})
+SETTINGS = TierSettings.model_validate(
+    {"backend": "openai", "openai": {"base_url": "http://127.0.0.1:9", "model": "m"}}
+)
 TOKENS = ["one", " two", " three", " four", " five"]
 
 
