@@ -1,6 +1,7 @@
 """`cascade up`: a supervisor for the whole system on one machine.
 
-Starts a real nats-server with JetStream when no NATS URL is configured, then the router,
+Starts a real nats-server with JetStream when no NATS URL is configured, then the router (unless
+`router.mode` is embedded: the gateway then scores prompts itself),
 one worker per configured tier, the gateway and (unless `http.enabled` is false) the
 OpenAI-compatible HTTP front door, each its own process (the same processes a deployment
 runs, `python -m services.<name>`). It waits until the gateway reports SERVING and the HTTP
@@ -75,7 +76,8 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
         def env_of(name: str) -> dict[str, str]:  # each process its own metrics port
             return {**env, "CASCADE_TELEMETRY__METRICS_PORT": str(ports[name])} if name in ports else env
 
-        await _spawn(children, "router", ["services.router"], env_of("router"))
+        if settings.router.mode == "service":  # embedded: each gateway scores prompts itself
+            await _spawn(children, "router", ["services.router"], env_of("router"))
         for tier in settings.tiers:
             await _spawn(children, f"tier-{tier}", ["services.tier", "--tier", tier], env_of(f"tier-{tier}"))
         await _spawn(children, "gateway", ["services.gateway"], env_of("gateway"))
@@ -107,7 +109,8 @@ async def _wait_workers(url: str, settings: CascadeSettings, children: list[Chil
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     try:
-        for name in [subjects.ROUTER_SERVICE, *(subjects.tier_service(t) for t in settings.tiers)]:
+        routers = [subjects.ROUTER_SERVICE] if settings.router.mode == "service" else []
+        for name in [*routers, *(subjects.tier_service(t) for t in settings.tiers)]:
             while await ping(nc, name) is None:
                 _raise_if_dead(children)
                 if loop.time() > deadline:

@@ -157,6 +157,10 @@ class TierSettings(_Section):
 
 
 class RouterSettings(_Section):
+    # Where prompts are scored: "service", the router processes on NATS (cascade.route; they scale out
+    # and fail apart from the gateway), or "embedded", inside each gateway process (no NATS round trip
+    # and no process hop per request; the same model loading, hot reload and decision fields).
+    mode: Literal["service", "embedded"] = "service"
     # Where the model comes from: a local path (`model`), or a version published to the JetStream
     # object store with `cascade train publish` (`published`). Set one of the two, not both.
     # A model folder (router.onnx + model_card.json) or an .onnx file.
@@ -328,6 +332,11 @@ class GatewaySettings(_Section):
     tier_accept_timeout_s: float = Field(2.0, gt=0)
     # Longest silence between two chunks of one answer before the tier is declared lost.
     chunk_idle_timeout_s: float = Field(60.0, gt=0)
+    # Tokens gathered into one NATS message per this many milliseconds (the first token and the final
+    # chunk go at once): for streamed calls (GenerateStream, streamed HTTP) and for unary ones, whose
+    # caller sees nothing before the end anyway. 0: one message per token.
+    chunk_interval_ms: int = Field(10, ge=0, le=1000)
+    unary_chunk_interval_ms: int = Field(200, ge=0, le=10_000)
     reflection: bool = True
     # The policy of requests that name none: cascade, route, small or large.
     default_policy: PolicyName = "cascade"
@@ -350,6 +359,12 @@ class GatewaySettings(_Section):
             for digest in tenant.tokens_sha256:
                 if owners.setdefault(digest, name) != name:
                     raise ValueError(f"gateway.tenants: one token belongs to both {owners[digest]!r} and {name!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _chunks_within_idle_timeout(self) -> GatewaySettings:
+        if max(self.chunk_interval_ms, self.unary_chunk_interval_ms) >= self.chunk_idle_timeout_s * 1e3:
+            raise ValueError("gateway.chunk_interval_ms and unary_chunk_interval_ms must be below chunk_idle_timeout_s")
         return self
 
 
@@ -428,6 +443,9 @@ class OutcomeSettings(_Section):
     spool_max_bytes: int = Field(256 << 20, gt=0)
     spool_fsync: Literal["always", "batch", "never"] = "batch"
     spool_fsync_interval_s: float = Field(1.0, gt=0)
+    # An event waits this long in memory before its file is written; one JetStream acknowledges
+    # meanwhile is never written (0: written at once). A SIGKILL loses what waits.
+    spool_write_delay_ms: int = Field(50, ge=0, le=10_000)
 
     @model_validator(mode="after")
     def _windows_within_retention(self) -> OutcomeSettings:

@@ -209,7 +209,7 @@ class Cascade:
             yield chunk
 
     def tier_call(self, request: CascadeRequest, deadline: float, *, n: int = 1) -> TierCall:
-        sampling = n > 1
+        sampling, gw = n > 1, self.settings.gateway
         return TierCall(
             request_id=request.request_id,
             messages=request.messages,
@@ -219,6 +219,8 @@ class Cascade:
             stop=request.stop,
             deadline_unix_ms=int(deadline * 1e3),
             n=n,
+            chunk_interval_ms=gw.chunk_interval_ms if request.streamed else gw.unary_chunk_interval_ms,
+            hold_first_token=not request.streamed,
         )
 
     async def stream_attempt(

@@ -24,6 +24,7 @@ from services.gateway.interceptor import GatewayInterceptor
 from services.gateway.metrics import observe
 from services.gateway.record import RequestRecord
 from services.gateway.redact import Redactor
+from services.gateway.routing import EmbeddedRouter
 from services.gateway.servicer import CascadeServicer
 from services.outcomes import OutcomePublisher, SeenRequests, Spool, ensure_seen_stream, ensure_stream
 from services.registry import store
@@ -47,11 +48,14 @@ class GatewayService:
             max_bytes=out.spool_max_bytes,
             fsync=out.spool_fsync,
             fsync_interval_s=out.spool_fsync_interval_s,
+            write_delay_s=out.spool_write_delay_ms / 1e3,
         )
         self.outcomes = OutcomePublisher(nc, spool=spool, stream=out, timeout_s=out.publish_timeout_s)
         metrics.watch_outcomes(spool)
         self.seen = SeenRequests(nc, publisher=self.outcomes, settings=out)
         self._follower: Follower | None = None
+        # router.mode embedded: prompts are scored in this process (see services/gateway/routing.py).
+        self.router = EmbeddedRouter(nc=nc, settings=settings) if settings.router.mode == "embedded" else None
         self._redact = Redactor()  # from settings in start(): loading a hook may fail
         self.cascade: Cascade  # built in start(); a scorer follower swaps its confidence model
 
@@ -89,7 +93,7 @@ class GatewayService:
         )
         log.info("gateway scores answers with confidence model %s (%s)", confidence.name, confidence.version)
         return Cascade(
-            router=RouterClient(self._nc),
+            router=self.router or RouterClient(self._nc),
             tiers=tiers,
             record_outcome=self._record_outcome,
             settings=self._settings,
@@ -112,6 +116,8 @@ class GatewayService:
         # First: a confidence model, policy file or redaction hook that cannot be used stops the gateway
         # before anything runs.
         self._redact = Redactor.from_settings(self._settings.outcomes)
+        if self.router is not None:
+            await self.router.start()
         cascade = self.cascade = self._cascade(await self._confidence())
         if self._follower is not None:
             await self._follower.start()
@@ -163,6 +169,8 @@ class GatewayService:
         await self._health.enter_graceful_shutdown()
         if self._follower is not None:
             await self._follower.stop()
+        if self.router is not None:
+            await self.router.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
         if hasattr(self, "cascade"):  # shadow answers still running publish their outcomes before the flush

@@ -31,7 +31,7 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         self, request: cascade_pb2.GenerateRequest, context: aio.ServicerContext
     ) -> cascade_pb2.GenerateResponse:
         texts: list[str] = []
-        async for item in self._run(parse_generate(request, self._settings.gateway), context):
+        async for item in self._run(parse_generate(request, self._settings.gateway, streamed=False), context):
             if isinstance(item, TextChunk):
                 texts = [] if item.retract else texts
                 texts.append(item.text)

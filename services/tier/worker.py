@@ -1,4 +1,4 @@
-"""NATS edge of a tier: TierRequest in, TierAccept back, then TokenChunks to the caller's subject."""
+"""NATS edge of a tier: TierRequest in, TierAccept back, then TokenChunks (chunks.py) to the caller's subject."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from nats.aio.subscription import Subscription
 from nats.micro.service import Service
 from opentelemetry.trace import Span
 
-from cascade.v1 import common_pb2, events_pb2
+from cascade.v1 import events_pb2
 from services.core import metrics, subjects
 from services.core.errors import CascadeError, DeadlineExceeded, ErrorCode, InternalError, InvalidRequest, Overloaded
 from services.core.liveness import announce, withdraw
@@ -21,47 +21,12 @@ from services.core.logs import REQUEST_ID
 from services.core.nats import drain_subscription
 from services.core.settings import TierSettings
 from services.core.telemetry import extract_context, tracer
-from services.core.wire import FINISH_REASONS, error_info
-from services.tier.backends import Delta, Generation, Message, SampleAnswer, TierBackend, create_backend
+from services.core.wire import error_info
+from services.tier.backends import Delta, Generation, Message, TierBackend, create_backend
+from services.tier.chunks import ChunkSender
 
 # Samples per request (vLLM's `n`): beyond a handful, agreement gains little and the call costs n times.
 MAX_SAMPLES = 16
-
-
-class ChunkSender:
-    """Numbers and publishes one answer's chunks."""
-
-    def __init__(self, nc: NatsClient, request: events_pb2.TierRequest, tier: str) -> None:
-        self._nc, self._subject, self._tier = nc, request.chunk_subject, tier
-        self._request_id = request.request_id
-        self._seq = 0
-
-    async def send(self, chunk: events_pb2.TokenChunk) -> None:
-        chunk.request_id, chunk.tier, chunk.seq = self._request_id, self._tier, self._seq
-        self._seq += 1
-        await self._nc.publish(self._subject, chunk.SerializeToString())
-
-    async def delta(self, d: Delta) -> None:
-        chunk = events_pb2.TokenChunk(text=d.text, token_logprobs=d.token_logprobs)
-        if d.finish_reason is not None:
-            chunk.final = True
-            chunk.finish_reason = FINISH_REASONS.get(d.finish_reason, common_pb2.FINISH_REASON_STOP)
-            chunk.usage.CopyFrom(
-                common_pb2.Usage(
-                    input_tokens=d.input_tokens or 0,
-                    output_tokens=d.output_tokens or 0,
-                    estimated=d.usage_estimated,
-                )
-            )
-            if d.replay_score is not None:
-                chunk.replay_score = d.replay_score
-            chunk.samples.extend(_sample(s) for s in d.samples)
-        await self.send(chunk)
-
-    async def fail(self, exc: CascadeError) -> None:
-        await self.send(
-            events_pb2.TokenChunk(final=True, finish_reason=common_pb2.FINISH_REASON_ERROR, error=error_info(exc))
-        )
 
 
 def generation_from(request: events_pb2.TierRequest, timeout_s: float) -> Generation:
@@ -74,14 +39,6 @@ def generation_from(request: events_pb2.TierRequest, timeout_s: float) -> Genera
         want_logprobs=request.want_logprobs,
         timeout_s=timeout_s,
         n=max(request.n, 1),
-    )
-
-
-def _sample(sample: SampleAnswer) -> events_pb2.Sample:
-    return events_pb2.Sample(
-        text=sample.text,
-        token_logprobs=sample.token_logprobs,
-        finish_reason=FINISH_REASONS.get(sample.finish_reason, common_pb2.FINISH_REASON_STOP),
     )
 
 
@@ -193,6 +150,7 @@ class TierWorker:
             finally:
                 labels = {"tier": self.tier, "status": status}
                 metrics.TIER_DURATION.record(time.perf_counter() - started, labels)
+                sender.close()
 
     async def _stream(self, sender: ChunkSender, generation: Generation, span: Span) -> None:
         async for delta in self.backend.stream(generation):

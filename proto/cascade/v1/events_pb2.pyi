@@ -63,7 +63,7 @@ class RouteDecision(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ..., thresholds: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TierRequest(_message.Message):
-    __slots__ = ("request_id", "messages", "max_tokens", "temperature", "stop", "want_logprobs", "chunk_subject", "deadline_unix_ms", "n")
+    __slots__ = ("request_id", "messages", "max_tokens", "temperature", "stop", "want_logprobs", "chunk_subject", "deadline_unix_ms", "n", "chunk_interval_ms", "hold_first_token")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,8 @@ class TierRequest(_message.Message):
     CHUNK_SUBJECT_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_FIRST_TOKEN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]
     max_tokens: int
@@ -82,7 +84,9 @@ class TierRequest(_message.Message):
     chunk_subject: str
     deadline_unix_ms: int
     n: int
-    def __init__(self, request_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., want_logprobs: _Optional[bool] = ..., chunk_subject: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., n: _Optional[int] = ...) -> None: ...
+    chunk_interval_ms: int
+    hold_first_token: bool
+    def __init__(self, request_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., want_logprobs: _Optional[bool] = ..., chunk_subject: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., n: _Optional[int] = ..., chunk_interval_ms: _Optional[int] = ..., hold_first_token: _Optional[bool] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("text", "token_logprobs", "finish_reason")
