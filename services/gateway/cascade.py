@@ -21,8 +21,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from opentelemetry.context import Context
-
 from classifier.confidence import ConfidenceModel
 from services.core.calibration import CalibrationFile
 from services.core.errors import Cancelled, CascadeError, DeadlineExceeded, Overloaded, Unavailable
@@ -75,19 +73,18 @@ class Cascade:
         # Public: the gateway waits for its shadows at shutdown.
         self.exploration = exploration or Exploration(settings.exploration, ladder=self._ladder, tiers=tiers)
 
-    async def run(
-        self, request: CascadeRequest, *, timeout_s: float, trace_context: Context | None = None
-    ) -> AsyncIterator[TextChunk | RequestRecord]:
+    async def run(self, request: CascadeRequest, *, timeout_s: float) -> AsyncIterator[TextChunk | RequestRecord]:
         """Yield the answer's text chunks, then the finished RequestRecord. Raises CascadeError.
 
-        ``trace_context``: the caller's trace (from gRPC metadata); the request's span continues it.
+        The request's span is a child of the current one: the interceptor's server span, which
+        continues the caller's trace (gRPC metadata).
         """
         record = RequestRecord(request=request, prices=self._prices, large_tier=self._ladder[-1], ladder=self._ladder)
         deadline = time.time() + timeout_s
         # Our own timer fires a little before the caller's gRPC deadline, so the request ends as
         # DEADLINE_EXCEEDED with our message rather than as a cancellation racing gRPC's.
         margin = min(0.05, timeout_s * 0.1)
-        with tracer(__name__).start_as_current_span("cascade.request", context=trace_context) as span:
+        with tracer(__name__).start_as_current_span("cascade.request") as span:
             REQUEST_ID.set(request.request_id)  # this handler's log records name the request
             span.set_attribute("cascade.request_id", request.request_id)
             span.set_attribute("cascade.policy", request.policy)

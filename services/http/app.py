@@ -29,6 +29,8 @@ from services.http.serving import OpenAIRequest, OpenAIServing
 log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
+# Request headers passed on to the gateway as gRPC metadata (lower-case, as both carry them).
+PASSED_ON = ("authorization", "traceparent", "tracestate")
 
 
 def create_app(*, serving: OpenAIServing, catalog: Catalog, api_keys_sha256: Sequence[str]) -> Starlette:
@@ -97,9 +99,9 @@ async def _parse(request: Request, model: type[BaseModel]) -> Any:
 
 
 async def _generate(request: Request, serving: OpenAIServing, body: OpenAIRequest) -> Response:
-    # The caller's own token goes on to the gateway, which maps it to a tenant (gateway.tenants).
-    auth = request.headers.get("authorization")
-    metadata = (("authorization", auth),) if auth else ()
+    # The caller's own token goes on to the gateway, which maps it to a tenant (gateway.tenants), and
+    # so does its W3C trace context: the gateway's spans continue the HTTP caller's trace.
+    metadata = tuple((k, v) for k in PASSED_ON if (v := request.headers.get(k)))
     if body.stream:
         stream = await _unless_disconnected(request, serving.stream(body, metadata=metadata))
         # no-cache: proxies must pass events on as they come, not hold the stream to cache it.

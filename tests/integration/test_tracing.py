@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from grpc import aio
 from opentelemetry import trace
@@ -10,6 +11,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc
+from services.core.settings import HttpSettings
+from services.http import HttpService
 from services.sdk import AsyncCascadeClient
 from tests.support.system import make_settings, openai_tier, run_system
 
@@ -82,3 +85,25 @@ async def test_spans_carry_the_path_router_confidence_escalation_and_tokens(span
     assert router["cascade.router.model_version"] == attrs["cascade.router.model_version"]
     small = next(s for s in finished if s.name == "tier.small").attributes
     assert small["gen_ai.usage.output_tokens"] > 0 and small["gen_ai.request.model"] == "fake-model"
+
+
+async def test_an_http_callers_trace_continues_through_the_front_door(spans, nats_server, fake_openai):
+    """The OpenAI front door passes the caller's `traceparent` on: the gateway's span joins that trace."""
+    tier = openai_tier(fake_openai.base_url)
+    settings = make_settings(nats_server.url, {"small": tier, "large": tier})
+    async with run_system(nats_server, settings) as system:
+        http_settings = HttpSettings(port=0, gateway_target=system.target)
+        service = HttpService(settings=settings.model_copy(update={"http": http_settings}))
+        await service.start()
+        try:
+            spans.clear()
+            body = {"model": "cascade", "messages": [{"role": "user", "content": "trace me over http"}]}
+            headers = {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as http:
+                response = await http.post("/v1/chat/completions", json=body, headers=headers, timeout=20)
+            assert response.status_code == 200, response.text
+        finally:
+            await service.stop()
+    (server,) = [s for s in spans.get_finished_spans() if s.name == "/cascade.v1.Cascade/Generate"]
+    assert format(server.context.trace_id, "032x") == TRACE_ID
+    assert format(server.parent.span_id, "016x") == "00f067aa0ba902b7"
