@@ -2,6 +2,7 @@
 
     python -m bench.overhead [--seconds 3] [--concurrency 1 2 4 8 16 32 64 128 256]
                              [--paths direct grpc http] [--policy route] [--max-tokens 16]
+                             [--router-mode service|embedded]
                              [--png docs/capacity.png [--save RUN.json] [--baseline BEFORE.json] [--replot RUN.json]]
                              [--profile-at 32 [--profile-path grpc|http] --profile-dir DIR]
 
@@ -65,7 +66,7 @@ def prompt(i: int) -> str:
     return f"Question {i}: what is {i} plus {i * 7}? Explain briefly."
 
 
-def write_config(base_url: str, workdir: Path, confidence: str) -> tuple[Path, int, int]:
+def write_config(base_url: str, workdir: Path, confidence: str, router_mode: str) -> tuple[Path, int, int]:
     grpc_port, http_port = free_port(), free_port()
     # max_concurrency above the highest level measured: the limits must not be what the curve shows.
     tier = {"backend": "openai", "openai": {"base_url": base_url, "model": "fake-model"}, "max_concurrency": 1024}
@@ -73,7 +74,7 @@ def write_config(base_url: str, workdir: Path, confidence: str) -> tuple[Path, i
         "nats": {"embedded": {"port": free_port(), "data_dir": str(workdir / "nats")}},
         "gateway": {"port": grpc_port, "max_in_flight": 1024},
         "http": {"enabled": True, "port": http_port},
-        "router": {"reload_interval_s": 0},
+        "router": {"reload_interval_s": 0, "mode": router_mode},
         # Threshold 0: every answer is scored but none escalates, so the figure is the decision's cost.
         "escalation": {"confidence": confidence, "min_confidence": 0.0},
         "tiers": {"small": tier, "large": tier},
@@ -137,10 +138,12 @@ class Bench:
 
 
 @asynccontextmanager
-async def running_cascade(*, confidence: str, max_tokens: int, upstream_processes: int = 1) -> AsyncIterator[Bench]:
+async def running_cascade(
+    *, confidence: str, max_tokens: int, upstream_processes: int = 1, router_mode: str = "service"
+) -> AsyncIterator[Bench]:
     upstream = start_upstream(processes=upstream_processes)
     workdir = Path(tempfile.mkdtemp(prefix="cascade-bench-"))
-    config, grpc_port, http_port = write_config(upstream.base_url, workdir, confidence)
+    config, grpc_port, http_port = write_config(upstream.base_url, workdir, confidence, router_mode)
     env = {**os.environ, "CASCADE_LOG_LEVEL": "WARNING"}
     up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--config", str(config)], env=env)
     backend = OpenAIBackend(base_url=upstream.base_url, model="fake-model")
@@ -315,10 +318,14 @@ def plot(runs: dict[str, Points], path: Path, title: str) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     async with running_cascade(
-        confidence=args.confidence, max_tokens=args.max_tokens, upstream_processes=args.upstream_processes
+        confidence=args.confidence,
+        max_tokens=args.max_tokens,
+        upstream_processes=args.upstream_processes,
+        router_mode=args.router_mode,
     ) as bench:
         print(
-            f"policy={args.policy} confidence={args.confidence} max_tokens={args.max_tokens} "
+            f"policy={args.policy} router.mode={args.router_mode} confidence={args.confidence} "
+            f"max_tokens={args.max_tokens} "
             f"seconds={args.seconds} per level, cores={os.cpu_count()}, load average at start {loadavg()}"
         )
         pooled = await measure_added(bench, args) if args.rounds else {}
@@ -366,6 +373,12 @@ def main() -> None:
         default=8,
         help="highest concurrency of the direct path: the reference for 'added'; httpx's pool, not the upstream, "
         "limits it beyond a few callers (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--router-mode",
+        default="service",
+        choices=["service", "embedded"],
+        help="router.mode: router processes on NATS, or scoring inside the gateway (default: %(default)s)",
     )
     parser.add_argument("--upstream-processes", type=int, default=1, help="bench/upstream.py server processes")
     parser.add_argument("--png", type=Path, help="write the latency-throughput curves here")

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from cascade_common.errors import ModelError
 from classifier.contract import (
     CARD_FILE,
     FEATURES_INPUT,
@@ -21,7 +22,6 @@ from classifier.contract import (
 )
 from classifier.features import EXTRA_DIMS, EXTRACTORS, TEXT_NORMALISERS
 from classifier.thresholds import pick_threshold
-from services.core.errors import ModelError
 
 
 def session_options() -> ort.SessionOptions:

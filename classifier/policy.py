@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from services.core.errors import ModelError
+from cascade_common.errors import ModelError
 
 POLICY_SCHEMA_VERSION = 1
 SecondOpinionMode = Literal["never", "parallel", "when_unsure"]

@@ -40,6 +40,16 @@ def _add_stream_args(p: argparse.ArgumentParser, *, what: str) -> None:
         p.add_argument("--config", type=Path, help="YAML config: NATS URL, stream, tiers (default: built-in)")
 
 
+def _add_durable_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--durable",
+        metavar="NAME",
+        help="with --from-nats: read only the events this durable consumer has not acknowledged; they are "
+        "acknowledged after the model is written, given back if the fit fails (default: the whole stream, "
+        "nothing acknowledged)",
+    )
+
+
 def _add_split_arg(p: argparse.ArgumentParser, held_out: str) -> None:
     p.add_argument(
         "--split",
@@ -115,7 +125,11 @@ def _add_evaluate(sub: Any) -> None:
         help="the cascade's policy file (default: escalation.calibration if it exists, else the config's thresholds)",
     )
     _add_policy_args(p)
-    _add_stream_args(p, what="with --model: score the candidate and the router in service (the config's registry) on")
+    _add_stream_args(
+        p,
+        what="with --model: score the candidate and the model of its kind in service (the config's registry; "
+        "router or answer scorer) on",
+    )
     p.add_argument("--out", metavar="DIR", help="where to write the report (default: the model dir)")
     p.set_defaults(func=_lazy("training.eval_cmd", "run_evaluate"))
 
@@ -187,13 +201,7 @@ def _add_fit(sub: Any) -> None:
     )
     _add_data_args(p, required=False)
     _add_stream_args(p, what="fit on")
-    p.add_argument(
-        "--durable",
-        metavar="NAME",
-        help="with --from-nats: read only the events this durable consumer has not acknowledged; they are "
-        "acknowledged after the model is written, given back if the fit fails (default: the whole stream, "
-        "nothing acknowledged)",
-    )
+    _add_durable_arg(p)
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
     # The defaults are the shipped router's settings (its card's rebuild_command), so a plain
     # `fit` on new data trains the kind of model that is in service; a unit test keeps them in step.
@@ -226,7 +234,9 @@ def _add_publish(sub: Any) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="model folder (router.onnx or scorer.onnx)")
     p.add_argument("--config", type=Path, help="YAML config: NATS URL and registry bucket (default: built-in)")
     _add_data_args(p, required=False)
-    _add_stream_args(p, what="router gate: also compare on the held-back slice of")
+    _add_stream_args(
+        p, what="compare on the held-back slice (router: also with --data; scorer: ROC AUC, instead of --data) of"
+    )
     p.add_argument(
         "--sample", type=int, metavar="N", help="scorer gate: compare on N sampled prompts of --data (default: all)"
     )
@@ -241,13 +251,23 @@ def _add_publish(sub: Any) -> None:
 SCORER_SIGNAL_SETS = ("text", "form", "agreement", "router", "all", "all-but-prompt", "agreement+form")
 
 
-def _add_scorer_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, metavar="FILE", help="MMLU-Pro outcome parquet with full responses")
+def _add_scorer_data_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument(
+        "--data",
+        required=required,
+        metavar="FILE",
+        help="outcome parquet with full responses of several models per prompt (as ../shared/data/routing/mmlu_pro)",
+    )
     p.add_argument(
         "--small",
         action="append",
         metavar="MODEL",
-        help="small-tier model whose answers are scored; repeat (default: the four cheap MMLU-Pro models)",
+        help="small-tier model whose answers are scored; repeat (default: every model of the file but the large one)",
+    )
+    p.add_argument(
+        "--large",
+        metavar="MODEL",
+        help="the model escalated to (default: the file's model with the best mean score)",
     )
     p.add_argument(
         "--router",
@@ -266,9 +286,19 @@ def _add_fit_scorer(sub: Any) -> None:
         "a documented prior) on recorded answers, with 0, 1, 2 or 4 other answers per row drawn from the "
         "other cheap models (repeats stand in for samples) and the router score present on 70 percent of "
         "rows. Label: the answer's score >= 0.5. Split by prompt id (70/15/15, --seed). Exports ONNX with a "
-        "parity check (|diff| <= 1e-4).",
+        "parity check (|diff| <= 1e-4). With --from-nats: on the labelled answers of the outcome stream "
+        "(each with the other answers the gateway judged it with; needs outcomes.store_answer_text and "
+        "store_prompt_text), plus the --data file's rows when given; the held-back slice is recorded in the card.",
     )
-    _add_scorer_data_args(p)
+    _add_scorer_data_args(p, required=False)
+    _add_stream_args(p, what="fit on the answers of")
+    _add_durable_arg(p)
+    p.add_argument(
+        "--label-sources",
+        metavar="A,B",
+        help="with --from-nats: which labels train (training.labels: replay, feedback, escalation, second_opinion; "
+        "default: all but second_opinion, whose label is the agreement feature itself)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
     p.add_argument(
         "--signals",

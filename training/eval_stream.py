@@ -1,5 +1,6 @@
 """`cascade train evaluate --model DIR --from-nats [URL]`: a candidate router against the one in service,
-on the held-back slice of the recorded traffic (training.traffic): the prompts neither was trained on."""
+on the held-back slice of the recorded traffic (training.traffic): the prompts neither was trained on.
+A scorer folder is evaluated by training.scorer_stream instead."""
 
 from __future__ import annotations
 
@@ -13,18 +14,22 @@ from typing import Any
 
 import numpy as np
 
-from classifier import RouterModel, load_model
+from classifier import load_model
 from services.core.errors import CascadeError
-from services.core.nats import connect_nats
-from services.core.settings import CascadeSettings, load_settings
-from services.registry.manage import ModelRegistry
+from services.core.settings import load_settings
+from services.registry.kinds import SCORER_ONNX_FILE
 from training.evaluation import evaluate_scores, prices_from_settings
+from training.serving import serving_model
 from training.traffic import held_back_from, read_pairs
 
 
 def run_evaluate_from_nats(args: argparse.Namespace) -> int:
     if args.data:
         raise ValueError("evaluate reads --from-nats or --data, not both (publish's gate takes both)")
+    if (Path(args.model) / SCORER_ONNX_FILE).is_file():
+        from training.scorer_stream import run_evaluate_scorer_from_nats
+
+        return run_evaluate_scorer_from_nats(args)
     try:
         return asyncio.run(_evaluate(args))
     except CascadeError as exc:
@@ -43,7 +48,7 @@ async def _evaluate(args: argparse.Namespace) -> int:
     url = args.from_nats or settings.nats.client_url
     traffic, cover = await read_pairs(settings, url=url, since=since, small=small, large=large)
     with tempfile.TemporaryDirectory(prefix="cascade-evaluate-") as tmp:
-        serving = await _serving(settings, cache=Path(tmp), candidate=candidate.version)
+        serving = await serving_model(settings, kind="router", cache=Path(tmp), candidate=candidate.version)
         models = [candidate] + ([serving] if serving else [])
         held = held_back_from(traffic, [m.card for m in models])
         print(f"{cover.line()}; held back from {' and '.join(m.version for m in models)}: {len(held)}")
@@ -80,17 +85,3 @@ async def _evaluate(args: argparse.Namespace) -> int:
 
 def _brief(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(np.float64(metrics[k])) for k in ("apgr", "roc_auc", "cpt50", "cpt80", "cpt95")}
-
-
-async def _serving(settings: CascadeSettings, *, cache: Path, candidate: str) -> RouterModel | None:
-    """The router in service in the config's registry (None: none, or the candidate itself)."""
-    nc = await connect_nats(settings.nats.client_url, name="cascade-train-evaluate", wait_s=5)
-    try:
-        registry = ModelRegistry(nc=nc, bucket=settings.router.registry_bucket)
-        current = await registry.serving("router")
-        if current is None or current == candidate:
-            return None
-        path = await registry.fetch(kind="router", version=current, cache_dir=cache)
-    finally:
-        await nc.drain()
-    return await asyncio.to_thread(load_model, path)

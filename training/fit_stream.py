@@ -13,18 +13,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import UTC
 from typing import Any
 
 import pandas as pd
 
 from services.core.errors import CascadeError
-from services.core.nats import connect_nats
 from services.core.settings import load_settings
 from training.data import PairData, pair_overrides
 from training.fit_cmd import fit_and_write, load_data
-from training.labels import SOURCES
-from training.traffic import HELD_BACK_SPLIT, Labelled, default_pair, read_labelled, traffic_pairs
+from training.traffic import (
+    Labelled,
+    default_pair,
+    held_back_record,
+    stream_record,
+    traffic_pairs,
+    train_on_stream,
+)
 
 BIAS_NOTE = (
     "note: under the cascade policy only escalated (hard) prompts get both a small and a large label, so a "
@@ -42,36 +46,24 @@ def run_fit_from_nats(args: argparse.Namespace) -> int:
 
 
 async def _fit(args: argparse.Namespace) -> int:
-    from services.cli.export import parse_since
-
     settings = load_settings(args.config)
     url = args.from_nats or settings.nats.client_url
-    since = parse_since(args.since) if args.since else None
     small, large = (args.small, args.large) if args.small else default_pair(settings)
     # Both or neither of --small/--large: checked before connecting.
     pair_overrides(args.pair, small=args.small, large=args.large, files=args.data or [])
-    nc = await connect_nats(url, name="cascade-train-fit", wait_s=5)
-    try:
-        labelled = await read_labelled(nc, settings, durable=args.durable, since=since, hold=bool(args.durable))
-        try:
-            card = await asyncio.to_thread(_fit_labelled, args, labelled, small=small, large=large, url=url)
-        except BaseException:
-            await labelled.traffic.release()
-            raise
-        await labelled.traffic.ack()
-        await nc.flush()
-    finally:
-        await nc.drain()
-    if args.durable:
-        print(f"acknowledged the events on durable {args.durable!r}: the next fit with it reads only newer ones")
+
+    def train(labelled: Labelled) -> dict[str, Any]:
+        return _fit_labelled(args, labelled, small=small, large=large, url=url, stream=settings.outcomes.stream)
+
+    card = await train_on_stream(args, settings, url=url, name="cascade-train-fit", train=train)
     return 0 if card else 1
 
 
-def _fit_labelled(args: argparse.Namespace, labelled: Labelled, *, small: str, large: str, url: str) -> dict[str, Any]:
+def _fit_labelled(
+    args: argparse.Namespace, labelled: Labelled, *, small: str, large: str, url: str, stream: str
+) -> dict[str, Any]:
     traffic, cover = traffic_pairs(labelled.rows, small=small, large=large)
-    s = labelled.summary
-    sources = ", ".join(f"{k} {s.by_source[k]}" for k in SOURCES if s.by_source[k]) or "none"
-    print(f"read {s.outcomes} outcomes and {s.feedback} feedback events from {url} (labels: {sources})")
+    print(labelled.line(url))
     print(f"pair {small} / {large}: {cover.line()}")
     if cover.prompts and cover.both < cover.prompts / 2:
         print(BIAS_NOTE)
@@ -82,26 +74,10 @@ def _fit_labelled(args: argparse.Namespace, labelled: Labelled, *, small: str, l
     data = PairData(pd.concat([f for f in frames if len(f)] or frames, ignore_index=True))
     if len(data) == 0:
         raise ValueError("no prompt with both a small and a large label in the stream or the --data files")
-    times = [r.time for r in labelled.rows]
-    stream = {
-        "url": url,
-        "stream": load_settings(args.config).outcomes.stream,
-        "durable": args.durable,
-        "since": args.since,
-        "outcomes": s.outcomes,
-        "prompts_both_tiers": cover.both,
-        "first_event": min(times).replace(tzinfo=UTC).isoformat() if times else None,
-        "last_event": max(times).replace(tzinfo=UTC).isoformat() if times else None,
-    }
     extra = {
-        "training_data": [str(p) for p in args.data or []] + [f"{url}/{stream['stream']}"],
-        "training_stream": stream,
-        "held_back": {
-            "split": HELD_BACK_SPLIT,
-            "by": "training.data.split_masks: hash of (source, prompt_id) with split.seed; replayed prompts "
-            "keep their benchmark source and id (training.traffic)",
-            "seed": args.seed,
-        },
+        "training_data": [str(p) for p in args.data or []] + [f"{url}/{stream}"],
+        "training_stream": {**stream_record(args, labelled, url=url, stream=stream), "prompts_both_tiers": cover.both},
+        "held_back": held_back_record(args.seed),
     }
     pair = (small, large)
     return fit_and_write(args, data=data, pair=pair, pairs={**pairs, "traffic": pair}, extra=extra)

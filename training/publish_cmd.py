@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from services.core.errors import CascadeError
-from services.core.nats import connect_nats
+from services.core.nats import connect_from_settings
 from services.core.settings import CascadeSettings, load_settings
 from services.registry.kinds import detect_kind
 from services.registry.manage import ModelRegistry
-from training.data import PairData
 from training.publish_gate import compare
 
 NOT_PUBLISHED = 3
@@ -38,7 +37,7 @@ async def _publish(args: argparse.Namespace) -> int:
     candidate = await asyncio.to_thread(kind.load, Path(args.model))  # refuse a broken candidate before NATS
     by = args.by or getpass.getuser()
     url, bucket = settings.nats.client_url, settings.router.registry_bucket
-    nc = await connect_nats(url, name="cascade-train-publish", wait_s=5)
+    nc = await connect_from_settings(settings.nats, name="cascade-train-publish", wait_s=5)
     try:
         registry = ModelRegistry(nc=nc, bucket=bucket)
         current = await registry.serving(kind.name)
@@ -84,16 +83,19 @@ async def _publish(args: argparse.Namespace) -> int:
         await nc.drain()
 
 
-async def _traffic(args: argparse.Namespace, settings: CascadeSettings, candidate: Any) -> PairData:
-    """The stream's labelled prompts for the candidate's (small, large) pair; the gate keeps the held-back slice."""
+async def _traffic(args: argparse.Namespace, settings: CascadeSettings, candidate: Any) -> Any:
+    """The stream's labelled traffic for the candidate: a router's (small, large) prompts (PairData) or a
+    scorer's answers (TrafficRows); the gate keeps the slice held back from both models."""
     from services.cli.export import parse_since
     from training.traffic import read_pairs
 
+    url = args.from_nats or settings.nats.client_url
     if "pair" not in candidate.card:
-        raise ValueError("--from-nats gates a router; a scorer is compared on --data")
+        from training.scorer_stream import held_back_rows, label_sources
+
+        sources = tuple(candidate.card.get("label_sources") or label_sources(None))
+        return await held_back_rows(settings, url=url, since=args.since, cards=[candidate.card], sources=sources)
     small, large = candidate.card["pair"]
     since = parse_since(args.since) if args.since else None
-    data, _ = await read_pairs(
-        settings, url=args.from_nats or settings.nats.client_url, since=since, small=small, large=large
-    )
+    data, _ = await read_pairs(settings, url=url, since=since, small=small, large=large)
     return data

@@ -2,7 +2,9 @@
 
 Router: APGR of routing by the model's score on the --data prompts held out from both models.
 Scorer: escalation APGR (least confident first; what `cascade train evaluate-scorer` reports) on
-the --data answers held out from both scorers, averaged over 0, 1 and 4 other answers.
+the --data answers held out from both scorers, averaged over 0, 1 and 4 other answers; or, with
+--from-nats, ROC AUC on the traffic answers held back from both (training.scorer_stream), where every
+answer has a label but only some prompts a large-tier score.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from classifier import RouterModel
 from services.core.settings import DEFAULT_ROUTER_MODEL
 from training.data import PairData, load_pair, pair_for, pair_overrides, split_masks
 from training.metrics import apgr, routing_curve
-from training.traffic import held_back_from, trained_sources
+from training.traffic import held_back_from, held_back_mask, trained_sources
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,13 +46,14 @@ class Comparison:
         return asdict(self)
 
 
-def compare(
-    kind: str, *, candidate: Any, serving: Any, args: argparse.Namespace, traffic: PairData | None = None
-) -> Comparison:
+def compare(kind: str, *, candidate: Any, serving: Any, args: argparse.Namespace, traffic: Any = None) -> Comparison:
+    """``traffic``: the stream's PairData (router) or TrafficRows (scorer), None without --from-nats."""
     if kind == "router":
         return compare_routers(candidate, serving, args, traffic=traffic)
     if traffic is not None:
-        raise ValueError("a scorer's gate reads --data (MMLU-Pro responses), not --from-nats")
+        if args.data:
+            raise ValueError("a scorer's gate reads --data or --from-nats, not both (their metrics differ)")
+        return compare_scorers_on_traffic(candidate, serving, traffic)
     return compare_scorers(candidate, serving, args)
 
 
@@ -99,14 +102,16 @@ def _score(model: RouterModel, data: PairData, batch: int = 256) -> np.ndarray:
 def compare_scorers(candidate: Any, serving: Any, args: argparse.Namespace) -> Comparison:
     """Escalation APGR of both scorers on the answers of the first --data file neither was trained on,
     for the candidate's small models, with the shipped router's score as the router signal."""
-    from training.scorer_data import SMALL_MODELS, load_scored_answers, split
+    from training.scorer_data import load_scored_answers, split
     from training.scorer_eval import TEST_KS, test_metrics
 
     if len(args.data) != 1:
         raise ValueError("a scorer is compared on one --data file (MMLU-Pro outcomes with full responses)")
     path = Path(args.data[0])
-    small = tuple(candidate.card.get("small_models") or SMALL_MODELS)
-    answers = load_scored_answers(path, small=small, router=DEFAULT_ROUTER_MODEL, sample=args.sample, seed=0)
+    answers = load_scored_answers(
+        path, small=(), router=DEFAULT_ROUTER_MODEL, sample=args.sample, seed=0, large=candidate.card.get("large_model")
+    )
+    small = tuple(m for m in candidate.card.get("small_models", ()) if m in answers.pool) or answers.pool
     keep = np.ones(len(answers), dtype=bool)
     for model in (candidate, serving):
         if path.stem in trained_sources(model.card):
@@ -122,3 +127,18 @@ def compare_scorers(candidate: Any, serving: Any, args: argparse.Namespace) -> C
     return Comparison(
         metric="escalation APGR", candidate=mean_apgr(candidate), serving=mean_apgr(serving), n=len(held) * len(small)
     )
+
+
+def compare_scorers_on_traffic(candidate: Any, serving: Any, traffic: Any) -> Comparison:
+    """ROC AUC of both scorers on the traffic answers (TrafficRows) of prompts neither was trained on."""
+    from training.metrics import roc_auc
+
+    keep = held_back_mask(traffic.keys, [candidate.card, serving.card])
+    rows = traffic.subset(keep)
+    if len(rows.y) == 0:
+        raise ValueError("no labelled traffic answer is held back from both scorers; record more traffic")
+
+    def auc(model: Any) -> float:
+        return roc_auc(scores=model.score_features(rows.x), labels=rows.y)
+
+    return Comparison(metric="ROC AUC", candidate=auc(candidate), serving=auc(serving), n=len(rows.y))

@@ -1,8 +1,8 @@
 """`cascade train compare-scorer`: how well each signal set transfers, as escalation APGR and ECE.
 
 Three scenarios on MMLU-Pro answers, each split by prompt id (``training.data.split_masks``):
-in-distribution (train and test on every cheap model's answers), cross-model (train on
-Mistral-7B's answers, test on each other cheap model's), cross-category (train on 7 categories,
+in-distribution (train and test on every cheap model's answers), cross-model (train on the weakest
+cheap model's answers, Mistral-7B on MMLU-Pro, test on each other cheap model's), cross-category (train on 7 categories,
 test on the other 7). Every test escalates small -> Llama-3.1-70B, least confident first.
 """
 
@@ -18,14 +18,11 @@ from typing import Any
 import numpy as np
 
 from training.scorer_data import (
-    LARGE,
     SIGNAL_SETS,
-    SMALL_MODELS,
     TRAIN_KS,
     Answers,
-    add_router_scores,
     build_rows,
-    load_answers,
+    load_scored_answers,
     mask_columns,
     split,
 )
@@ -45,29 +42,27 @@ class Scenario:
 
 
 def scenarios(answers: Answers, *, seed: int) -> list[Scenario]:
-    masks = split(answers, seed=seed)
+    masks, cheap = split(answers, seed=seed), answers.pool
     train, test = answers.subset(masks["train"]), answers.subset(masks["test"])
     cats = sorted(answers.frame["subtask"].unique())
     first = np.random.default_rng(seed).permutation(cats)[: len(cats) // 2]
     in_first = np.asarray(answers.frame["subtask"].isin(first))
     return [
-        Scenario("in-distribution", train, test, SMALL_MODELS, SMALL_MODELS),
-        Scenario("cross-model", train, test, SMALL_MODELS[:1], SMALL_MODELS[1:]),
+        Scenario("in-distribution", train, test, cheap, cheap),
+        Scenario("cross-model", train, test, cheap[:1], cheap[1:]),
         Scenario(
             "cross-category",
             answers.subset(masks["train"] & in_first),
             answers.subset(masks["test"] & ~in_first),
-            SMALL_MODELS,
-            SMALL_MODELS,
+            cheap,
+            cheap,
         ),
     ]
 
 
 def run_scenario(sc: Scenario, *, signal_set: str, family: str, seed: int) -> dict[str, Any]:
     """Fit on the scenario's training rows, then metrics per test k, averaged over test models."""
-    rows = build_rows(
-        sc.train, small_models=sc.train_small, pool=SMALL_MODELS, ks=TRAIN_KS, router_share=0.7, seed=seed
-    )
+    rows = build_rows(sc.train, small_models=sc.train_small, ks=TRAIN_KS, router_share=0.7, seed=seed)
     model = fit(mask_columns(rows.x, signal_set), rows.y, family=family, seed=seed)
     return test_metrics(
         lambda x: model.predict_proba(mask_columns(x, signal_set))[:, 1], sc.test, small=sc.test_small, seed=seed
@@ -97,9 +92,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def run_compare_scorer(args: argparse.Namespace) -> int:
-    models = (*SMALL_MODELS, LARGE)
-    answers = load_answers(Path(args.data), models=models, sample=args.sample, seed=args.seed)
-    add_router_scores(answers, Path(args.router))
+    answers = load_scored_answers(
+        Path(args.data), small=(), router=Path(args.router), sample=args.sample, seed=args.seed, large=args.large
+    )
     report = compare(answers, signal_sets=args.signals, families=args.families, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,12 +3,16 @@
 Each row is one small-tier answer to one prompt, with ``k`` other answers drawn from the other
 cheap models' answers to the same prompt (with repeats when ``k`` exceeds them, as self-consistency
 samples repeat) and the router's score present or not. The label is ``score >= 0.5``.
+
+Which models a file holds comes from the file (:func:`answer_models`): the large model is the one
+with the best mean score (or ``--large``), every other model is a cheap one whose answers are scored
+and drawn as others, weakest first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +23,6 @@ from classifier.confidence.features import FEATURE_NAMES, GROUPS, agreement_row,
 from classifier.features import hand_features
 from training.data import PairData, split_masks
 
-LARGE = "Meta-Llama-3_1-70B-Instruct"
-SMALL_MODELS = (
-    "Mistral-7B-Instruct-v0.2",
-    "Meta-Llama-3_1-8B-Instruct",
-    "Mixtral-8x7B-Instruct-v0.1",
-    "Qwen1.5-72B-Chat",
-)
 # How many others a training row gets: no others, a second opinion, a few samples.
 TRAIN_KS = (0, 1, 2, 4)
 # Named signal sets (groups of classifier.confidence.features.GROUPS); the others are zeroed.
@@ -50,6 +47,8 @@ class Answers:
     scores: dict[str, np.ndarray]  # model -> score per prompt
     keys: dict[str, list[str]]  # model -> final-answer key per prompt
     text: dict[str, np.ndarray]  # model -> answer+prompt feature rows per prompt
+    pool: tuple[str, ...] = ()  # the cheap models (others are drawn from them), weakest first
+    large: str = ""  # the model escalated to
 
     def subset(self, mask: np.ndarray) -> Answers:
         idx = np.flatnonzero(mask)
@@ -58,13 +57,36 @@ class Answers:
             scores={m: s[idx] for m, s in self.scores.items()},
             keys={m: [k[i] for i in idx] for m, k in self.keys.items()},
             text={m: t[idx] for m, t in self.text.items()},
+            pool=self.pool,
+            large=self.large,
         )
 
     def __len__(self) -> int:
         return len(self.frame)
 
 
-def load_answers(path: Path, *, models: Sequence[str], sample: int | None = None, seed: int = 0) -> Answers:
+def answer_models(path: Path, *, large: str | None = None) -> tuple[tuple[str, ...], str]:
+    """(cheap models weakest first, large model) of a file: the large one has the best mean score
+    unless ``large`` names it."""
+    means = pd.read_parquet(path, columns=["model", "score"]).groupby("model")["score"].mean()
+    if large is not None and large not in means.index:
+        raise ValueError(f"{path} has no answers of {large!r}; its models: {sorted(means.index)}")
+    top = large or str(means.idxmax())
+    cheap = means.drop(top).sort_values(kind="stable")
+    if cheap.empty:
+        raise ValueError(f"{path} has answers of one model only ({top}); the scorer needs cheap ones too")
+    return tuple(str(m) for m in cheap.index), top
+
+
+def load_answers(
+    path: Path,
+    *,
+    models: Sequence[str],
+    sample: int | None = None,
+    seed: int = 0,
+    pool: Sequence[str] = (),
+    large: str = "",
+) -> Answers:
     """Prompts every one of ``models`` answered, with their answers' keys and text features."""
     raw = pd.read_parquet(path, columns=["prompt_id", "subtask", "prompt", "model", "score", "response"])
     raw = raw[raw["model"].isin(models)]
@@ -75,7 +97,7 @@ def load_answers(path: Path, *, models: Sequence[str], sample: int | None = None
     first = raw.drop_duplicates("prompt_id").set_index("prompt_id").loc[ids]
     frame = pd.DataFrame({"prompt_id": ids, "source": path.stem, "subtask": first["subtask"].to_numpy()})
     frame["prompt"] = first["prompt"].to_numpy()
-    answers = Answers(frame=frame, scores={}, keys={}, text={})
+    answers = Answers(frame=frame, scores={}, keys={}, text={}, pool=tuple(pool), large=large)
     responses = raw.set_index(["model", "prompt_id"])["response"].fillna("")
     prompt_rows = hand_features(frame["prompt"].tolist())
     for m in models:
@@ -124,15 +146,21 @@ def build_rows(
     answers: Answers,
     *,
     small_models: Sequence[str],
-    pool: Sequence[str],
     ks: Sequence[int],
     router_share: float,
     seed: int,
+    pool: Sequence[str] | None = None,
 ) -> Rows:
-    """Rows for every (prompt, small model, k): ``k`` others drawn from ``pool`` minus the answerer."""
+    """Rows for every (prompt, small model, k): ``k`` others drawn from ``pool`` (default: the
+    answers' cheap models) minus the answerer."""
     rng = np.random.default_rng(seed)
+    pool = answers.pool if pool is None else pool
     parts = [_rows_for(answers, m, [p for p in pool if p != m], k, router_share, rng) for m in small_models for k in ks]
-    return Rows(*(np.concatenate([p[i] for p in parts]) for i in range(6)))
+    return concat_rows([Rows(*p) for p in parts])
+
+
+def concat_rows(parts: Sequence[Rows]) -> Rows:
+    return Rows(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Rows)))
 
 
 def _rows_for(
@@ -146,7 +174,7 @@ def _rows_for(
     lp = np.tile(np.asarray(logprob_row(()), dtype=np.float32), (n, 1))
     x = np.hstack([agree.reshape(n, -1), answers.text[model], lp, router.reshape(n, -1)]).astype(np.float32)
     small = answers.scores[model]
-    return x, (small >= 0.5).astype(np.int64), small, answers.scores[LARGE], np.full(n, model), np.full(n, k)
+    return x, (small >= 0.5).astype(np.int64), small, answers.scores[answers.large], np.full(n, model), np.full(n, k)
 
 
 def _draw(answers: Answers, pool: list[str], k: int, i: int, rng: np.random.Generator) -> list[str]:
@@ -163,9 +191,19 @@ def mask_columns(x: np.ndarray, signal_set: str) -> np.ndarray:
     return np.where(cols, x, np.float32(0.0))
 
 
-def load_scored_answers(path: Path, *, small: Sequence[str], router: Path, sample: int | None, seed: int) -> Answers:
-    """The answers of ``small`` models, every other cheap model and the large one, with the router's scores."""
-    models = list(dict.fromkeys([*small, *SMALL_MODELS, LARGE]))
-    answers = load_answers(path, models=models, sample=sample, seed=seed)
+def load_scored_answers(
+    path: Path,
+    *,
+    small: Sequence[str],
+    router: Path,
+    sample: int | None,
+    seed: int,
+    large: str | None = None,
+) -> Answers:
+    """The answers of ``small`` models (none: every cheap one), every other cheap model and the large
+    one (:func:`answer_models`), with the router's scores."""
+    pool, top = answer_models(path, large=large)
+    models = list(dict.fromkeys([*small, *pool, top]))
+    answers = load_answers(path, models=models, sample=sample, seed=seed, pool=pool, large=top)
     add_router_scores(answers, router)
     return answers

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from training.metrics import Curve, apgr, oracle_scores, random_curve, roc_auc, routing_curve
-from training.scorer_data import SMALL_MODELS, Answers, build_rows
+from training.scorer_data import Answers, build_rows
 
 BINS = 10
 
@@ -91,8 +91,25 @@ def test_metrics(conf_of: Any, test: Answers, *, small: Sequence[str], seed: int
     for k in TEST_KS:
         per = {}
         for m in small:
-            rows = build_rows(test, small_models=[m], pool=SMALL_MODELS, ks=[k], router_share=1.0, seed=seed + 1)
+            rows = build_rows(test, small_models=[m], ks=[k], router_share=1.0, seed=seed + 1)
             per[m] = evaluate(conf_of(rows.x), labels=rows.y, small=rows.small, large=rows.large)
         keys = ("apgr", "auc", "ece", "random_apgr", "oracle_apgr")
         out[f"k{k}"] = {"mean": {key: float(np.mean([r[key] for r in per.values()])) for key in keys}, "per_model": per}
+    return out
+
+
+def label_metrics(conf: np.ndarray, *, labels: np.ndarray, small: np.ndarray, large: np.ndarray) -> dict[str, Any]:
+    """Metrics of answers whose large-tier score may be unknown (NaN, as in traffic): AUC and ECE on
+    every answer; escalation APGR (beside random and oracle) on those whose prompt has one."""
+    out: dict[str, Any] = {
+        "n": len(conf),
+        "auc": roc_auc(scores=conf, labels=labels),  # NaN with one class only
+        "ece": ece(conf, labels),
+        "mean_confidence": float(conf.mean()) if len(conf) else float("nan"),
+        "acceptable_share": float(labels.mean()) if len(labels) else float("nan"),
+    }
+    known = np.isfinite(large)
+    if known.any():
+        e = evaluate(conf[known], labels=labels[known], small=small[known], large=large[known])
+        out["escalation"] = {k: e[k] for k in ("n", "apgr", "random_apgr", "oracle_apgr")}
     return out

@@ -1,7 +1,16 @@
-"""Fit the answer scorer (standardise + logistic regression), add the logprob prior, export to ONNX."""
+"""Fit the answer scorer (standardise + logistic regression), add the logprob prior, export to ONNX,
+write the model folder."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,10 +23,11 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from classifier.confidence.features import FEATURE_NAMES, GROUPS
-from classifier.confidence.scorer import FEATURES_INPUT, PROBA_OUTPUT
-from training.export import OPSET
+from classifier.confidence.scorer import CARD_FILE, FEATURES_INPUT, ONNX_FILE, PROBA_OUTPUT, SCHEMA_VERSION
+from training.export import OPSET, set_metadata
 
 FAMILIES = ("logreg", "gbm")
+MAX_PARITY = 1e-4
 # No training row carries logprobs, so their weights cannot be learned: a documented prior, in logit
 # units per nat (centred as features.LP_CENTRE says), uncalibrated until traffic with logprobs trains it.
 LOGPROB_PRIOR = {"has_logprobs": 0.0, "lp_mean": 1.0, "lp_q10": 0.25, "lp_min": 0.05}
@@ -132,3 +142,58 @@ def describe(model: Pipeline) -> dict[str, Any]:
     if isinstance(model[-1], LogisticRegression):
         return {"weights": weights(model), "group_weights": group_weights(model), "logprob_prior": LOGPROB_PRIOR}
     return {}
+
+
+def checked_onnx(model: Pipeline, x: np.ndarray) -> tuple[onnx.ModelProto, float]:
+    """The ONNX graph of ``model`` and its largest difference from it on ``x``; raises past MAX_PARITY."""
+    onx = to_onnx(model)
+    diff = parity(onx, model, x)
+    if diff > MAX_PARITY:
+        raise ValueError(f"ONNX scorer differs from the fitted model by {diff:.2e} > {MAX_PARITY}")
+    return onx, diff
+
+
+def with_logprobs(x: np.ndarray, seed: int) -> np.ndarray:
+    """``x`` with synthetic logprob features on every other row, so parity checks the prior's weights too."""
+    x = x.copy()
+    rng = np.random.default_rng(seed)
+    lp = [FEATURE_NAMES.index(n) for n in GROUPS["logprob"]]
+    x[::2, lp[0]] = 1.0
+    x[::2, lp[1] : lp[-1] + 1] = rng.normal(0.0, 1.0, size=(len(x[::2]), len(lp) - 1))
+    return x
+
+
+def base_card(*, signals: str, label: str, seed: int, counts: dict[str, int], rows: int) -> dict[str, Any]:
+    """The card fields every scorer fit writes (the command adds its data's)."""
+    from training.scorer_data import SIGNAL_SETS
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "version": "",
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "family": "logreg",
+        "signal_set": {signals: list(SIGNAL_SETS[signals])},
+        "label": label,
+        "feature_names": list(FEATURE_NAMES),
+        "feature_groups": {g: list(n) for g, n in GROUPS.items()},
+        "split": {"by": "source + prompt_id (training.data.split_masks)", "seed": seed, **counts},
+        "training_rows": rows,
+        "rebuild_command": "cascade train " + shlex.join(sys.argv[sys.argv.index("fit-scorer") :])
+        if "fit-scorer" in sys.argv
+        else "",
+    }
+
+
+def write_scorer(onx: onnx.ModelProto, card: dict[str, Any], out: Path) -> dict[str, Any]:
+    """OUT/scorer.onnx + model card, moved in from a staging folder; the card with its version."""
+    digest = hashlib.sha256(onx.graph.SerializeToString()).hexdigest()[:12]
+    card = {**card, "version": f"scorer-{card['created_at'][:10].replace('-', '')}.{digest}"}
+    set_metadata(onx, {k: card[k] for k in ("schema_version", "version", "feature_names", "created_at", "label")})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".staging-") as staging:
+        onnx.save(onx, str(Path(staging) / ONNX_FILE))
+        (Path(staging) / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (ONNX_FILE, CARD_FILE):
+            shutil.move(str(Path(staging) / name), str(out / name))
+    return card

@@ -11,9 +11,12 @@ that seed however the stream was cut into durable batches, and what evaluate and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import argparse
+import asyncio
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -21,10 +24,11 @@ from nats.aio.client import Client
 
 from services.core.settings import CascadeSettings
 from training.data import PairData, pair_frame, split_masks
-from training.labels import LabelRow, LabelSummary, Traffic, label_rows, read_traffic
+from training.labels import SOURCES, LabelRow, LabelSummary, Traffic, label_rows, read_traffic
 
 TRAFFIC_SOURCE = "traffic"
 HELD_BACK_SPLIT = "test"
+T = TypeVar("T")
 
 
 @dataclass
@@ -32,6 +36,12 @@ class Labelled:
     rows: list[LabelRow]
     summary: LabelSummary
     traffic: Traffic  # holds the unacknowledged messages when read with a durable
+
+    def line(self, url: str) -> str:
+        """What was read, for the command's output."""
+        s = self.summary
+        sources = ", ".join(f"{k} {s.by_source[k]}" for k in SOURCES if s.by_source[k]) or "none"
+        return f"read {s.outcomes} outcomes and {s.feedback} feedback events from {url} (labels: {sources})"
 
 
 async def read_labelled(
@@ -51,18 +61,77 @@ async def read_labelled(
     return Labelled(rows=rows, summary=summary, traffic=traffic)
 
 
+async def train_on_stream(
+    args: argparse.Namespace, settings: CascadeSettings, *, url: str, name: str, train: Callable[[Labelled], T]
+) -> T:
+    """``train(labelled events)`` in a thread: the unread events of ``args.durable`` (held, acknowledged
+    once ``train`` returns, given back when it raises), else the whole stream (or ``args.since``)."""
+    from services.cli.export import parse_since
+    from services.core.nats import connect_from_settings
+
+    since = parse_since(args.since) if args.since else None
+    nc = await connect_from_settings(settings.nats, name=name, url=url, wait_s=5)
+    try:
+        labelled = await read_labelled(nc, settings, durable=args.durable, since=since, hold=bool(args.durable))
+        try:
+            result = await asyncio.to_thread(train, labelled)
+        except BaseException:
+            await labelled.traffic.release()
+            raise
+        await labelled.traffic.ack()
+        await nc.flush()
+    finally:
+        await nc.drain()
+    if args.durable:
+        print(f"acknowledged the events on durable {args.durable!r}: the next fit with it reads only newer ones")
+    return result
+
+
+def stream_record(args: argparse.Namespace, labelled: Labelled, *, url: str, stream: str) -> dict[str, Any]:
+    """What a model card says about the events it was trained on (``training_stream``)."""
+    times = [r.time for r in labelled.rows]
+    seqs = [m.metadata.sequence.stream for m in labelled.traffic.held]
+    return {
+        "url": url,
+        "stream": stream,
+        "durable": args.durable,
+        "since": args.since,
+        "outcomes": labelled.summary.outcomes,
+        "feedback": labelled.summary.feedback,
+        # The stream sequence numbers of the events read with the durable (None without one).
+        "stream_seq": [min(seqs), max(seqs)] if seqs else None,
+        "first_event": min(times).replace(tzinfo=UTC).isoformat() if times else None,
+        "last_event": max(times).replace(tzinfo=UTC).isoformat() if times else None,
+    }
+
+
+def held_back_record(seed: int) -> dict[str, Any]:
+    """The card's ``held_back``: which slice evaluate and the publish gate score on."""
+    return {
+        "split": HELD_BACK_SPLIT,
+        "by": "training.data.split_masks: hash of (source, prompt_id) with split.seed; replayed prompts "
+        "keep their benchmark source and id (training.traffic)",
+        "seed": seed,
+    }
+
+
 async def read_pairs(
     settings: CascadeSettings, *, url: str, since: datetime | None, small: str, large: str
 ) -> tuple[PairData, Coverage]:
     """The whole stream (or from ``since``), labelled, as PairData for (small, large); acks nothing."""
-    from services.core.nats import connect_nats
+    labelled = await read_all(settings, url=url, since=since)
+    return traffic_pairs(labelled.rows, small=small, large=large)
 
-    nc = await connect_nats(url, name="cascade-train-traffic", wait_s=5)
+
+async def read_all(settings: CascadeSettings, *, url: str, since: datetime | None) -> Labelled:
+    """The whole stream (or from ``since``), labelled; acks nothing."""
+    from services.core.nats import connect_from_settings
+
+    nc = await connect_from_settings(settings.nats, name="cascade-train-traffic", url=url, wait_s=5)
     try:
-        labelled = await read_labelled(nc, settings, durable=None, since=since, hold=False)
+        return await read_labelled(nc, settings, durable=None, since=since, hold=False)
     finally:
         await nc.drain()
-    return traffic_pairs(labelled.rows, small=small, large=large)
 
 
 def tier_models(settings: CascadeSettings) -> dict[str, str]:
@@ -147,10 +216,15 @@ def trained_sources(card: dict) -> set[str]:
 def held_back_from(data: PairData, cards: Iterable[dict]) -> PairData:
     """The rows no model (by its card) was trained on: for a source a model trained on, only the
     held-back split of its prompt-id split (its seed)."""
-    keep = np.ones(len(data), dtype=bool)
+    return data.subset(held_back_mask(data.frame, cards))
+
+
+def held_back_mask(keys: pd.DataFrame, cards: Iterable[dict]) -> np.ndarray:
+    """Which of the ``keys`` (source, prompt_id) rows no model was trained on (see held_back_from)."""
+    keep = np.ones(len(keys), dtype=bool)
     for card in cards:
         seed = int(card.get("split", {}).get("seed", 0))
-        seen = data.frame["source"].isin(trained_sources(card)).to_numpy()
+        seen = keys["source"].isin(trained_sources(card)).to_numpy()
         if seen.any():
-            keep &= ~seen | split_masks(data, seed=seed)[HELD_BACK_SPLIT]
-    return data.subset(keep)
+            keep &= ~seen | split_masks(PairData(keys), seed=seed)[HELD_BACK_SPLIT]
+    return keep

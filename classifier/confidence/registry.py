@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cascade_common.errors import ConfigError
 from classifier.confidence.base import ConfidenceModel, Evidence
-from services.core.errors import ConfigError
 
 # name -> factory(model path or None for the shipped default) -> model
 CONFIDENCE_MODELS: dict[str, Callable[[Path | None], ConfidenceModel]] = {}
@@ -76,7 +76,7 @@ def _agreement(model: Path | None) -> ConfidenceModel:
 @register("scorer")
 def _scorer(model: Path | None) -> ConfidenceModel:
     # Imported here so the light models load without onnxruntime sessions or the shipped file.
+    from cascade_common.models import DEFAULT_CONFIDENCE_MODEL
     from classifier.confidence.scorer import load_scorer
-    from services.core.settings import DEFAULT_CONFIDENCE_MODEL
 
     return load_scorer(model if model is not None else DEFAULT_CONFIDENCE_MODEL)

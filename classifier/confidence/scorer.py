@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from cascade_common.errors import ModelError
 from classifier.confidence.base import Evidence
 from classifier.confidence.features import FEATURE_NAMES, features
 from classifier.model import session_options
-from services.core.errors import ModelError
 
 ONNX_FILE = "scorer.onnx"
 CARD_FILE = "model_card.json"

@@ -20,7 +20,7 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError("give a prompt, or --sample with a config that has a replay tier")
         if args.sample and not args.json:  # a drawn question is shown, or the answer means nothing
             print(f"{prompt}\n\n---", flush=True)
-        with CascadeClient(target=args.target, timeout=args.timeout) as client:
+        with CascadeClient(target=args.target, timeout=args.timeout, token=args.token) as client:
             kwargs = {"policy": args.policy, "max_tokens": args.max_tokens, "temperature": args.temperature}
             if args.stream:
                 chunks = []

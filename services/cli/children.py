@@ -77,8 +77,11 @@ class ServiceProcess:
     def _relay(self, out: IO[bytes]) -> None:
         with out:
             for line in out:
-                sys.stderr.buffer.write(line)
-                sys.stderr.buffer.flush()
+                # Keep reading even when our stderr is gone (`cascade up | head`): a child whose
+                # output pipe fills up blocks in its next log call.
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stderr.buffer.write(line)
+                    sys.stderr.buffer.flush()
                 if line.strip():
                     self._last_line = line.decode(errors="replace").strip()
 
@@ -98,7 +101,7 @@ class ServiceProcess:
         while process.poll() is None:
             if hurry.is_set() or loop.time() > deadline:
                 if not hurry.is_set():
-                    log.warning("%s did not stop within %.0fs; killing it", self.name, grace_s)
+                    log.warning("%s did not stop within %gs; killing it", self.name, grace_s)
                 process.kill()
                 await asyncio.to_thread(process.wait)
                 return
@@ -128,7 +131,7 @@ class EmbeddedNats:
     def exit_reason(self) -> str:
         code = self.returncode
         status = "is running" if code is None else exit_status(code)
-        return f"{status}; its log ({self.server.log_path}): {self.server.last_errors()}"
+        return f"{status}; its last log line: {self.server.last_errors(tail=1)} (its log: {self.server.log_path})"
 
     async def stop(self, hurry: asyncio.Event, grace_s: float) -> None:
         await self.server.stop()

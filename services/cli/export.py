@@ -19,7 +19,7 @@ from pathlib import Path
 
 from services.cli.outcomes import nats_url
 from services.core.errors import CascadeError, InvalidRequest
-from services.core.nats import connect_nats
+from services.core.nats import connect_from_settings
 from services.core.settings import CascadeSettings, load_settings
 from training.labels import SOURCES, LabelRow, LabelSummary, label_rows, read_traffic, routing_columns
 
@@ -55,7 +55,7 @@ async def collect(
     settings: CascadeSettings, *, url: str | None, since: datetime | None
 ) -> tuple[list[LabelRow], LabelSummary]:
     """Read every outcome and feedback event (since ``since``) and label them."""
-    nc = await connect_nats(nats_url(settings, url), name="cascade-export")
+    nc = await connect_from_settings(settings.nats, name="cascade-export", url=nats_url(settings, url), wait_s=10)
     try:
         traffic = await read_traffic(nc.jetstream(), stream=settings.outcomes.stream, since=since)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --stream: show a small answer live, and mark where it is withdrawn if it escalates",
     )
+    _add_token(ask)
     ask.add_argument("--json", action="store_true", help="print the whole result as JSON")
     ask.add_argument(
         "--sample",
@@ -89,7 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--target", help="gateway host:port (default: the config's gateway.host:port)")
     replay.add_argument("--config", type=Path, help="config of the running system (gateway address, tier models)")
     replay.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    _add_token(replay)
     replay.set_defaults(func=_run("services.cli.replay"))
+
+    token = sub.add_parser("token", help="bearer tokens for gateway.tenants").add_subparsers(
+        dest="token_command", required=True, metavar="SUBCOMMAND"
+    )
+    token.add_parser(
+        "hash",
+        help="print the SHA-256 (hex) of the token read from stdin, for tokens_sha256 / api_keys_sha256",
+        description="Reads one token from stdin (surrounding whitespace stripped) and prints its SHA-256 in "
+        'hex: printf %s "$TOKEN" | cascade token hash',
+    ).set_defaults(func=_run("services.cli.token"))
 
     from services.cli.confidence import add_parser as add_confidence_parser
 
@@ -109,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_classify_parser(sub)
     return parser
+
+
+def _add_token(parser: argparse.ArgumentParser) -> None:
+    # The environment, not the command line, is where a token should come from: argv shows in `ps`.
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("CASCADE_TOKEN") or None,
+        metavar="TOKEN",
+        help="bearer token for a gateway with gateway.tenants (default: $CASCADE_TOKEN)",
+    )
 
 
 def _add_missing_extra(sub: argparse._SubParsersAction, name: str, exc: ImportError) -> None:  # type: ignore[type-arg]

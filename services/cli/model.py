@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from services.core.errors import CascadeError, ModelError
-from services.core.nats import connect_nats
-from services.core.settings import load_settings
+from services.core.nats import connect_from_settings
+from services.core.settings import NatsSettings, load_settings
 from services.registry import store
 from services.registry.kinds import KINDS
 from services.registry.manage import ModelRegistry, active_stack
@@ -57,14 +57,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
-        return asyncio.run(_main(args, url=settings.nats.client_url, bucket=settings.router.registry_bucket))
+        return asyncio.run(_main(args, nats=settings.nats, bucket=settings.router.registry_bucket))
     except CascadeError as exc:
         print(f"cascade model {args.model_command}: {exc.message}", file=sys.stderr)
         return 1
 
 
-async def _main(args: argparse.Namespace, *, url: str, bucket: str) -> int:
-    nc = await connect_nats(url, name=f"cascade-model-{args.model_command}", wait_s=5)
+async def _main(args: argparse.Namespace, *, nats: NatsSettings, bucket: str) -> int:
+    nc = await connect_from_settings(nats, name=f"cascade-model-{args.model_command}", wait_s=5)
     try:
         registry = ModelRegistry(nc=nc, bucket=bucket)
         js = nc.jetstream()

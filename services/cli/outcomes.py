@@ -12,7 +12,7 @@ import sys
 from google.protobuf.json_format import MessageToDict
 
 from services.core.errors import CascadeError
-from services.core.nats import connect_nats
+from services.core.nats import connect_from_settings
 from services.core.settings import CascadeSettings, load_settings
 from services.outcomes import read_events
 
@@ -22,7 +22,7 @@ def main(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
         url = nats_url(settings, args.nats)
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_print(url, settings.outcomes.stream, args))
+            asyncio.run(_print(settings, url, args))
     except CascadeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
@@ -38,8 +38,9 @@ def nats_url(settings: CascadeSettings, override: str | None) -> str:
     return override or settings.nats.url or f"nats://{settings.nats.embedded.host}:{settings.nats.embedded.port}"
 
 
-async def _print(url: str, stream: str, args: argparse.Namespace) -> None:
-    nc = await connect_nats(url, name="cascade-outcomes")
+async def _print(settings: CascadeSettings, url: str, args: argparse.Namespace) -> None:
+    stream = settings.outcomes.stream
+    nc = await connect_from_settings(settings.nats, name="cascade-outcomes", url=url, wait_s=10)
     try:
         # aclosing: the consumer is unsubscribed before the connection drains, also when printing fails.
         events = read_events(nc.jetstream(), stream=stream, durable=args.durable, follow=args.follow)

@@ -56,7 +56,22 @@ def listen_addresses(settings: CascadeSettings) -> list[tuple[str, str, int]]:
     out.append(("the gateway (gateway)", settings.gateway.host, settings.gateway.port))
     if settings.http.enabled:
         out.append(("the HTTP front door (http)", settings.http.host, settings.http.port))
+    host = settings.telemetry.metrics_host
+    out += [(f"the metrics of {name} (telemetry.metrics_port)", host, port) for name, port in metrics_ports(settings)]
     return [a for a in out if a[2] != 0]
+
+
+def metrics_ports(settings: CascadeSettings) -> list[tuple[str, int]]:
+    """(process, port) of each Prometheus endpoint `cascade up` opens: consecutive ports from
+    telemetry.metrics_port, in this order: gateway, http (when enabled), router (router.mode service), then one
+    per tier as configured.
+    """
+    first = settings.telemetry.metrics_port
+    if not first:
+        return []
+    router = ["router"] if settings.router.mode == "service" else []  # embedded: the gateway routes
+    names = ["gateway", *(["http"] if settings.http.enabled else []), *router, *(f"tier-{t}" for t in settings.tiers)]
+    return [(name, first + i) for i, name in enumerate(names)]
 
 
 def check_ports(addresses: list[tuple[str, str, int]]) -> None:

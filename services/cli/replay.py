@@ -204,7 +204,8 @@ async def _main(args: argparse.Namespace, settings: CascadeSettings, prompts: li
     target = args.target or gateway_target(settings)
     # disable=None: no bar when stderr is not a terminal (CI logs, pipes).
     with tqdm(total=len(prompts), desc=f"replay -> {target}", unit="req", disable=None) as bar:
-        async with AsyncCascadeClient(target=target, tls=gateway_tls(settings), timeout=args.timeout) as client:
+        tls = gateway_tls(settings)
+        async with AsyncCascadeClient(target=target, tls=tls, timeout=args.timeout, token=args.token) as client:
             return await run_replay(
                 client,
                 prompts,

@@ -53,8 +53,8 @@ class Supervisor:
             await self._died(child)
             reason = child.exit_reason()
             while True:  # until a restart succeeds
+                delay = self._delay(child, reason, restarts)  # raises (and up logs it) when none is allowed
                 log.error("%s %s", child.name, reason)
-                delay = self._delay(child, reason, restarts)
                 log.warning(
                     "restarting %s in %gs (restart %d within %.0fs)",
                     child.name,

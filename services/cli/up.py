@@ -1,6 +1,7 @@
 """`cascade up`: a supervisor for the whole system on one machine.
 
-Starts a real nats-server with JetStream when no NATS URL is configured, then the router,
+Starts a real nats-server with JetStream when no NATS URL is configured, then the router (unless
+`router.mode` is embedded: the gateway then scores prompts itself),
 one worker per configured tier, the gateway and (unless `http.enabled` is false) the
 OpenAI-compatible HTTP front door, each its own process (the same processes a deployment
 runs, `python -m services.<name>`). It waits until the gateway reports SERVING and the HTTP
@@ -24,16 +25,15 @@ import logging
 import os
 from pathlib import Path
 
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-
 from services.cli.children import Child, EmbeddedNats, ServiceProcess
-from services.cli.preflight import check_ports, instance_lock, listen_addresses
+from services.cli.preflight import check_ports, instance_lock, listen_addresses, metrics_ports
 from services.cli.supervisor import ChildFailed, Supervisor, stop_all
 from services.core import subjects
 from services.core.errors import CascadeError, Unavailable
 from services.core.lifecycle import setup_logging, stop_event_on_signals
-from services.core.nats import NatsServer, connect_nats
+from services.core.liveness import ping
+from services.core.nats import NatsServer, connect_from_settings
+from services.core.nats_embedded import child_env, write_server_config
 from services.core.settings import CascadeSettings, load_settings
 
 log = logging.getLogger("cascade.up")
@@ -43,6 +43,7 @@ def main(args: argparse.Namespace) -> int:
     setup_logging("up")
     try:
         settings = load_settings(args.config)
+        setup_logging("up", log_format=settings.telemetry.log_format)
         # Before anything starts: a second `cascade up` on the same data directory or ports stops here.
         with contextlib.ExitStack() as held:
             if settings.nats.url is None:
@@ -62,21 +63,28 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
     try:
         if url is None:
             e = settings.nats.embedded
-            nats = EmbeddedNats(NatsServer(data_dir=e.data_dir, host=e.host, port=e.port))
+            server = NatsServer(data_dir=e.data_dir, host=e.host, port=e.port, config_file=write_server_config(e))
+            nats = EmbeddedNats(server)
             await nats.start()
             children.append(nats)
             url = nats.server.url
-        env = {**os.environ, "CASCADE_NATS__URL": url}
+        env = {**os.environ, **child_env(settings.nats, url)}  # credentials by file path, never on a command line
         if config is not None:
             env["CASCADE_CONFIG"] = str(Path(config).resolve())
-        await _spawn(children, "router", ["services.router"], env)
+        ports = dict(metrics_ports(settings))
+
+        def env_of(name: str) -> dict[str, str]:  # each process its own metrics port
+            return {**env, "CASCADE_TELEMETRY__METRICS_PORT": str(ports[name])} if name in ports else env
+
+        if settings.router.mode == "service":  # embedded: each gateway scores prompts itself
+            await _spawn(children, "router", ["services.router"], env_of("router"))
         for tier in settings.tiers:
-            await _spawn(children, f"tier-{tier}", ["services.tier", "--tier", tier], env)
-        await _spawn(children, "gateway", ["services.gateway"], env)
+            await _spawn(children, f"tier-{tier}", ["services.tier", "--tier", tier], env_of(f"tier-{tier}"))
+        await _spawn(children, "gateway", ["services.gateway"], env_of("gateway"))
         await _wait_workers(url, settings, children)
         await _wait_serving(settings, children)
         if settings.http.enabled:
-            await _spawn(children, "http", ["services.http"], env)
+            await _spawn(children, "http", ["services.http"], env_of("http"))
             await _wait_http(settings, children)
         log.info("prompt-cascade is up: %s, NATS at %s; Ctrl-C stops it", _addresses(settings), url)
         await Supervisor(settings.supervisor, stop).run(children)
@@ -96,25 +104,18 @@ async def _spawn(children: list[Child], name: str, module_args: list[str], env: 
 
 
 async def _wait_workers(url: str, settings: CascadeSettings, children: list[Child], timeout_s: float = 120.0) -> None:
-    """Wait until the router and a worker of every tier answer on NATS.
-
-    The probe is an empty request: the router answers it, a tier worker refuses it; either
-    reply proves a subscriber is there.
-    """
-    nc = await connect_nats(url, name="cascade-up")
+    """Wait until the router and a worker of every tier answer pings (their NATS micro services)."""
+    nc = await connect_from_settings(settings.nats, name="cascade-up", url=url)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     try:
-        for subject in [subjects.ROUTE, *(subjects.tier_subject(t) for t in settings.tiers)]:
-            while True:
+        routers = [subjects.ROUTER_SERVICE] if settings.router.mode == "service" else []
+        for name in [*routers, *(subjects.tier_service(t) for t in settings.tiers)]:
+            while await ping(nc, name) is None:
                 _raise_if_dead(children)
                 if loop.time() > deadline:
-                    raise Unavailable(f"nothing answered on {subject} within {timeout_s:.0f}s")
-                try:
-                    await nc.request(subject, b"", timeout=1)
-                    break
-                except (NoRespondersError, NatsTimeoutError):
-                    await asyncio.sleep(0.2)
+                    raise Unavailable(f"{name} did not answer pings within {timeout_s:.0f}s")
+                await asyncio.sleep(0.2)
     finally:
         await nc.close()
 

@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import uvloop
 
+from services.core.logs import LogFormat, setup_logging
+
+__all__ = ["run_event_loop", "run_service", "setup_logging", "stop_event_on_signals"]
+
 T = TypeVar("T")
-
-
-def setup_logging(service: str) -> None:
-    level = os.environ.get("CASCADE_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=level,
-        format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
-    )
 
 
 def stop_event_on_signals(*, again: Callable[[], None] | None = None) -> asyncio.Event:
@@ -48,9 +43,11 @@ def stop_event_on_signals(*, again: Callable[[], None] | None = None) -> asyncio
     return stop
 
 
-def run_service(name: str, serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+def run_service(
+    name: str, serve: Callable[[asyncio.Event], Awaitable[None]], *, log_format: LogFormat = "text"
+) -> None:
     """Run ``serve(stop)`` until a signal sets ``stop``; ``serve`` shuts down gracefully itself."""
-    setup_logging(name)
+    setup_logging(name, log_format=log_format)
 
     async def main() -> None:
         await serve(stop_event_on_signals())

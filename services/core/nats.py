@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import socket
+import ssl
 import subprocess
 import sysconfig
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 
+from services.core import metrics
 from services.core.errors import ConfigError, NatsUnavailable, Unavailable
+from services.core.nats_auth import connect_options, redacted
+from services.core.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +60,33 @@ class WatchesConnection(Protocol):
     async def nats_connection_changed(self, connected: bool) -> None: ...
 
 
+async def connect_from_settings(
+    nats_settings: NatsSettings,
+    *,
+    name: str,
+    url: str | None = None,
+    wait_s: float | None = None,
+    watch: ConnectionWatch | None = None,
+) -> NatsClient:
+    """Connect as configured: every service and command connects here, with nats.auth and nats.tls.
+
+    ``url`` overrides the configured one (a command's ``--nats``) and ``wait_s`` nats.connect_wait_s.
+    """
+    return await connect_nats(
+        url or nats_settings.client_url,
+        name=name,
+        security=connect_options(nats_settings),
+        connect_timeout_s=nats_settings.connect_timeout_s,
+        wait_s=nats_settings.connect_wait_s if wait_s is None else wait_s,
+        watch=watch,
+    )
+
+
 async def connect_nats(
     url: str,
     *,
     name: str,
+    security: Mapping[str, Any] | None = None,
     connect_timeout_s: float = 2.0,
     wait_s: float = 10.0,
     watch: ConnectionWatch | None = None,
@@ -64,11 +94,22 @@ async def connect_nats(
     """Connect, waiting up to ``wait_s`` for NATS to come up; then reconnect forever.
 
     Once connected, a NATS restart must not kill a service, so reconnects never give up.
-    The first connection is bounded: a wrong URL fails with Unavailable instead of hanging.
+    The first connection is bounded: a wrong URL fails with Unavailable instead of hanging, and
+    credentials the server refuses fail with ConfigError at once (nats-py would retry them forever).
+    ``security`` is nats-py's auth and TLS options (services/core/nats_auth.py builds them).
     ``watch`` is told of every disconnect and reconnect.
     """
+    refused: list[str] = []
+    refusal = asyncio.Event()
 
     async def on_error(exc: Exception) -> None:
+        # Only the first connection gives up on a refusal; later ones (a server restarted with other
+        # credentials) keep retrying and log it, as for any NATS outage.
+        why = _refusal(exc, url=url, name=name) if not connecting.done() else None
+        if why is not None:
+            refused.append(why)
+            refusal.set()
+            return
         log.warning("nats error (%s): %s", name, exc)
 
     async def on_disconnect() -> None:
@@ -78,24 +119,66 @@ async def connect_nats(
 
     async def on_reconnect() -> None:
         log.info("nats reconnected (%s)", name)
+        metrics.NATS_RECONNECTS.add(1, {"client": name})
         if watch is not None:
             await watch.notify(True)
 
-    connecting = nats.connect(
-        url,
-        name=name,
-        connect_timeout=connect_timeout_s,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        allow_reconnect=True,
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-    )
+    # A dict: nats-py annotates the timeouts as int, and takes floats.
+    options: dict[str, Any] = {
+        "name": name,
+        "connect_timeout": connect_timeout_s,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "allow_reconnect": True,
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnect,
+        "reconnected_cb": on_reconnect,
+        **(security or {}),
+    }
+    nc = NatsClient()
+    connecting = asyncio.ensure_future(nc.connect(url, **options))
+    refusing = asyncio.ensure_future(refusal.wait())
     try:
-        return await asyncio.wait_for(connecting, wait_s)
-    except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-        raise Unavailable(f"cannot connect to NATS at {url} within {wait_s:.0f}s: {exc!r}") from exc
+        await asyncio.wait({connecting, refusing}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        await _abandon(connecting, nc)  # cancelled (Ctrl-C): leave no connect loop behind
+        raise
+    finally:
+        refusing.cancel()
+    if connecting.done():
+        try:
+            connecting.result()
+            return nc
+        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
+            raise Unavailable(f"cannot connect to NATS at {redacted(url)} within {wait_s:.0f}s: {exc!r}") from exc
+    await _abandon(connecting, nc)
+    if refused:
+        raise ConfigError(refused[0])
+    raise Unavailable(f"cannot connect to NATS at {redacted(url)} within {wait_s:.0f}s")
+
+
+async def _abandon(connecting: asyncio.Future[None], nc: NatsClient) -> None:
+    connecting.cancel()
+    await asyncio.wait({connecting})
+    if not connecting.cancelled():
+        connecting.exception()  # retrieved: no "exception was never retrieved" at exit
+    with contextlib.suppress(nats.errors.Error, OSError):
+        await nc.close()
+
+
+def _refusal(exc: Exception, *, url: str, name: str) -> str | None:
+    """Why a first connection can never succeed as configured (None: it may, on a later try)."""
+    if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
+        return (
+            f"NATS at {redacted(url)} refused the credentials of {name} ({exc}): check nats.auth "
+            "(with the embedded server: the credentials in its data directory)"
+        )
+    if isinstance(exc, ssl.SSLError):  # an untrusted server certificate, or a client certificate it wants
+        return (
+            f"TLS with NATS at {redacted(url)} failed for {name} ({exc}): check nats.tls "
+            "(ca_file; cert_file and key_file where the server verifies clients)"
+        )
+    return None
 
 
 def nats_down(nc: NatsClient, *, doing: str) -> NatsUnavailable | None:
@@ -108,6 +191,23 @@ def nats_down(nc: NatsClient, *, doing: str) -> NatsUnavailable | None:
         return None
     state = "reconnecting" if nc.is_reconnecting else "closed" if nc.is_closed else "not connected"
     return NatsUnavailable(f"NATS connection lost ({state}): cannot {doing}")
+
+
+async def drain_subscription(nc: NatsClient, sub: Subscription, *, what: str, timeout_s: float = 30.0) -> None:
+    """Stop ``sub``'s interest, but handle every message already delivered to it (nats-py's drain).
+
+    Unsubscribing instead drops the messages in the subscription's queue that its callback has not
+    reached yet: requests the server gave to this process and no other. Without a connection
+    nothing more can arrive nor be answered, so that case (or a drain that fails) just unsubscribes.
+    """
+    if nc.is_connected:
+        try:
+            await asyncio.wait_for(sub.drain(), timeout_s)
+            return
+        except (NatsError, TimeoutError) as exc:
+            log.warning("could not drain %s (%r): dropping what it had not handled", what, exc)
+    with contextlib.suppress(NatsError):
+        await sub.unsubscribe()
 
 
 def nats_server_binary() -> str:
@@ -130,13 +230,15 @@ class NatsServer:
     """A real nats-server process with JetStream, storing in `data_dir`.
 
     Use as ``async with NatsServer(data_dir=...) as server: server.url``.
-    Port 0 picks a free port.
+    Port 0 picks a free port. ``config_file`` is a nats-server config (``-c``: authorization, TLS);
+    the command-line flags for address, port and JetStream win over it.
     """
 
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 0
     log_file: Path | None = None
+    config_file: Path | None = None
     _process: subprocess.Popen[bytes] | None = None
     _log_start: int = 0
     _ports_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -158,9 +260,9 @@ class NatsServer:
     def log_path(self) -> Path:
         return self.log_file or self.data_dir / "nats-server.log"
 
-    def last_errors(self) -> str:
-        """What it logged since its last start: its error lines, else its last lines."""
-        return _errors(self.log_path, self._log_start) if self.log_path.exists() else "no output"
+    def last_errors(self, *, tail: int = 5) -> str:
+        """What it logged since its last start: its error lines, else its last ``tail`` lines."""
+        return _errors(self.log_path, self._log_start, tail) if self.log_path.exists() else "no output"
 
     async def __aenter__(self) -> NatsServer:
         await self.start()
@@ -180,8 +282,11 @@ class NatsServer:
             self.port = free_port(self.host)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_path
+        if self._ports_dir is not None:  # started again after it died
+            self._ports_dir.cleanup()
         self._ports_dir = tempfile.TemporaryDirectory(prefix="nats-ports-")
-        cmd = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
+        cmd = [nats_server_binary(), *(["-c", str(self.config_file)] if self.config_file else [])]
+        cmd += ["-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
         cmd += ["--ports_file_dir", self._ports_dir.name]
         self._log_start = log_start = log_path.stat().st_size if log_path.exists() else 0
         try:
@@ -225,11 +330,11 @@ class NatsServer:
             await asyncio.to_thread(proc.wait)
 
 
-def _errors(log_path: Path, start: int) -> str:
-    """The error lines nats-server logged since ``start`` (its fatal reason), else its last lines."""
+def _errors(log_path: Path, start: int, tail: int = 5) -> str:
+    """The error lines nats-server logged since ``start`` (its fatal reason), else its last ``tail`` lines."""
     with open(log_path, "rb") as f:
         f.seek(start)
         lines = f.read().decode(errors="replace").splitlines()
     # "[pid] 2026/12/01 18:49:45.994008 [FTL] Error listening on port: ..." -> "Error listening on port: ..."
     errors = [line.split("] ", 2)[-1] for line in lines if "[FTL]" in line or "[ERR]" in line]
-    return "; ".join(errors or lines[-5:]) or "no output"
+    return "; ".join(errors or lines[-tail:]) or "no output"

@@ -14,7 +14,8 @@ from nats.errors import Error as NatsError
 
 from services.core.errors import CascadeError, ConfigError
 from services.core.lifecycle import run_service
-from services.core.nats import ConnectionWatch, WatchesConnection, connect_nats
+from services.core.metrics import setup_metrics
+from services.core.nats import ConnectionWatch, WatchesConnection, connect_from_settings
 from services.core.settings import CascadeSettings, load_settings
 from services.core.telemetry import setup_tracing
 
@@ -50,7 +51,7 @@ def service_main(
         await run_until_stopped(name, factory, settings, args, stop)
 
     try:
-        run_service(name, serve)
+        run_service(name, serve, log_format=settings.telemetry.log_format)
     except CascadeError as exc:
         log.error("%s failed: %s", name, exc)
         raise SystemExit(1) from exc
@@ -66,14 +67,9 @@ async def run_until_stopped(
     if not settings.nats.url:
         raise ConfigError("no NATS URL configured (nats.url or CASCADE_NATS__URL); `cascade up` sets one")
     setup_tracing(f"cascade-{name}", settings.telemetry)
+    setup_metrics(f"cascade-{name}", settings.telemetry)
     watch = ConnectionWatch()
-    nc = await connect_nats(
-        settings.nats.url,
-        name=f"cascade-{name}",
-        connect_timeout_s=settings.nats.connect_timeout_s,
-        wait_s=settings.nats.connect_wait_s,
-        watch=watch,
-    )
+    nc = await connect_from_settings(settings.nats, name=f"cascade-{name}", watch=watch)
     service = factory(nc, settings, args)
     if isinstance(service, WatchesConnection):
         watch.subscribe(service.nats_connection_changed)

@@ -17,11 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+# Re-exported: the settings' defaults, where services and training have always imported them from.
+from cascade_common.models import DEFAULT_CONFIDENCE_MODEL as DEFAULT_CONFIDENCE_MODEL
+from cascade_common.models import DEFAULT_ROUTER_MODEL as DEFAULT_ROUTER_MODEL
 from services.core.errors import ConfigError
-
-DEFAULT_ROUTER_MODEL = Path(__file__).resolve().parents[2] / "classifier" / "models" / "default"
-# The shipped answer scorer (scorer.onnx + model_card.json), used by escalation.confidence: scorer.
-DEFAULT_CONFIDENCE_MODEL = Path(__file__).resolve().parents[2] / "classifier" / "models" / "confidence"
 
 
 class _Section(BaseModel):
@@ -34,15 +33,83 @@ class EmbeddedNatsSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(4222, ge=0, le=65535)
     data_dir: Path = Path(".cascade/nats")
+    # Require a user and password, generated into data_dir at first start (0600) and reused after;
+    # `cascade up`'s services and the CLI read them from there (services/core/nats_embedded.py).
+    auth: bool = True
+    # TLS for its clients; a client trusts it through nats.tls.ca_file (the cert itself if self-signed).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> EmbeddedNatsSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("nats.embedded.tls_cert_file and tls_key_file go together")
+        return self
+
+
+class NatsAuthSettings(_Section):
+    """How every service and command authenticates to the NATS server at nats.url: one method at most."""
+
+    user: str | None = None
+    # The password itself (better from CASCADE_NATS__AUTH__PASSWORD), or a file holding it.
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    token: SecretStr | None = None
+    # A user nkey seed file (SU...), or a creds file (a user JWT and its seed, as `nsc` writes).
+    nkey_seed_file: Path | None = None
+    creds_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_method(self) -> NatsAuthSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("nats.auth: set password or password_file, not both")
+        has_password = self.password is not None or self.password_file is not None
+        if has_password != (self.user is not None):
+            raise ValueError("nats.auth: user and password (or password_file) go together")
+        methods = [has_password, self.token is not None, self.nkey_seed_file is not None, self.creds_file is not None]
+        if sum(methods) > 1:
+            raise ValueError("nats.auth: choose one of user/password, token, nkey_seed_file, creds_file")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self != NatsAuthSettings()
+
+
+class NatsTlsSettings(_Section):
+    """TLS to NATS: the CA to trust (unset: the system's) and a client certificate for mutual TLS."""
+
+    # Use TLS even with a nats:// URL and no file set here (a tls:// URL does too).
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _cert_pair(self) -> NatsTlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("nats.tls.cert_file and key_file go together")
+        return self
 
 
 class NatsSettings(_Section):
     # None: `cascade up` starts an embedded nats-server and points every service at it.
     url: str | None = None
     embedded: EmbeddedNatsSettings = EmbeddedNatsSettings()
+    auth: NatsAuthSettings = NatsAuthSettings()
+    tls: NatsTlsSettings = NatsTlsSettings()
     connect_timeout_s: float = Field(2.0, gt=0)
     # How long a starting service waits for NATS before it exits with an error.
     connect_wait_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _auth_needs_url(self) -> NatsSettings:
+        if self.url is None and self.auth.configured:
+            raise ValueError(
+                "nats.auth is for the server at nats.url; the embedded server generates its own "
+                "credentials (nats.embedded.auth)"
+            )
+        return self
 
     @property
     def client_url(self) -> str:
@@ -90,6 +157,10 @@ class TierSettings(_Section):
 
 
 class RouterSettings(_Section):
+    # Where prompts are scored: "service", the router processes on NATS (cascade.route; they scale out
+    # and fail apart from the gateway), or "embedded", inside each gateway process (no NATS round trip
+    # and no process hop per request; the same model loading, hot reload and decision fields).
+    mode: Literal["service", "embedded"] = "service"
     # Where the model comes from: a local path (`model`), or a version published to the JetStream
     # object store with `cascade train publish` (`published`). Set one of the two, not both.
     # A model folder (router.onnx + model_card.json) or an .onnx file.
@@ -230,6 +301,33 @@ class BreakerSettings(_Section):
     open_s: float = Field(10.0, gt=0)
 
 
+PolicyName = Literal["cascade", "route", "small", "large"]
+
+
+def _check_digests(digests: tuple[str, ...], key: str) -> None:
+    if any(not re.fullmatch(r"[0-9a-f]{64}", d) for d in digests):
+        raise ValueError(f"{key} takes lowercase hex SHA-256 digests (64 characters; `cascade token hash` prints one)")
+
+
+class TenantSettings(_Section):
+    """A client of the gateway, known by its bearer tokens (``gateway.tenants.<name>``)."""
+
+    # Hex SHA-256 of each token the tenant's clients may send; the tokens themselves are never stored.
+    tokens_sha256: tuple[str, ...] = Field(min_length=1)
+    # The policies its requests may use (a request naming none counts as gateway.default_policy); unset: all.
+    policies: tuple[PolicyName, ...] | None = None
+    # Request rate limit (a token bucket: rate_per_s refilled continuously, burst at most); unset: none.
+    rate_per_s: float | None = Field(None, gt=0)
+    burst: int | None = Field(None, ge=1)  # unset: rate_per_s rounded up (at least 1)
+
+    @model_validator(mode="after")
+    def _digests(self) -> TenantSettings:
+        _check_digests(self.tokens_sha256, "gateway.tenants.*.tokens_sha256")
+        if self.burst is not None and self.rate_per_s is None:
+            raise ValueError("gateway.tenants.*.burst needs rate_per_s")
+        return self
+
+
 class GatewaySettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
@@ -243,9 +341,17 @@ class GatewaySettings(_Section):
     tier_accept_timeout_s: float = Field(2.0, gt=0)
     # Longest silence between two chunks of one answer before the tier is declared lost.
     chunk_idle_timeout_s: float = Field(60.0, gt=0)
+    # Tokens gathered into one NATS message per this many milliseconds (the first token and the final
+    # chunk go at once): for streamed calls (GenerateStream, streamed HTTP) and for unary ones, whose
+    # caller sees nothing before the end anyway. 0: one message per token.
+    chunk_interval_ms: int = Field(10, ge=0, le=1000)
+    unary_chunk_interval_ms: int = Field(200, ge=0, le=10_000)
     reflection: bool = True
     # The policy of requests that name none: cascade, route, small or large.
-    default_policy: Literal["cascade", "route", "small", "large"] = "cascade"
+    default_policy: PolicyName = "cascade"
+    # Clients by tenant name, each with its hashed bearer tokens: with any set, every Cascade call needs
+    # `authorization: Bearer TOKEN` of a tenant, whose name replaces the request's own `tenant`.
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
     # Large-tier budgets by tenant; "*" applies to every tenant without its own entry.
     budgets: dict[str, BudgetSettings] = Field(default_factory=dict)
     breaker: BreakerSettings = BreakerSettings()
@@ -262,6 +368,17 @@ class GatewaySettings(_Section):
     def _tls_pair(self) -> GatewaySettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("gateway.tls_cert and gateway.tls_key go together")
+        owners: dict[str, str] = {}
+        for name, tenant in self.tenants.items():
+            for digest in tenant.tokens_sha256:
+                if owners.setdefault(digest, name) != name:
+                    raise ValueError(f"gateway.tenants: one token belongs to both {owners[digest]!r} and {name!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _chunks_within_idle_timeout(self) -> GatewaySettings:
+        if max(self.chunk_interval_ms, self.unary_chunk_interval_ms) >= self.chunk_idle_timeout_s * 1e3:
+            raise ValueError("gateway.chunk_interval_ms and unary_chunk_interval_ms must be below chunk_idle_timeout_s")
         return self
 
 
@@ -340,6 +457,11 @@ class OutcomeSettings(_Section):
     spool_max_bytes: int = Field(256 << 20, gt=0)
     spool_fsync: Literal["always", "batch", "never"] = "batch"
     spool_fsync_interval_s: float = Field(1.0, gt=0)
+    # An event waits this long in memory before its file is written; one JetStream acknowledges
+    # meanwhile is never written (0: written at once). A SIGKILL loses what waits, and publishing
+    # waits behind the provisional outcomes of requests in flight, so 0 is the default that loses
+    # nothing (bench.chaos); a delay trades that for CPU (the README's capacity section).
+    spool_write_delay_ms: int = Field(0, ge=0, le=10_000)
 
     @model_validator(mode="after")
     def _windows_within_retention(self) -> OutcomeSettings:
@@ -400,9 +522,7 @@ class HttpSettings(_Section):
 
     @model_validator(mode="after")
     def _keys_are_digests(self) -> HttpSettings:
-        bad = [k for k in self.api_keys_sha256 if not re.fullmatch(r"[0-9a-f]{64}", k)]
-        if bad:
-            raise ValueError("http.api_keys_sha256 takes lowercase hex SHA-256 digests (64 characters)")
+        _check_digests(self.api_keys_sha256, "http.api_keys_sha256")
         if (self.gateway_tls_client_cert is None) != (self.gateway_tls_client_key is None):
             raise ValueError("http.gateway_tls_client_cert and gateway_tls_client_key go together")
         return self
@@ -422,9 +542,17 @@ class SupervisorSettings(_Section):
 
 
 class TelemetrySettings(_Section):
-    # OTLP/gRPC collector endpoint, e.g. http://otel-collector:4317 (needs the `otlp` extra).
+    # OTLP/gRPC collector endpoint, e.g. http://otel-collector:4317 (needs the `otlp` extra): spans and metrics.
     otlp_endpoint: str | None = None
     console: bool = False
+    # A Prometheus endpoint (GET /metrics) in this process; None or 0: none. `cascade up` gives its
+    # processes consecutive ports from this one (services/cli/preflight.py: metrics_ports).
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Seconds between two OTLP metric exports (with otlp_endpoint).
+    metrics_export_interval_s: float = Field(15.0, gt=0)
+    # text: one human-readable line per record; json: JSON lines with request_id and trace_id.
+    log_format: Literal["text", "json"] = "text"
 
 
 # Without a config: the two servers `vllm serve MODEL --port 8000` / `--port 8001` start on this host.
@@ -460,7 +588,20 @@ class CascadeSettings(BaseSettings):
     supervisor: SupervisorSettings = SupervisorSettings()
 
     @model_validator(mode="after")
+    def _one_place_for_tokens(self) -> CascadeSettings:
+        if self.gateway.tenants and self.http.api_keys_sha256:
+            raise ValueError(
+                "set gateway.tenants or http.api_keys_sha256, not both: with tenants, the HTTP front door "
+                "passes each caller's bearer token on to the gateway, which checks it against gateway.tenants"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _tiers_known(self) -> CascadeSettings:
+        # A tier's name is a NATS subject token and part of its micro service name (services/core/liveness.py).
+        bad = [t for t in self.tiers if not re.fullmatch(r"[A-Za-z0-9_-]+", t)]
+        if bad:
+            raise ValueError(f"tier names take letters, digits, '-' and '_' only: {bad}")
         r = self.router
         named = {r.small_tier, r.large_tier, r.fallback_tier, self.escalation.second_opinion.tier}
         missing = {t for t in named if t is not None} - set(self.tiers)
@@ -527,6 +668,14 @@ _PATH_KEYS = {
     ("router", "model"),
     ("router", "cache_dir"),
     ("nats", "embedded", "data_dir"),
+    ("nats", "embedded", "tls_cert_file"),
+    ("nats", "embedded", "tls_key_file"),
+    ("nats", "auth", "password_file"),
+    ("nats", "auth", "nkey_seed_file"),
+    ("nats", "auth", "creds_file"),
+    ("nats", "tls", "ca_file"),
+    ("nats", "tls", "cert_file"),
+    ("nats", "tls", "key_file"),
     ("gateway", "tls_cert"),
     ("gateway", "tls_key"),
     ("gateway", "tls_client_ca"),

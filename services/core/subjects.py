@@ -43,3 +43,15 @@ def tier_queue(tier: str) -> str:
 # Fan-out (no queue group): the chunk subject of a tier attempt whose work should stop (the caller
 # went away, or no longer needs it). Not the request id: a request's attempts on other tiers go on.
 CANCEL = "cascade.cancel"
+
+
+# NATS micro service names (services/core/liveness.py): pings on ``ping_subject(name)``.
+ROUTER_SERVICE = "cascade-router"
+
+
+def tier_service(tier: str) -> str:
+    return f"cascade-tier-{tier}"
+
+
+def ping_subject(service: str) -> str:
+    return f"$SRV.PING.{service}"

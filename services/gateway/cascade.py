@@ -21,11 +21,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from opentelemetry.context import Context
-
 from classifier.confidence import ConfidenceModel
 from services.core.calibration import CalibrationFile
 from services.core.errors import Cancelled, CascadeError, DeadlineExceeded, Overloaded, Unavailable
+from services.core.logs import REQUEST_ID
 from services.core.settings import CascadeSettings
 from services.core.telemetry import tracer
 from services.gateway import escalation
@@ -82,12 +81,11 @@ class Cascade:
         # Public: the gateway waits for its shadows at shutdown.
         self.exploration = exploration or Exploration(settings.exploration, ladder=self._ladder, tiers=self._tiers)
 
-    async def run(
-        self, request: CascadeRequest, *, timeout_s: float, trace_context: Context | None = None
-    ) -> AsyncIterator[TextChunk | RequestRecord]:
+    async def run(self, request: CascadeRequest, *, timeout_s: float) -> AsyncIterator[TextChunk | RequestRecord]:
         """Yield the answer's text chunks, then the finished RequestRecord. Raises CascadeError.
 
-        ``trace_context``: the caller's trace (from gRPC metadata); the request's span continues it.
+        The request's span is a child of the current one: the interceptor's server span, which
+        continues the caller's trace (gRPC metadata).
         """
         record = RequestRecord(request=request, prices=self._prices, large_tier=self._ladder[-1], ladder=self._ladder)
         if self._on_start is not None:
@@ -99,7 +97,8 @@ class Cascade:
         # the caller's (by 50-300 ms on a loaded machine, bench.chaos), so a smaller one let the caller's
         # own deadline fire first, and the caller saw no answer from the gateway at all.
         margin = min(0.25, timeout_s * 0.1)
-        with tracer(__name__).start_as_current_span("cascade.request", context=trace_context) as span:
+        with tracer(__name__).start_as_current_span("cascade.request") as span:
+            REQUEST_ID.set(request.request_id)  # this handler's log records name the request
             span.set_attribute("cascade.request_id", request.request_id)
             span.set_attribute("cascade.policy", request.policy)
             try:
@@ -119,6 +118,8 @@ class Cascade:
                 raise
             finally:
                 self._finish(record)
+                if span.is_recording():  # building the attributes costs; a no-op span skips it
+                    span.set_attributes(record.span_attributes())
         yield record
 
     def _finish(self, record: RequestRecord) -> None:
@@ -235,7 +236,7 @@ class Cascade:
             yield chunk
 
     def tier_call(self, request: CascadeRequest, deadline: float, *, n: int = 1) -> TierCall:
-        sampling = n > 1
+        sampling, gw = n > 1, self.settings.gateway
         return TierCall(
             request_id=request.request_id,
             messages=request.messages,
@@ -245,6 +246,8 @@ class Cascade:
             stop=request.stop,
             deadline_unix_ms=int(deadline * 1e3),
             n=n,
+            chunk_interval_ms=gw.chunk_interval_ms if request.streamed else gw.unary_chunk_interval_ms,
+            hold_first_token=not request.streamed,
         )
 
     async def stream_attempt(

@@ -62,6 +62,9 @@ class TierCall:
     want_logprobs: bool = True
     # Answers to sample in one call (self-consistency); a tier that cannot sample answers once.
     n: int = 1
+    # Tokens gathered per chunk message (TierRequest.chunk_interval_ms); 0: one message per token.
+    chunk_interval_ms: int = 0
+    hold_first_token: bool = False  # the first token waits for its interval too (a unary caller)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

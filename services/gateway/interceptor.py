@@ -1,46 +1,46 @@
-"""One place where project errors become gRPC status codes."""
+"""The gateway's one interceptor: every Cascade call's trace, caller and errors, whatever its RPC kind.
+
+For each call it continues the caller's trace (W3C ``traceparent`` metadata) in a server span,
+authenticates the caller (services/gateway/auth.py) and stamps its tenant on each request message,
+and turns a project error into its gRPC status (services/core/status.py), anything else into
+INTERNAL. The four RPC kinds share that one guard; only how a result is passed on differs (returned,
+or yielded item by item), as in opentelemetry-python-contrib's gRPC server instrumentation. Health
+and reflection are not intercepted: they stay open to probes and tools.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 from grpc import aio
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
-from services.core.errors import CascadeError, ErrorCode
+from services.core.errors import CascadeError
+from services.core.status import grpc_status
+from services.core.telemetry import extract_context, tracer
+from services.gateway.auth import Authenticator
 
 log = logging.getLogger(__name__)
+Behavior = Callable[[Any, aio.ServicerContext], Any]
+Admit = Callable[[Any], Any]
 
-STATUS: dict[ErrorCode, grpc.StatusCode] = {
-    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
-    ErrorCode.CANCELLED: grpc.StatusCode.CANCELLED,
-    ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL,
+# (request streaming, response streaming) -> the handler's behaviour attribute and its factory.
+_KINDS: dict[tuple[bool, bool], tuple[str, Callable[..., grpc.RpcMethodHandler]]] = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
 }
 
 
-async def _abort(context: aio.ServicerContext, method: str, exc: Exception) -> None:
-    if isinstance(exc, CascadeError):
-        status = STATUS.get(exc.code, grpc.StatusCode.INTERNAL)
-        log.log(
-            logging.ERROR if status == grpc.StatusCode.INTERNAL else logging.INFO,
-            "%s -> %s: %s",
-            method,
-            status.name,
-            exc.message,
-        )
-        await context.abort(status, exc.message)
-    log.exception("%s failed unexpectedly", method)
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the gateway log")
-
-
-class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
-    """Turns a CascadeError raised by a handler into its status; anything else into INTERNAL."""
+class GatewayInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, *, service: str, auth: Authenticator) -> None:
+        self._prefix, self._auth = f"/{service}/", auth
 
     async def intercept_service(
         self,
@@ -48,34 +48,76 @@ class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None:
+        if handler is None or not details.method.startswith(self._prefix):
             return handler
-        method = details.method
-        if handler.unary_unary:
-            inner = handler.unary_unary
+        attr, factory = _KINDS[(handler.request_streaming, handler.response_streaming)]
+        wrap = self._streaming if handler.response_streaming else self._unary
+        behavior = wrap(getattr(handler, attr), details.method, handler.request_streaming)
+        return factory(
+            behavior, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
 
-            async def unary(request: Any, context: aio.ServicerContext) -> Any:
+    def _unary(self, behavior: Behavior, method: str, request_streaming: bool) -> Behavior:
+        async def call(request: Any, context: aio.ServicerContext) -> Any:
+            async with self._guard(method, context) as admit:
+                return await behavior(_admitted(request, admit, request_streaming), context)
+
+        return call
+
+    def _streaming(self, behavior: Behavior, method: str, request_streaming: bool) -> Behavior:
+        async def call(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            async with self._guard(method, context) as admit:
+                async for item in behavior(_admitted(request, admit, request_streaming), context):
+                    yield item
+
+        return call
+
+    @asynccontextmanager
+    async def _guard(self, method: str, context: aio.ServicerContext) -> AsyncIterator[Admit]:
+        # "-bin" metadata values are bytes: neither a token nor a trace header.
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        attached = otel_context.attach(extract_context(metadata))
+        try:
+            with tracer(__name__).start_as_current_span(
+                method,
+                kind=trace.SpanKind.SERVER,
+                attributes={"rpc.system": "grpc", "rpc.method": method},
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
                 try:
-                    return await inner(request, context)
+                    tenant = self._auth.authenticate(metadata)
+                    if tenant is not None:
+                        span.set_attribute("cascade.tenant", tenant)
+                    yield lambda request: self._auth.admit(tenant, request)
                 except aio.AbortError:
                     raise
                 except Exception as exc:
-                    await _abort(context, method, exc)
+                    await _abort(context, method, exc, span)
+        finally:
+            otel_context.detach(attached)
 
-            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
-        if handler.unary_stream:
-            inner_stream = handler.unary_stream
 
-            async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-                try:
-                    async for item in inner_stream(request, context):
-                        yield item
-                except aio.AbortError:
-                    raise
-                except Exception as exc:
-                    await _abort(context, method, exc)
+def _admitted(request: Any, admit: Admit, streaming: bool) -> Any:
+    """The request (or, for a client stream, each of its messages) admitted for the caller."""
+    if not streaming:
+        return admit(request)
 
-            return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
-            )
-        return handler
+    async def each() -> AsyncIterator[Any]:
+        async for message in request:
+            yield admit(message)
+
+    return each()
+
+
+async def _abort(context: aio.ServicerContext, method: str, exc: Exception, span: trace.Span) -> None:
+    status, message = grpc.StatusCode.INTERNAL, "internal error; see the gateway log"
+    if isinstance(exc, CascadeError):
+        status, message = grpc_status(exc.code), exc.message
+        level = logging.ERROR if status == grpc.StatusCode.INTERNAL else logging.INFO
+        log.log(level, "%s -> %s: %s", method, status.name, exc.message)
+    else:
+        log.exception("%s failed unexpectedly", method)
+    span.set_attribute("rpc.grpc.status_code", status.value[0])
+    span.set_status(trace.Status(trace.StatusCode.ERROR, f"{status.name}: {message}"))
+    await context.abort(status, message)

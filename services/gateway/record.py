@@ -142,6 +142,27 @@ class RequestRecord:
         large = sum(a.latency_ms for a in timed if a.tier == self.large_tier)
         return sum(a.latency_ms for a in timed) - large, large
 
+    def span_attributes(self) -> dict[str, str | bool | int | float]:
+        """What the request's span reports once it ends: path taken, router and confidence, tokens, cost."""
+        route, usage = self.route, self.usage()
+        attributes: dict[str, str | bool | int | float] = {
+            "cascade.tier": route.tier,
+            "cascade.tiers_tried": ",".join(route.tiers_tried),
+            "cascade.reason": route.reason.value if route.reason is not None else "",
+            "cascade.escalated": route.escalated,
+            "cascade.router.score": route.router_score,
+            "cascade.router.threshold": route.router_threshold,
+            "cascade.router.model_version": route.router_model_version,
+            "gen_ai.usage.input_tokens": usage.input_tokens,
+            "gen_ai.usage.output_tokens": usage.output_tokens,
+            "cascade.cost_usd": self.cost_usd(),
+        }
+        if route.escalated:
+            attributes["cascade.escalation.reason"] = attributes["cascade.reason"]
+        if route.confidence is not None:
+            attributes["cascade.confidence"] = route.confidence
+        return attributes
+
     def finish_reason(self) -> str:
         answer = self.answer
         if self.error is not None or answer is None or answer.final is None:

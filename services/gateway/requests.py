@@ -44,9 +44,13 @@ class CascadeRequest:
     tags: dict[str, str] = field(default_factory=dict)
     # Stream a small answer live and retract it if it escalates (else: hold it until it is judged).
     speculative: bool = False
+    # The caller reads the answer as a stream (else it gets it whole: tiers may gather more per chunk).
+    streamed: bool = True
 
 
-def parse_generate(req: cascade_pb2.GenerateRequest, limits: GatewaySettings) -> CascadeRequest:
+def parse_generate(
+    req: cascade_pb2.GenerateRequest, limits: GatewaySettings, *, streamed: bool = True
+) -> CascadeRequest:
     """Check a GenerateRequest; raise InvalidRequest (or Overloaded for an oversized prompt)."""
     messages = _messages(req)
     chars = sum(len(m.content) for m in messages)
@@ -63,6 +67,7 @@ def parse_generate(req: cascade_pb2.GenerateRequest, limits: GatewaySettings) ->
         tenant=_bounded("tenant", req.tenant, 128),
         tags=_tags(req.tags),
         speculative=_speculative(req.stream_mode),
+        streamed=streamed,
     )
 
 

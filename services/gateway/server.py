@@ -12,16 +12,19 @@ from nats.aio.client import Client as NatsClient
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from classifier.confidence import ConfidenceModel, load_confidence
-from services.core import subjects
+from services.core import metrics, subjects
 from services.core.calibration import CalibrationFile
 from services.core.errors import ConfigError, Unavailable
 from services.core.settings import CascadeSettings, GatewaySettings
 from services.gateway import wire
+from services.gateway.auth import Authenticator
 from services.gateway.cascade import Cascade
 from services.gateway.clients import RouterClient, TierClient
-from services.gateway.interceptor import ErrorInterceptor
+from services.gateway.interceptor import GatewayInterceptor
+from services.gateway.metrics import observe
 from services.gateway.record import RequestRecord
 from services.gateway.redact import Redactor
+from services.gateway.routing import EmbeddedRouter
 from services.gateway.servicer import CascadeServicer
 from services.outcomes import OutcomePublisher, SeenRequests, Spool, ensure_seen_stream, ensure_stream
 from services.registry import store
@@ -45,12 +48,17 @@ class GatewayService:
             max_bytes=out.spool_max_bytes,
             fsync=out.spool_fsync,
             fsync_interval_s=out.spool_fsync_interval_s,
+            write_delay_s=out.spool_write_delay_ms / 1e3,
         )
         self.outcomes = OutcomePublisher(nc, spool=spool, stream=out, timeout_s=out.publish_timeout_s)
+        metrics.watch_outcomes(spool)
         self.seen = SeenRequests(nc, publisher=self.outcomes, settings=out)
         self._follower: Follower | None = None
         self._held: dict[int, str] = {}  # id(record) -> its provisional outcome in the spool
         self._tier_client: TierClient | None = None
+
+        # router.mode embedded: prompts are scored in this process (see services/gateway/routing.py).
+        self.router = EmbeddedRouter(nc=nc, settings=settings) if settings.router.mode == "embedded" else None
         self._redact = Redactor()  # from settings in start(): loading a hook may fail
         self.cascade: Cascade  # built in start(); a scorer follower swaps its confidence model
 
@@ -89,7 +97,7 @@ class GatewayService:
         )
         log.info("gateway scores answers with confidence model %s (%s)", confidence.name, confidence.version)
         return Cascade(
-            router=RouterClient(self._nc),
+            router=self.router or RouterClient(self._nc),
             tiers=tiers,
             record_outcome=self._record_outcome,
             on_start=self._on_start,
@@ -126,6 +134,7 @@ class GatewayService:
         )
 
     def _record_outcome(self, record: RequestRecord) -> None:
+        observe(record)
         event = self._outcome_event(record)
         self.outcomes.submit(subjects.OUTCOMES, f"outcome:{event.request_id}", event.SerializeToString())
         if (handle := self._held.pop(id(record), None)) is not None:  # after the submit: the spool keeps order
@@ -135,13 +144,16 @@ class GatewayService:
         # First: a confidence model, policy file or redaction hook that cannot be used stops the gateway
         # before anything runs.
         self._redact = Redactor.from_settings(self._settings.outcomes)
+        if self.router is not None:
+            await self.router.start()
         cascade = self.cascade = self._cascade(await self._confidence())
         if self._follower is not None:
             await self._follower.start()
         await ensure_stream(self._js, self._settings.outcomes)
         await ensure_seen_stream(self._js, self._settings.outcomes)
         self.outcomes.start()  # locks the spool dir; publishes what an earlier (killed) gateway left there
-        server = aio.server(interceptors=[ErrorInterceptor()])
+        interceptor = GatewayInterceptor(service=SERVICE_NAME, auth=Authenticator(self._settings.gateway))
+        server = aio.server(interceptors=[interceptor])
         servicer = CascadeServicer(cascade=cascade, outcomes=self.outcomes, seen=self.seen, settings=self._settings)
         cascade_pb2_grpc.add_CascadeServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -188,6 +200,8 @@ class GatewayService:
         await self._health.enter_graceful_shutdown()
         if self._follower is not None:
             await self._follower.stop()
+        if self.router is not None:
+            await self.router.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
         if hasattr(self, "cascade"):  # shadow answers still running publish their outcomes before the flush

@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
-from services.core import subjects
+from services.core import metrics, subjects
 from services.core.errors import NotFound, Overloaded
 from services.core.settings import CascadeSettings
-from services.core.telemetry import extract_context
 from services.core.wire import now_timestamp
 from services.gateway import wire
 from services.gateway.cascade import Cascade
@@ -32,7 +31,7 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         self, request: cascade_pb2.GenerateRequest, context: aio.ServicerContext
     ) -> cascade_pb2.GenerateResponse:
         texts: list[str] = []
-        async for item in self._run(parse_generate(request, self._settings.gateway), context):
+        async for item in self._run(parse_generate(request, self._settings.gateway, streamed=False), context):
             if isinstance(item, TextChunk):
                 texts = [] if item.retract else texts
                 texts.append(item.text)
@@ -83,13 +82,15 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         self, parsed: CascadeRequest, context: aio.ServicerContext
     ) -> AsyncIterator[TextChunk | RequestRecord]:
         if self._in_flight >= self._settings.gateway.max_in_flight:
+            refused = {"tier": "none", "policy": parsed.policy, "status": "RESOURCE_EXHAUSTED"}
+            metrics.REQUEST_DURATION.record(0.0, refused)  # a request too: its count is the request count
             raise Overloaded(f"gateway is at its limit of {self._settings.gateway.max_in_flight} requests")
         remaining = context.time_remaining()
         timeout_s = remaining if remaining is not None else self._settings.gateway.default_timeout_s
         self._in_flight += 1
         try:
-            trace_context = extract_context(dict(context.invocation_metadata() or ()))
-            async for item in self._cascade.run(parsed, timeout_s=timeout_s, trace_context=trace_context):
+            # The caller's trace is already the current context: the interceptor continued it.
+            async for item in self._cascade.run(parsed, timeout_s=timeout_s):
                 yield item
         finally:
             self._in_flight -= 1

@@ -28,6 +28,8 @@ def tier_request(call: TierCall) -> events_pb2.TierRequest:
         want_logprobs=call.want_logprobs,
         deadline_unix_ms=call.deadline_unix_ms,
         n=call.n if call.n > 1 else 0,
+        chunk_interval_ms=call.chunk_interval_ms,
+        hold_first_token=call.hold_first_token,
     )
     if call.temperature is not None:
         out.temperature = call.temperature

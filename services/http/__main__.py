@@ -13,6 +13,7 @@ from pathlib import Path
 
 from services.core.errors import CascadeError, ConfigError
 from services.core.lifecycle import run_service
+from services.core.metrics import setup_metrics
 from services.core.settings import load_settings
 from services.core.telemetry import setup_tracing
 from services.http.server import HttpService
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     async def serve(stop: asyncio.Event) -> None:
         setup_tracing("cascade-http", settings.telemetry)
+        setup_metrics("cascade-http", settings.telemetry)
         service = HttpService(settings=settings)
         await service.start()
         log.info("http ready")
@@ -43,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             log.info("http stopped")
 
     try:
-        run_service("http", serve)
+        run_service("http", serve, log_format=settings.telemetry.log_format)
     except CascadeError as exc:
         log.error("http failed: %s", exc)
         raise SystemExit(1) from exc

@@ -14,6 +14,7 @@ import grpc
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -21,12 +22,15 @@ from starlette.routing import Route
 from services.core.errors import CascadeError
 from services.http.catalog import Catalog
 from services.http.errors import ApiError, unauthenticated
+from services.http.metrics import RequestMetrics
 from services.http.protocol import ChatCompletionRequest, CompletionRequest
 from services.http.serving import OpenAIRequest, OpenAIServing
 
 log = logging.getLogger(__name__)
 Endpoint = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
+# Request headers passed on to the gateway as gRPC metadata (lower-case, as both carry them).
+PASSED_ON = ("authorization", "traceparent", "tracestate")
 
 
 def create_app(*, serving: OpenAIServing, catalog: Catalog, api_keys_sha256: Sequence[str]) -> Starlette:
@@ -55,7 +59,8 @@ def create_app(*, serving: OpenAIServing, catalog: Catalog, api_keys_sha256: Seq
         Route("/health", health, methods=["GET"]),
     ]
     handlers = {ApiError: _api_error, CascadeError: _cascade_error, HTTPException: _http_error, Exception: _crash}
-    return Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
+    middleware = [Middleware(RequestMetrics)]
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)  # type: ignore[arg-type]
 
 
 class _Guard:
@@ -94,12 +99,15 @@ async def _parse(request: Request, model: type[BaseModel]) -> Any:
 
 
 async def _generate(request: Request, serving: OpenAIServing, body: OpenAIRequest) -> Response:
+    # The caller's own token goes on to the gateway, which maps it to a tenant (gateway.tenants), and
+    # so does its W3C trace context: the gateway's spans continue the HTTP caller's trace.
+    metadata = tuple((k, v) for k in PASSED_ON if (v := request.headers.get(k)))
     if body.stream:
-        stream = await _unless_disconnected(request, serving.stream(body))
+        stream = await _unless_disconnected(request, serving.stream(body, metadata=metadata))
         # no-cache: proxies must pass events on as they come, not hold the stream to cache it.
         headers = {**stream.headers, "cache-control": "no-cache"}
         return StreamingResponse(stream.events, media_type="text/event-stream", headers=headers)
-    answer = await _unless_disconnected(request, serving.complete(body))
+    answer = await _unless_disconnected(request, serving.complete(body, metadata=metadata))
     return JSONResponse(answer.body, headers=answer.headers)
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import grpc
 
-from services.core.errors import CascadeError, ErrorCode
+from services.core.errors import CascadeError
+from services.core.status import GRPC_STATUS, grpc_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,15 +31,10 @@ STATUS: dict[grpc.StatusCode, HttpStatus] = {
 }
 INTERNAL = HttpStatus(500, "server_error")
 
-# The project's own errors (raised here before the gateway is asked) use the same table.
-_BY_ERROR_CODE: dict[ErrorCode, grpc.StatusCode] = {
-    ErrorCode.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorCode.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorCode.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorCode.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-    ErrorCode.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
-    ErrorCode.CANCELLED: grpc.StatusCode.CANCELLED,
-}
+# Each code of the error table (services/core/status.py) answers with its own HTTP status; only
+# INTERNAL (and what no code names) is a 500. A code added without its row here fails at import.
+if _missing := [c.name for c, s in GRPC_STATUS.items() if s not in STATUS and s is not grpc.StatusCode.INTERNAL]:
+    raise ImportError(f"services.http.errors.STATUS has no HTTP status for {_missing}")
 
 
 class ApiError(Exception):
@@ -60,7 +56,7 @@ class ApiError(Exception):
 
     @classmethod
     def from_cascade(cls, error: CascadeError) -> ApiError:
-        return cls(_BY_ERROR_CODE.get(error.code, grpc.StatusCode.INTERNAL), error.message)
+        return cls(grpc_status(error.code), error.message)
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.http.type, "param": self.param, "code": self.code}}

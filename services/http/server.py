@@ -46,7 +46,11 @@ class HttpService:
             catalog=(catalog := Catalog(settings=self._settings, created=int(time.time()))),
             timeout_s=http.request_timeout_s,
         )
-        app = create_app(serving=serving, catalog=catalog, api_keys_sha256=http.api_keys_sha256)
+        # One place of truth for tokens: with gateway.tenants (then api_keys_sha256 is empty) the front
+        # door lets in the tenants' tokens and passes each caller's on, and the gateway decides its tenant.
+        tenants = self._settings.gateway.tenants.values()
+        keys = http.api_keys_sha256 or tuple(d for t in tenants for d in t.tokens_sha256)
+        app = create_app(serving=serving, catalog=catalog, api_keys_sha256=keys)
         config = uvicorn.Config(
             app,
             log_level="warning",

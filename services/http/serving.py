@@ -23,6 +23,7 @@ from services.http.protocol import ChatCompletionRequest, CompletionRequest
 from services.http.responses import Envelope
 
 OpenAIRequest = ChatCompletionRequest | CompletionRequest
+Metadata = tuple[tuple[str, str], ...]  # gRPC metadata passed on with a call (the caller's token)
 _ID_PREFIX = {"chat": "chatcmpl-", "text": "cmpl-"}
 
 
@@ -49,19 +50,19 @@ class OpenAIServing:
     ) -> None:
         self._stub, self._catalog, self._timeout_s, self._clock = stub, catalog, timeout_s, clock
 
-    async def complete(self, body: OpenAIRequest) -> Answer:
+    async def complete(self, body: OpenAIRequest, *, metadata: Metadata = ()) -> Answer:
         request, env = self._prepare(body)
         try:
-            response = await self._stub.Generate(request, timeout=self._timeout_s)
+            response = await self._stub.Generate(request, timeout=self._timeout_s, metadata=metadata)
         except grpc.RpcError as exc:
             raise ApiError.from_rpc(exc) from exc
         return Answer(responses.whole(env, response), responses.headers(response))
 
-    async def stream(self, body: OpenAIRequest) -> Stream:
+    async def stream(self, body: OpenAIRequest, *, metadata: Metadata = ()) -> Stream:
         """Open the stream and wait for its first text (or its end), so that a failure before any text
         is still an HTTP error status; later failures become an error event in the stream."""
         request, env = self._prepare(body)
-        call = self._stub.GenerateStream(request, timeout=self._timeout_s)
+        call = self._stub.GenerateStream(request, timeout=self._timeout_s, metadata=metadata)
         try:
             opening = await _opening(call)
         except BaseException:

@@ -16,9 +16,14 @@ own segment formats and synchronous locking for a job this small.
 Disk work never runs on the event loop: :meth:`Spool.submit` only queues the event in memory,
 and one worker thread writes, deletes and fsyncs the files, a batch at a time (a busy disk took
 the file create alone from 20 us to over 1 ms in bench/spool.py). So the guarantee starts once
-the event is in the spool, normally well under a millisecond after the request finished: an event
-still queued in memory when the process is SIGKILLed is lost. Publishing does not wait for the
-file (see :meth:`Spool.peek`), except behind a held event not yet on disk.
+the event is in the spool: with ``write_delay_s`` 0, well under a millisecond after the request
+finished; with a delay (``outcomes.spool_write_delay_ms``), that long after, unless JetStream
+acknowledged it first, in which case it is never written at all. An event still queued in memory
+when the process is SIGKILLed is lost. Why a delay: JetStream normally acknowledges within a few
+milliseconds, so without one nearly every event was written and deleted again for nothing (the
+spool's thread hand-offs, file creates, unlinks and fsyncs were ~20-25% of the gateway's py-spy
+samples under bench/overhead). Publishing does not wait for the file (see :meth:`Spool.peek`), except
+behind a held event not yet on disk.
 
 Durability (``fsync``): a written file is in the kernel's page cache, which survives the process
 being killed. Surviving a machine crash needs it on the disk: ``always`` fsyncs each written file
@@ -102,9 +107,18 @@ class Spool:
     """The spool's state lives on the event loop; its file I/O runs in one worker thread."""
 
     def __init__(
-        self, directory: Path, *, max_bytes: int, fsync: FsyncPolicy = "batch", fsync_interval_s: float = 1.0
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        fsync: FsyncPolicy = "batch",
+        fsync_interval_s: float = 1.0,
+        write_delay_s: float = 0.0,
     ) -> None:
+        """``write_delay_s``: how long a submitted event waits in memory before it is written, so that
+        the events JetStream acknowledges within it never touch the disk (0: written at once)."""
         self.directory = directory
+        self._write_delay_s = write_delay_s
         self._dir = str(directory)  # str paths: a pathlib join and hash cost more than the write itself
         self._max_bytes = max_bytes
         self._fsync = fsync
@@ -318,6 +332,8 @@ class Spool:
         loop = asyncio.get_running_loop()
         while True:
             await self._work.wait()
+            if self._write_delay_s > 0 and self._to_write:  # deletes alone go at once
+                await asyncio.sleep(self._write_delay_s)  # acknowledged meanwhile: never written
             self._work.clear()
             self._in_write, self._to_write = self._to_write, {}
             deletes, self._to_delete = self._to_delete, []

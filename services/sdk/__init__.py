@@ -20,7 +20,9 @@ from services.core.errors import (
     InvalidRequest,
     NotFound,
     Overloaded,
+    PermissionDenied,
     TierUnavailable,
+    Unauthenticated,
     Unavailable,
 )
 from services.sdk._errors import RemoteError
@@ -53,6 +55,7 @@ __all__ = [
     "InvalidRequest",
     "NotFound",
     "Overloaded",
+    "PermissionDenied",
     "Policy",
     "RemoteError",
     "Route",
@@ -60,6 +63,7 @@ __all__ = [
     "TierUnavailable",
     "Timings",
     "TlsConfig",
+    "Unauthenticated",
     "Unavailable",
     "Usage",
     "acollect",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from opentelemetry import propagate
 
 from services.core.errors import CascadeError, ConfigError, InvalidRequest
 from services.sdk.types import PemSource, TlsConfig
@@ -36,6 +37,7 @@ class ClientConfig:
         timeout: float | None,
         metadata: Mapping[str, str] | None,
         options: ChannelOptions,
+        token: str | None = None,
     ) -> ClientConfig:
         if not target or not isinstance(target, str):
             raise ConfigError("`target` must be a non-empty 'host:port' string")
@@ -43,15 +45,33 @@ class ClientConfig:
         options = tuple(options)
         if isinstance(tls, TlsConfig) and tls.server_name:
             options += (("grpc.ssl_target_name_override", tls.server_name),)
-        return cls(target, _credentials(tls), timeout, merge_metadata(metadata), options)
+        return cls(target, _credentials(tls), timeout, merge_metadata(metadata, base=_bearer(token)), options)
 
     def call_args(self, timeout: float | None, metadata: Mapping[str, str] | None) -> dict[str, Any]:
-        """Keyword arguments for one stub call: the deadline and the merged metadata."""
+        """Keyword arguments for one stub call: the deadline and the merged metadata.
+
+        The metadata carries the caller's current trace context (``traceparent``), so the gateway's
+        spans continue the caller's trace.
+        """
         check_timeout(timeout, InvalidRequest)
         return {
             "timeout": self.timeout if timeout is None else timeout,
-            "metadata": merge_metadata(metadata, base=self.metadata),
+            "metadata": merge_metadata(metadata, base=self.metadata + _trace_context()),
         }
+
+
+def _bearer(token: str | None) -> Metadata:
+    if token is None:
+        return ()
+    if not isinstance(token, str) or not token.strip() or any(c.isspace() for c in token):
+        raise ConfigError("`token` must be a non-empty string without whitespace (sent as `Bearer TOKEN`)")
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _trace_context() -> Metadata:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)  # nothing without a current span
+    return tuple(carrier.items())
 
 
 def check_timeout(timeout: float | None, error: type[CascadeError]) -> None:

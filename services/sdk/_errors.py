@@ -10,16 +10,8 @@ from __future__ import annotations
 
 import grpc
 
-from services.core.errors import (
-    Cancelled,
-    CascadeError,
-    DeadlineExceeded,
-    InternalError,
-    InvalidRequest,
-    NotFound,
-    Overloaded,
-    Unavailable,
-)
+from services.core.errors import CascadeError, ErrorCode, error_class
+from services.core.status import error_code
 
 
 class RemoteError(CascadeError):
@@ -39,42 +31,17 @@ class RemoteError(CascadeError):
         return (type(self), (self.message, self.grpc_code))
 
 
-class RemoteInvalidRequest(InvalidRequest, RemoteError):
-    """The server rejected the request as malformed (INVALID_ARGUMENT)."""
+def _remote(base: type[CascadeError]) -> type[RemoteError]:
+    name = f"Remote{base.__name__}"
+    doc = f"{base.__doc__} Reported by the server or the transport."
+    cls = type(name, (base, RemoteError), {"__doc__": doc, "__module__": __name__, "__qualname__": name})
+    globals()[name] = cls  # pickle finds a class by its module and name
+    return cls
 
 
-class RemoteNotFound(NotFound, RemoteError):
-    """The server did not find a named thing (NOT_FOUND)."""
-
-
-class RemoteOverloaded(Overloaded, RemoteError):
-    """The server is overloaded or the request is too large (RESOURCE_EXHAUSTED)."""
-
-
-class RemoteUnavailable(Unavailable, RemoteError):
-    """The server or one of its dependencies cannot be reached (UNAVAILABLE)."""
-
-
-class RemoteDeadlineExceeded(DeadlineExceeded, RemoteError):
-    """The call's deadline passed before the answer was complete (DEADLINE_EXCEEDED)."""
-
-
-class RemoteCancelled(Cancelled, RemoteError):
-    """The call was cancelled (CANCELLED)."""
-
-
-class RemoteInternalError(InternalError, RemoteError):
-    """Any other status: INTERNAL, UNKNOWN, UNIMPLEMENTED, UNAUTHENTICATED, ..."""
-
-
-_BY_STATUS: dict[grpc.StatusCode, type[RemoteError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: RemoteInvalidRequest,
-    grpc.StatusCode.NOT_FOUND: RemoteNotFound,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: RemoteOverloaded,
-    grpc.StatusCode.UNAVAILABLE: RemoteUnavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: RemoteDeadlineExceeded,
-    grpc.StatusCode.CANCELLED: RemoteCancelled,
-}
+# One class per code of the error table (services/core/status.py), e.g. RemoteInvalidRequest; any
+# status no code names (UNKNOWN, UNIMPLEMENTED, ...) is RemoteInternalError.
+_BY_CODE: dict[ErrorCode, type[RemoteError]] = {code: _remote(error_class(code)) for code in ErrorCode if code}
 
 
 def from_rpc_error(error: grpc.RpcError) -> RemoteError:
@@ -82,5 +49,4 @@ def from_rpc_error(error: grpc.RpcError) -> RemoteError:
     # Every RpcError the stubs raise is also a grpc.Call; a bare RpcError has no status.
     code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
     details = error.details() if callable(getattr(error, "details", None)) else None
-    cls = _BY_STATUS.get(code, RemoteInternalError)
-    return cls(details or code.name, code)
+    return _BY_CODE[error_code(code)](details or code.name, code)

@@ -1,4 +1,4 @@
-"""NATS edge of a tier: TierRequest in, TierAccept back, then TokenChunks to the caller's subject."""
+"""NATS edge of a tier: TierRequest in, TierAccept back, then TokenChunks (chunks.py) to the caller's subject."""
 
 from __future__ import annotations
 
@@ -9,54 +9,24 @@ import time
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.micro.service import Service
+from opentelemetry.trace import Span
 
-from cascade.v1 import common_pb2, events_pb2
-from services.core import subjects
-from services.core.errors import CascadeError, DeadlineExceeded, InternalError, InvalidRequest, Overloaded
+from cascade.v1 import events_pb2
+from services.core import metrics, subjects
+from services.core.errors import CascadeError, DeadlineExceeded, ErrorCode, InternalError, InvalidRequest, Overloaded
+from services.core.liveness import announce, withdraw
+from services.core.logs import REQUEST_ID
+from services.core.nats import drain_subscription
 from services.core.settings import TierSettings
 from services.core.telemetry import extract_context, tracer
-from services.core.wire import FINISH_REASONS, error_info
-from services.tier.backends import Delta, Generation, Message, SampleAnswer, TierBackend, create_backend
+from services.core.wire import error_info
+from services.tier.backends import Delta, Generation, Message, TierBackend, create_backend
+from services.tier.chunks import ChunkSender
 
-log = logging.getLogger(__name__)
 # Samples per request (vLLM's `n`): beyond a handful, agreement gains little and the call costs n times.
 MAX_SAMPLES = 16
-
-
-class ChunkSender:
-    """Numbers and publishes one answer's chunks."""
-
-    def __init__(self, nc: NatsClient, request: events_pb2.TierRequest, tier: str) -> None:
-        self._nc, self._subject, self._tier = nc, request.chunk_subject, tier
-        self._request_id = request.request_id
-        self._seq = 0
-
-    async def send(self, chunk: events_pb2.TokenChunk) -> None:
-        chunk.request_id, chunk.tier, chunk.seq = self._request_id, self._tier, self._seq
-        self._seq += 1
-        await self._nc.publish(self._subject, chunk.SerializeToString())
-
-    async def delta(self, d: Delta) -> None:
-        chunk = events_pb2.TokenChunk(text=d.text, token_logprobs=d.token_logprobs)
-        if d.finish_reason is not None:
-            chunk.final = True
-            chunk.finish_reason = FINISH_REASONS.get(d.finish_reason, common_pb2.FINISH_REASON_STOP)
-            chunk.usage.CopyFrom(
-                common_pb2.Usage(
-                    input_tokens=d.input_tokens or 0,
-                    output_tokens=d.output_tokens or 0,
-                    estimated=d.usage_estimated,
-                )
-            )
-            if d.replay_score is not None:
-                chunk.replay_score = d.replay_score
-            chunk.samples.extend(_sample(s) for s in d.samples)
-        await self.send(chunk)
-
-    async def fail(self, exc: CascadeError) -> None:
-        await self.send(
-            events_pb2.TokenChunk(final=True, finish_reason=common_pb2.FINISH_REASON_ERROR, error=error_info(exc))
-        )
 
 
 def generation_from(request: events_pb2.TierRequest, timeout_s: float) -> Generation:
@@ -72,52 +42,57 @@ def generation_from(request: events_pb2.TierRequest, timeout_s: float) -> Genera
     )
 
 
-def _sample(sample: SampleAnswer) -> events_pb2.Sample:
-    return events_pb2.Sample(
-        text=sample.text,
-        token_logprobs=sample.token_logprobs,
-        finish_reason=FINISH_REASONS.get(sample.finish_reason, common_pb2.FINISH_REASON_STOP),
-    )
-
-
 class TierWorker:
     def __init__(
         self, *, nc: NatsClient, tier: str, settings: TierSettings, backend: TierBackend | None = None
     ) -> None:
         self._nc, self.tier, self._settings = nc, tier, settings
+        # Each tier logs under its own name, so a log filter or a JSON query can pick one tier out.
+        self._log = logging.getLogger(f"cascade.tier.{tier}")
         self.backend = backend or create_backend(settings)
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._subs: list = []
+        self._work: Subscription | None = None
+        self._cancels: Subscription | None = None
+        self._live: Service | None = None
 
     async def start(self) -> None:
-        self._subs = [
-            await self._nc.subscribe(
-                subjects.tier_subject(self.tier), queue=subjects.tier_queue(self.tier), cb=self._on_request
-            ),
-            await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
-        ]
-        log.info("tier %s serving through %s backend (model %s)", self.tier, self.backend.kind, self.backend.model)
+        self._cancels = await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel)
+        self._work = await self._nc.subscribe(
+            subjects.tier_subject(self.tier), queue=subjects.tier_queue(self.tier), cb=self._on_request
+        )
+        b = self.backend
+        self._live = await announce(
+            self._nc, subjects.tier_service(self.tier), description=f"tier {self.tier}", backend=b.kind, model=b.model
+        )
+        self._log.info("tier %s serving through %s backend (model %s)", self.tier, b.kind, b.model)
 
     async def stop(self, *, grace_s: float = 30.0) -> None:
-        """Stop taking requests, let those in flight finish (up to ``grace_s``), then close."""
-        for sub in self._subs:
-            await sub.unsubscribe()
+        """Stop taking requests, answer those already delivered, let those in flight finish (up to ``grace_s``).
+
+        Cancels are listened to until the last request in flight is done: a caller that goes away
+        meanwhile still stops its work.
+        """
+        if self._live is not None:
+            await withdraw(self._nc, self._live)
+            self._live = None
+        if self._work is not None:
+            await drain_subscription(self._nc, self._work, what=f"tier {self.tier}'s requests", timeout_s=grace_s)
+            self._work = None
         if self._tasks:
-            log.info("tier %s waiting for %d requests in flight", self.tier, len(self._tasks))
+            self._log.info("tier %s waiting for %d requests in flight", self.tier, len(self._tasks))
             _, pending = await asyncio.wait(list(self._tasks.values()), timeout=grace_s)
             for task in pending:
                 task.cancel()
+        if self._cancels is not None:
+            await drain_subscription(self._nc, self._cancels, what=f"tier {self.tier}'s cancels", timeout_s=grace_s)
+            self._cancels = None
         await self.backend.aclose()
 
     async def _on_request(self, msg: Msg) -> None:
-        if not msg.data:  # a liveness probe (`cascade up` sends these): say who serves this tier
-            probe = events_pb2.TierAccept(tier=self.tier, backend=self.backend.kind, model=self.backend.model)
-            await msg.respond(probe.SerializeToString())
-            return
         try:
             request = self._admit(msg.data)
         except CascadeError as exc:
-            log.warning("tier %s refused a request: %s", self.tier, exc.message)
+            self._log.warning("tier %s refused a request: %s", self.tier, exc.message)
             await msg.respond(events_pb2.TierAccept(tier=self.tier, error=error_info(exc)).SerializeToString())
             return
         accept = events_pb2.TierAccept(
@@ -152,31 +127,56 @@ class TierWorker:
             task.cancel()
 
     async def _serve(self, request: events_pb2.TierRequest, headers: dict[str, str] | None) -> None:
+        REQUEST_ID.set(request.request_id)  # this task's log records name the request
         sender = ChunkSender(self._nc, request, self.tier)
         timeout_s = _seconds_left(request)
-        span = tracer(__name__).start_span(f"tier.{self.tier}", context=extract_context(headers))
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._stream(sender, generation_from(request, timeout_s))
-        except TimeoutError:
-            await sender.fail(DeadlineExceeded(f"tier {self.tier} ran past the deadline"))
-        except CascadeError as exc:
-            log.warning("tier %s request %s failed: %s", self.tier, request.request_id, exc.message)
-            await sender.fail(exc)
-        except asyncio.CancelledError:
-            log.info("tier %s request %s cancelled by the caller", self.tier, request.request_id)
-        except Exception:
-            log.exception("tier %s request %s: unexpected failure", self.tier, request.request_id)
-            await sender.fail(InternalError(f"tier {self.tier} failed unexpectedly"))
-        finally:
-            span.end()
+        started, status = time.perf_counter(), ErrorCode.INTERNAL.name
+        span_name, trace_context = f"tier.{self.tier}", extract_context(headers)
+        with tracer(__name__).start_as_current_span(span_name, context=trace_context) as span:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._stream(sender, generation_from(request, timeout_s), span)
+                status = "OK"
+            except TimeoutError:
+                status = ErrorCode.DEADLINE_EXCEEDED.name
+                await sender.fail(DeadlineExceeded(f"tier {self.tier} ran past the deadline"))
+            except CascadeError as exc:
+                status = exc.code.name
+                self._log.warning("tier %s request %s failed: %s", self.tier, request.request_id, exc.message)
+                await sender.fail(exc)
+            except asyncio.CancelledError:
+                status = ErrorCode.CANCELLED.name
+                self._log.info("tier %s request %s cancelled by the caller", self.tier, request.request_id)
+            except Exception:
+                self._log.exception("tier %s request %s: unexpected failure", self.tier, request.request_id)
+                await sender.fail(InternalError(f"tier {self.tier} failed unexpectedly"))
+            finally:
+                labels = {"tier": self.tier, "status": status}
+                metrics.TIER_DURATION.record(time.perf_counter() - started, labels)
+                sender.close()
 
-    async def _stream(self, sender: ChunkSender, generation: Generation) -> None:
+    async def _stream(self, sender: ChunkSender, generation: Generation, span: Span) -> None:
         async for delta in self.backend.stream(generation):
             await sender.delta(delta)
             if delta.finish_reason is not None:
+                self._count_final(delta, span)
                 return
         raise InternalError(f"tier {self.tier} backend ended without a finish reason")
+
+    def _count_final(self, delta: Delta, span: Span) -> None:
+        tokens = {"input": delta.input_tokens or 0, "output": delta.output_tokens or 0}
+        for kind, n in tokens.items():
+            metrics.TIER_TOKENS.add(n, {"tier": self.tier, "kind": kind})
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "cascade.tier": self.tier,
+                    "gen_ai.request.model": self.backend.model,
+                    "gen_ai.usage.input_tokens": tokens["input"],
+                    "gen_ai.usage.output_tokens": tokens["output"],
+                    "gen_ai.response.finish_reasons": (delta.finish_reason or "",),
+                }
+            )
 
 
 def _seconds_left(request: events_pb2.TierRequest) -> float:

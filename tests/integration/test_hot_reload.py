@@ -37,14 +37,14 @@ async def nc(nats_server):
     await nc.drain()
 
 
-def settings_for(nats_server, fake_openai, tmp_path: Path, *, scorer: str = "latest"):
+def settings_for(nats_server, fake_openai, tmp_path: Path, *, scorer: str = "latest", router_mode: str = "service"):
     tier = openai_tier(fake_openai.base_url)
     return make_settings(
         nats_server.url,
         {"small": tier, "large": tier},
         # An hour between polls: within the test only ModelEvents can trigger a switch.
         router={"published": "latest", "registry_bucket": "models", "cache_dir": tmp_path / "cache"}
-        | {"reload_interval_s": 3600},
+        | {"reload_interval_s": 3600, "mode": router_mode},
         escalation={"confidence": "scorer", "published": scorer},
     )
 
@@ -109,16 +109,25 @@ class Load:
         await eventually(done, timeout_s=60)
 
 
-async def test_requests_in_flight_never_fail_while_models_are_swapped(nats_server, fake_openai, nc, tmp_path):
+# embedded: the gateway scores prompts itself (no router process runs) and follows the registry the same way.
+@pytest.mark.parametrize("router_mode", ["service", "embedded"])
+async def test_requests_in_flight_never_fail_while_models_are_swapped(
+    nats_server, fake_openai, nc, tmp_path, router_mode
+):
     await publish(nc, router_variant(tmp_path, ROUTER_1))
     await publish(nc, scorer_variant(tmp_path, SCORER_1), kind="scorer")
     registry = ModelRegistry(nc=nc, bucket="models")
-    settings = settings_for(nats_server, fake_openai, tmp_path)
-    async with run_system(nats_server, settings) as system, aio.insecure_channel(system.target) as channel:
+    settings = settings_for(nats_server, fake_openai, tmp_path, router_mode=router_mode)
+    embedded = router_mode == "embedded"
+    async with (
+        run_system(nats_server, settings, run_router=not embedded) as system,
+        aio.insecure_channel(system.target) as channel,
+    ):
         stub = cascade_pb2_grpc.CascadeStub(channel)
+        router = system.gateway.router.routing if system.gateway.router else system.router.routing
 
         def serving() -> tuple[str, str]:
-            return system.router._holder.model.version, system.gateway.cascade.confidence.version
+            return router.version(), system.gateway.cascade.confidence.version
 
         with Load(stub, clients=6) as load:
             await load.until(20)

@@ -292,6 +292,25 @@ async def test_api_keys(system):
             assert (await http.get(str(client.base_url).removesuffix("/v1/") + "/health")).status_code == 200
 
 
+async def test_tenant_tokens_pass_through_to_the_gateway(nats_server, fake_openai):
+    # gateway.tenants is the one place of truth: the front door lets in the tenants' tokens and passes the
+    # caller's on; the gateway decides the tenant (not the request's `user`) and its policies.
+    tenants = {"team-h": {"tokens_sha256": [hashlib.sha256(KEY.encode()).hexdigest()], "policies": ["small"]}}
+    settings = make_settings(nats_server.url, tiers(fake_openai.base_url), gateway={"tenants": tenants})
+    async with (
+        run_system(nats_server, settings) as system,
+        front_door(settings, gateway_target=system.target) as client,
+    ):
+        answer = await client.completions.create(model="cascade:small", prompt=PROMPT, user="claimed")
+        with pytest.raises(openai.PermissionDeniedError) as denied:
+            await client.completions.create(model="cascade:large", prompt=PROMPT)
+        assert "may not use policy 'large'" in denied.value.body["message"]
+        with pytest.raises(openai.AuthenticationError):
+            await client.with_options(api_key="sk-wrong").models.list()
+        outcomes = await outcome_events(system)
+    assert outcomes[answer.id.removeprefix("cmpl-")].tenant == "team-h"
+
+
 async def test_a_stream_broken_mid_way_ends_with_an_error_event(client, fake_openai):
     await fake_openai.control(drop_after_tokens=3)
     stream = await client.chat.completions.create(model="cascade:large", messages=chat(), stream=True)

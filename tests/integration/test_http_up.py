@@ -18,9 +18,11 @@ from tests.support.processes import wait_for_line
 from tests.support.system import openai_tier
 
 
-async def test_cascade_up_serves_asks_and_stops_in_reverse_order(tmp_path, fake_openai):
+@pytest.mark.parametrize("router_mode", ["service", "embedded"])
+async def test_cascade_up_serves_asks_and_stops_in_reverse_order(tmp_path, fake_openai, router_mode):
     """`cascade up` starts every `python -m services.*` entry point; `cascade ask` gets an answer through them;
-    SIGINT stops the children by SIGTERM in reverse start order, each one handling its signal."""
+    SIGINT stops the children by SIGTERM in reverse start order, each one handling its signal.
+    With router.mode embedded no router process runs and the gateway routes by itself."""
     ports = {name: free_port() for name in ("nats", "gateway", "http")}
     config = tmp_path / "cascade.yaml"
     config.write_text(
@@ -29,6 +31,7 @@ async def test_cascade_up_serves_asks_and_stops_in_reverse_order(tmp_path, fake_
                 "nats": {"embedded": {"port": ports["nats"], "data_dir": str(tmp_path / "nats")}},
                 "gateway": {"port": ports["gateway"]},
                 "http": {"port": ports["http"]},
+                "router": {"mode": router_mode},
                 "escalation": {"confidence": "logprob"},
                 "outcomes": {"spool_dir": str(tmp_path / "spool")},
                 "tiers": {"small": openai_tier(fake_openai.base_url), "large": openai_tier(fake_openai.base_url)},
@@ -46,7 +49,9 @@ async def test_cascade_up_serves_asks_and_stops_in_reverse_order(tmp_path, fake_
         async with openai.AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=20) as client:
             messages = [{"role": "user", "content": "Name a prime number."}]
             answer = await client.chat.completions.create(model="cascade:large", messages=messages)
+            routed = await client.chat.completions.create(model="cascade:route", messages=messages)
         assert answer.choices[0].message.content and answer.cascade["tier"] == "large"
+        assert routed.cascade["router_model_version"] and not routed.cascade["router_error"]
         ask = await asyncio.create_subprocess_exec(
             *[sys.executable, "-m", "services.cli.main", "ask", "Name a prime number.", "--policy", "large"],
             *["--target", f"127.0.0.1:{ports['gateway']}", "--timeout", "20"],
@@ -62,9 +67,10 @@ async def test_cascade_up_serves_asks_and_stops_in_reverse_order(tmp_path, fake_
     lines = log_path.read_text().splitlines()
     stopped = [line.rsplit(" ", 2)[-2] for line in lines if line.endswith(" stopped")]
     # Children by SIGTERM in reverse start order, then the supervisor; each child shut down on its signal.
-    assert stopped == ["http", "gateway", "tier", "tier", "router", "prompt-cascade"]
+    router = ["router"] if router_mode == "service" else []
+    assert stopped == ["http", "gateway", "tier", "tier", *router, "prompt-cascade"]
     shutting_down = [line.split()[3] for line in lines if line.endswith("received SIGTERM, shutting down")]
-    assert sorted(shutting_down) == ["gateway", "http", "router", "tier", "tier"]
+    assert sorted(shutting_down) == sorted(["gateway", "http", *router, "tier", "tier"])
 
 
 # ---------------------------------------------------------------------------- settings

@@ -35,10 +35,12 @@ async def _run(code: str) -> str:
     return out.getvalue()
 
 
-async def test_the_durable_consumer_example_reads_outcomes_and_feedback_once(nats_server):
+async def test_the_durable_consumer_example_reads_outcomes_and_feedback_once(nats_server, tmp_path):
     code = _python_block_after("A durable consumer that reads every outcome once")
-    assert '"nats://127.0.0.1:4222"' in code
-    code = code.replace('"nats://127.0.0.1:4222"', repr(nats_server.url))
+    assert '"configs/cascade.replay.yaml"' in code
+    config = tmp_path / "cascade.yaml"
+    config.write_text(f"nats: {{url: {nats_server.url}}}\n")
+    code = code.replace('"configs/cascade.replay.yaml"', repr(str(config)))
     nc = await connect_nats(nats_server.url, name="t")
     js = nc.jetstream()
     await ensure_stream(js, OutcomeSettings())

@@ -392,3 +392,31 @@ async def test_calibrated_policy_file_sets_router_and_escalation_thresholds(nats
         system.router.policy._calibration.reload_if_changed()  # the interval is off in tests: check now
         resp = await stub.Generate(cascade_pb2.GenerateRequest(prompt="Fine [[confidence=0.4]]"), timeout=10)
         assert resp.route.tier == "small" and resp.route.confidence_threshold == pytest.approx(0.3)
+
+
+async def test_an_embedded_router_decides_as_the_router_service_does(nats_server, fake_openai):
+    """router.mode embedded: no router process runs; the gateway's decision, its fields and the published
+    RouteDecision are those the router service gives the same prompt."""
+    settings = make_settings(nats_server.url, tiers(fake_openai.base_url), router={"mode": "embedded"})
+    nc = await connect_nats(nats_server.url, name="decision-watcher")
+    decisions = await nc.subscribe("cascade.events.decision")
+    try:
+        async with run_system(nats_server, settings, run_router=False) as system:
+            async with aio.insecure_channel(system.target) as channel:
+                stub = cascade_pb2_grpc.CascadeStub(channel)
+                prompt = "Prove that there are infinitely many primes."
+                request = cascade_pb2.GenerateRequest(
+                    prompt=prompt, policy=cascade_pb2.POLICY_ROUTE, request_id="emb-1"
+                )
+                resp = await stub.Generate(request, timeout=10)
+            published = events_pb2.RouteDecision.FromString((await decisions.next_msg(timeout=5)).data)
+            # The router service object of the system is built (not run): its decision is the reference.
+            reference = system.router.routing.decide("emb-1", prompt)
+    finally:
+        await nc.drain()
+    route = resp.route
+    assert route.reason == common_pb2.PATH_REASON_ROUTED and not route.router_error
+    assert (route.router_score, route.router_threshold) == pytest.approx((reference.score, reference.threshold))
+    assert route.router_model_version == reference.model_version != ""
+    assert route.tiers_tried[0] == reference.tier
+    assert published.request_id == "emb-1" and published.score == pytest.approx(reference.score)

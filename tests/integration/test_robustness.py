@@ -302,11 +302,18 @@ async def test_a_well_behaved_scripted_tier_answers(nats_server):
         await tier.start()
         try:
             async with aio.insecure_channel(system.target) as channel:
-                resp = await cascade_pb2_grpc.CascadeStub(channel).Generate(generate(), timeout=10)
+                stub = cascade_pb2_grpc.CascadeStub(channel)
+                resp = await stub.Generate(generate(), timeout=10)
+                streamed = [c.text async for c in stub.GenerateStream(generate(), timeout=10)]
         finally:
             await tier.stop()
             await nc.drain()
     assert resp.text == "one two" and resp.route.tier == "large"
+    assert "".join(streamed) == "one two"
+    # A unary caller sees only the end: the tier may gather more tokens per chunk message.
+    gw = settings.gateway
+    assert [r.chunk_interval_ms for r in tier.requests] == [gw.unary_chunk_interval_ms, gw.chunk_interval_ms]
+    assert [r.hold_first_token for r in tier.requests] == [True, False]
 
 
 async def test_a_stream_dropped_mid_answer_is_unavailable_after_the_first_chunks(stub, system, fake_openai):

@@ -10,18 +10,42 @@ from pathlib import Path
 
 import pytest
 
+from services.core.nats import connect_from_settings
+from services.core.settings import load_settings
+from services.outcomes import read_events
+from services.sdk.aio import AsyncCascadeClient
+from services.tier.backends.replay import ReplayBackend
 from tests.support.processes import alive, child_with, children_of, wait_for_line
-from tests.support.up import CASCADE, cascade, free_ports, replay_config
+from tests.support.up import CASCADE, free_ports, replay_config
 
 FAST = {"backoff_initial_s": 0.1, "backoff_max_s": 1.0}
 
 
 async def _ask_small(config: Path, port: int) -> str:
-    code, out = await cascade(
-        "ask", "--sample", "--config", str(config), "--target", f"127.0.0.1:{port}", "--policy", "small"
-    )
-    assert code == 0 and "tier=small" in out, out
-    return out
+    """Ask the small tier through the gateway a question it knows; the request id."""
+    settings = load_settings(config)
+    replay = settings.tiers["small"].replay
+    assert replay is not None
+    prompt = sorted(ReplayBackend(data_path=replay.data, model=replay.model).prompts())[0]
+    async with AsyncCascadeClient(target=f"127.0.0.1:{port}", timeout=60) as client:
+        result = await client.generate(prompt, policy="small")
+    assert result.route.tier == "small" and result.text
+    return result.request_id
+
+
+async def _stored(config: Path, *request_ids: str) -> None:
+    """Wait until the outcomes of ``request_ids`` are in JetStream (the gateway publishes in the background)."""
+    settings = load_settings(config)
+    nc = await connect_from_settings(settings.nats, name="test-reader")
+    try:
+        for _ in range(60):  # a hang guard, not a timing assertion
+            events = [e async for e in read_events(nc.jetstream(), stream=settings.outcomes.stream, durable=None)]
+            if set(request_ids) <= {e.request_id for e in events}:
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await nc.drain()
+    raise AssertionError(f"outcomes of {request_ids} never stored")
 
 
 async def _count_in(path: Path, text: str, count: int, process: subprocess.Popen[bytes]) -> None:
@@ -48,14 +72,16 @@ async def test_a_killed_tier_worker_and_nats_server_are_restarted_and_serve_agai
         await wait_for_line(log_path, "tier-small was killed by SIGKILL; its last log line:", up)
         await wait_for_line(log_path, "tier-small restarted", up)
         await _count_in(log_path, "tier small serving through", 2, up)
-        await _ask_small(config, ports["gateway"])
+        before = await _ask_small(config, ports["gateway"])
+        await _stored(config, before)
 
         os.kill(child_with(up.pid, "nats-server"), signal.SIGKILL)
-        await wait_for_line(log_path, "nats-server was killed by SIGKILL", up)
+        await wait_for_line(log_path, "nats-server was killed by SIGKILL; its last log line: ", up)
         await wait_for_line(log_path, "nats-server restarted", up)
         await _count_in(log_path, "nats reconnected (cascade-gateway)", 1, up)
         await _count_in(log_path, "nats reconnected (cascade-tier)", 1, up)
-        await _ask_small(config, ports["gateway"])  # same port, and the services found it again
+        after = await _ask_small(config, ports["gateway"])  # same port, and the services found it again
+        await _stored(config, before, after)  # same JetStream directory: what was stored before is still there
         assert len(children_of(up.pid)) == 7
     finally:
         up.send_signal(signal.SIGINT)

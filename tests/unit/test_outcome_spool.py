@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from services.core.errors import ConfigError
 from services.core.settings import CascadeSettings, load_settings
-from services.outcomes.spool import SUFFIX, Spool, encode
+from services.outcomes.spool import SUFFIX, Spool, decode, encode
 
 SUBJECT = "cascade.outcomes.request"
 
@@ -158,4 +158,18 @@ async def test_a_file_left_under_its_temporary_name_is_recovered(tmp_path) -> No
     spool = Spool(tmp_path, max_bytes=1 << 20, fsync="never")
     assert spool.open() == 1
     assert [(e.msg_id, e.payload) for e in spool.peek()] == [("outcome:tmp", b"whole")]
+
+
+async def test_with_a_write_delay_an_event_acknowledged_in_time_is_never_written(tmp_path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, fsync="never", write_delay_s=1.0)
+    spool.open()
+    spool.submit(SUBJECT, "outcome:quick", b"payload")
+    await asyncio.sleep(0.2)  # without the delay the worker thread would have written it by now
+    assert list(tmp_path.glob(f"*{SUFFIX}")) == []
+    [quick] = spool.peek(10)  # published from memory meanwhile
+    spool.ack(quick.path)
+    spool.submit(SUBJECT, "outcome:slow", b"payload")  # never acknowledged: written once the delay is over
+    await spool.flush()
+    [written] = tmp_path.glob(f"*{SUFFIX}")
+    assert decode(str(written), written.read_bytes()).msg_id == "outcome:slow"
     await spool.close()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from services.core.errors import ConfigError
-from services.core.settings import load_settings
+from services.core.settings import CascadeSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,3 +78,9 @@ def test_built_in_defaults_run_the_two_local_vllm_servers(monkeypatch):
     assert s.tiers["small"].openai.base_url == "http://127.0.0.1:8000/v1"
     assert s.tiers["large"].openai.base_url == "http://127.0.0.1:8001/v1"
     assert s.router.model.joinpath("router.onnx").exists()
+
+
+def test_a_tier_name_that_cannot_be_a_subject_token_is_a_config_error():
+    replay = {"backend": "replay", "replay": {"data": "x.parquet", "model": "m"}}
+    with pytest.raises(ValueError, match=r"tier names take letters, digits, '-' and '_' only: \['a.b'\]"):
+        CascadeSettings(tiers={"small": replay, "large": replay, "a.b": replay})

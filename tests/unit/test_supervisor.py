@@ -43,15 +43,21 @@ async def test_with_restart_never_the_first_death_is_final(caplog):
     assert "restarting" not in caplog.text
 
 
-async def test_a_stop_ends_supervision_and_stop_all_stops_the_process():
-    child = ServiceProcess("sleeper", ["http.server", "0", "--bind", "127.0.0.1"], dict(os.environ))
+async def test_a_stop_ends_supervision_and_a_process_that_ignores_sigterm_is_killed_after_the_grace(caplog):
+    child = ServiceProcess("stubborn", ["tests.support.stubborn"], dict(os.environ))
     await child.start()
     stop = asyncio.Event()
     watching = asyncio.create_task(Supervisor(SupervisorSettings(), stop).run([child]))
+    for _ in range(300):  # until it has set its handler (a hang guard, not a timing assertion)
+        if "ignoring SIGTERM" in child.exit_reason():
+            break
+        await asyncio.sleep(0.05)
     stop.set()
     await asyncio.wait_for(watching, 10)
-    await stop_all([child], asyncio.Event(), grace_s=10)
-    assert child.returncode is not None
+    assert child.returncode is None  # supervision ended; stopping is stop_all's job
+    with caplog.at_level(logging.WARNING, logger="cascade.up"):
+        await stop_all([child], asyncio.Event(), grace_s=0.5)
+    assert child.returncode == -9 and "stubborn did not stop within 0.5s; killing it" in caplog.text
 
 
 def test_exit_status_names_the_signal():

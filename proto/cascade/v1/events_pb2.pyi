@@ -21,6 +21,8 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_DEADLINE_EXCEEDED: _ClassVar[ErrorCode]
     ERROR_CODE_INTERNAL: _ClassVar[ErrorCode]
     ERROR_CODE_CANCELLED: _ClassVar[ErrorCode]
+    ERROR_CODE_UNAUTHENTICATED: _ClassVar[ErrorCode]
+    ERROR_CODE_PERMISSION_DENIED: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_INVALID_ARGUMENT: ErrorCode
 ERROR_CODE_NOT_FOUND: ErrorCode
@@ -29,6 +31,8 @@ ERROR_CODE_UNAVAILABLE: ErrorCode
 ERROR_CODE_DEADLINE_EXCEEDED: ErrorCode
 ERROR_CODE_INTERNAL: ErrorCode
 ERROR_CODE_CANCELLED: ErrorCode
+ERROR_CODE_UNAUTHENTICATED: ErrorCode
+ERROR_CODE_PERMISSION_DENIED: ErrorCode
 
 class RouteRequest(_message.Message):
     __slots__ = ("request_id", "text", "deadline_unix_ms")
@@ -61,7 +65,7 @@ class RouteDecision(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., model_version: _Optional[str] = ..., latency_ms: _Optional[float] = ..., error: _Optional[str] = ..., thresholds: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TierRequest(_message.Message):
-    __slots__ = ("request_id", "messages", "max_tokens", "temperature", "stop", "want_logprobs", "chunk_subject", "deadline_unix_ms", "n")
+    __slots__ = ("request_id", "messages", "max_tokens", "temperature", "stop", "want_logprobs", "chunk_subject", "deadline_unix_ms", "n", "chunk_interval_ms", "hold_first_token")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +75,8 @@ class TierRequest(_message.Message):
     CHUNK_SUBJECT_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    HOLD_FIRST_TOKEN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     messages: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]
     max_tokens: int
@@ -80,7 +86,9 @@ class TierRequest(_message.Message):
     chunk_subject: str
     deadline_unix_ms: int
     n: int
-    def __init__(self, request_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., want_logprobs: _Optional[bool] = ..., chunk_subject: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., n: _Optional[int] = ...) -> None: ...
+    chunk_interval_ms: int
+    hold_first_token: bool
+    def __init__(self, request_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., want_logprobs: _Optional[bool] = ..., chunk_subject: _Optional[str] = ..., deadline_unix_ms: _Optional[int] = ..., n: _Optional[int] = ..., chunk_interval_ms: _Optional[int] = ..., hold_first_token: _Optional[bool] = ...) -> None: ...
 
 class Sample(_message.Message):
     __slots__ = ("text", "token_logprobs", "finish_reason")
