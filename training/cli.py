@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from services.core.settings import DEFAULT_ROUTER_MODEL
-from training.cli_dispatch import calibrate_command, dispatch, evaluate_command, from_nats, lazy
+
+# training.data comes first: it needs pandas, so on a base install this import fails before any other
+# training module is loaded (services.cli then offers `train` as "needs the train extra").
 from training.data import DEFAULT_PAIRS, LABELS
+from training.dispatch import calibrate_command, dispatch, evaluate_command, from_nats, lazy
 from training.featuresets import FAMILIES, FEATURE_SETS
 
 

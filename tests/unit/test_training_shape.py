@@ -1,5 +1,5 @@
 """The training package's shape (read from the source with ast): a command module (``*_cmd.py``,
-``*_stream.py``) never imports another one, the choice between them is training/cli_dispatch.py's;
+``*_stream.py``) never imports another one, the choice between them is training/dispatch.py's;
 no training module reads the environment or spells a value the settings object owns (the NATS URL,
 the registry bucket, the stream names), and a command loads the settings from its ``--config``."""
 
@@ -29,18 +29,18 @@ def test_no_command_module_imports_another() -> None:
             hits = {c for c in COMMANDS - {name} for m in imported_modules(path) if m == c or m.startswith(c + ".")}
             if hits:
                 wrong[path.name] = sorted(hits)
-    assert not wrong, f"command modules import other command modules (dispatch in training/cli_dispatch.py): {wrong}"
+    assert not wrong, f"command modules import other command modules (dispatch in training/dispatch.py): {wrong}"
 
 
 def test_training_reads_no_environment() -> None:
-    wrong = set()
-    for name, tree in _trees().items():
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv", "environb"}:
-                wrong.add(name)
-            elif isinstance(node, ast.ImportFrom) and node.module == "os":
-                if {a.name for a in node.names} & {"environ", "getenv", "environb"}:
-                    wrong.add(name)
+    reads = {"environ", "getenv", "environb"}
+    wrong = {
+        name
+        for name, tree in _trees().items()
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Attribute) and node.attr in reads)
+        or (isinstance(node, ast.ImportFrom) and node.module == "os" and {a.name for a in node.names} & reads)
+    }
     assert not wrong, f"training/ reads the environment (take it from the --config settings): {sorted(wrong)}"
 
 
