@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from services.core.settings import DEFAULT_ROUTER_MODEL
+
+# training.data comes first: it needs pandas, so on a base install this import fails before any other
+# training module is loaded (services.cli then offers `train` as "needs the train extra").
 from training.data import DEFAULT_PAIRS, LABELS
+from training.dispatch import calibrate_command, dispatch, evaluate_command, from_nats, lazy
 from training.featuresets import FAMILIES, FEATURE_SETS
 
 
@@ -131,7 +134,7 @@ def _add_evaluate(sub: Any) -> None:
         "router or answer scorer) on",
     )
     p.add_argument("--out", metavar="DIR", help="where to write the report (default: the model dir)")
-    p.set_defaults(func=_lazy("training.eval_cmd", "run_evaluate"))
+    p.set_defaults(func=dispatch(evaluate_command))
 
 
 def _add_calibrate(sub: Any) -> None:
@@ -160,7 +163,7 @@ def _add_calibrate(sub: Any) -> None:
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--router-only", action="store_true", help="only the router model's default threshold")
     _add_policy_args(p)
-    p.set_defaults(func=_lazy("training.eval_cmd", "run_calibrate"))
+    p.set_defaults(func=dispatch(calibrate_command))
 
 
 def _add_compare(sub: Any) -> None:
@@ -178,16 +181,7 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for splits and fits")
     p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts per file")
     p.add_argument("--out", required=True, metavar="DIR", help="where to write compare.json and compare.md")
-    p.set_defaults(func=_lazy("training.experiments", "run_compare"))
-
-
-def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
-    """Import the command's module only when it runs, so `--help` stays fast."""
-
-    def run(args: argparse.Namespace) -> int:
-        return int(getattr(importlib.import_module(module), name)(args))
-
-    return run
+    p.set_defaults(func=lazy("training.experiments", "run_compare"))
 
 
 def _add_fit(sub: Any) -> None:
@@ -215,7 +209,7 @@ def _add_fit(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the split and the fit (default: %(default)s)")
     p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts (smoke tests)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_lazy("training.fit_cmd", "run_fit"))
+    p.set_defaults(func=from_nats(("training.fit_cmd", "run_fit"), ("training.fit_stream", "run_fit_from_nats")))
 
 
 def _add_publish(sub: Any) -> None:
@@ -244,7 +238,7 @@ def _add_publish(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="publish without comparing (needs --reason)")
     p.add_argument("--reason", help="why, in words: kept in the publication record and the history")
     p.add_argument("--by", help="who publishes (default: the login name)")
-    p.set_defaults(func=_lazy("training.publish_cmd", "run_publish"))
+    p.set_defaults(func=lazy("training.publish_cmd", "run_publish"))
 
 
 # training.scorer_data.SIGNAL_SETS's names, spelled here so `--help` needs no pandas (a test checks).
@@ -310,7 +304,11 @@ def _add_fit_scorer(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed for the split and the simulated others")
     p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts (smoke tests)")
-    p.set_defaults(func=_lazy("training.scorer_cmd", "run_fit_scorer"))
+    p.set_defaults(
+        func=from_nats(
+            ("training.scorer_cmd", "run_fit_scorer"), ("training.scorer_stream", "run_fit_scorer_from_nats")
+        )
+    )
 
 
 def _add_evaluate_scorer(sub: Any) -> None:
@@ -325,7 +323,7 @@ def _add_evaluate_scorer(sub: Any) -> None:
     _add_scorer_data_args(p)
     _add_split_arg(p, "test")
     p.add_argument("--out", required=True, metavar="DIR", help="where to write the report")
-    p.set_defaults(func=_lazy("training.scorer_cmd", "run_evaluate_scorer"))
+    p.set_defaults(func=lazy("training.scorer_cmd", "run_evaluate_scorer"))
 
 
 def _add_compare_scorer(sub: Any) -> None:
@@ -348,7 +346,7 @@ def _add_compare_scorer(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for splits, categories and simulated others")
     p.add_argument("--sample", type=int, metavar="N", help="use only N random prompts")
     p.add_argument("--out", required=True, metavar="DIR", help="where to write the report")
-    p.set_defaults(func=_lazy("training.scorer_compare", "run_compare_scorer"))
+    p.set_defaults(func=lazy("training.scorer_compare", "run_compare_scorer"))
 
 
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -380,7 +378,7 @@ def add_classify_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, metavar="DIR", help="model dir or .onnx file")
     p.add_argument("--batch-size", type=int, default=64, help="prompts per session run")
-    p.set_defaults(func=_lazy("training.classify_cmd", "run_classify"))
+    p.set_defaults(func=lazy("training.classify_cmd", "run_classify"))
     return p
 
 

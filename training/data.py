@@ -123,6 +123,23 @@ def load_files(paths: list[Path], *, overrides: dict[str, tuple[str, str]]) -> P
     return PairData(pd.concat([p.frame for p in parts], ignore_index=True))
 
 
+def load_data_files(
+    files: Sequence[str],
+    *,
+    pairs: Sequence[str] | None,
+    small: str | None,
+    large: str | None,
+    n: int | None = None,
+    seed: int = 0,
+) -> tuple[PairData, dict[str, tuple[str, str]]]:
+    """The ``--data`` files (``--pair``, ``--small``/``--large`` as in ``pair_overrides``), ``n`` prompts
+    of them sampled when given, and the (small, large) pair of each file by stem."""
+    overrides = pair_overrides(pairs, small=small, large=large, files=files)
+    paths = [Path(p) for p in files]
+    data = load_files(paths, overrides=overrides)
+    return sample(data, n=n, seed=seed) if n else data, {p.stem: pair_for(p, overrides) for p in paths}
+
+
 def split_masks(data: PairData, *, seed: int, fractions: tuple[float, float] = (0.7, 0.15)) -> dict[str, np.ndarray]:
     """Deterministic train/validation/test masks by prompt id (never by row)."""
     keys = data.frame["source"] + "\0" + data.frame["prompt_id"]

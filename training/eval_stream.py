@@ -17,19 +17,12 @@ import numpy as np
 from classifier import load_model
 from services.core.errors import CascadeError
 from services.core.settings import load_settings
-from services.registry.kinds import SCORER_ONNX_FILE
-from training.evaluation import evaluate_scores, prices_from_settings
+from training.evaluation import evaluate_scores, format_report, prices_from_settings, score_prompts
 from training.serving import serving_model
 from training.traffic import held_back_from, read_pairs
 
 
 def run_evaluate_from_nats(args: argparse.Namespace) -> int:
-    if args.data:
-        raise ValueError("evaluate reads --from-nats or --data, not both (publish's gate takes both)")
-    if (Path(args.model) / SCORER_ONNX_FILE).is_file():
-        from training.scorer_stream import run_evaluate_scorer_from_nats
-
-        return run_evaluate_scorer_from_nats(args)
     try:
         return asyncio.run(_evaluate(args))
     except CascadeError as exc:
@@ -39,7 +32,6 @@ def run_evaluate_from_nats(args: argparse.Namespace) -> int:
 
 async def _evaluate(args: argparse.Namespace) -> int:
     from services.cli.export import parse_since
-    from training.eval_cmd import _scores, format_report
 
     settings = load_settings(args.config)
     candidate = load_model(args.model)
@@ -57,7 +49,8 @@ async def _evaluate(args: argparse.Namespace) -> int:
         prices = prices_from_settings(settings, args.price)
         labels = held.labels(candidate.card["label"])
         reports = {
-            m.version: evaluate_scores(data=held, scores=_scores(m, held), labels=labels, prices=prices) for m in models
+            m.version: evaluate_scores(data=held, scores=score_prompts(m, held), labels=labels, prices=prices)
+            for m in models
         }
     report: dict[str, Any] = {
         "model_version": candidate.version,

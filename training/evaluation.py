@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from classifier import RouterModel
 from services.core.settings import CascadeSettings, PriceSettings
 from training.data import PairData
 from training.metrics import (
@@ -123,6 +124,30 @@ def evaluate_scores(
             "cost_at_95": cost_at_quality(data=data, scores=oracle, curve=oracle_curve, prices=prices),
         },
     }
+
+
+def score_prompts(model: RouterModel, data: PairData, batch: int = 256) -> np.ndarray:
+    """The router model's score of every prompt, in batches, with a progress bar."""
+    prompts = data.prompts
+    from tqdm import tqdm
+
+    chunks = [model.score(prompts[i : i + batch]) for i in tqdm(range(0, len(prompts), batch), desc="score")]
+    return np.concatenate(chunks).astype(np.float64) if chunks else np.zeros(0)
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """An ``evaluate_scores`` report as a table: the router beside the random and the oracle router."""
+    rows = [("router", r), ("random", r["random"]), ("oracle", r["oracle"])]
+    lines = [
+        f"{r['n_prompts']} prompts; quality small {r['quality_small']:.3f}, large {r['quality_large']:.3f}; "
+        f"ROC AUC {r['roc_auc']:.3f}",
+        f"{'':8}{'APGR':>7}{'CPT50':>7}{'CPT80':>7}{'CPT95':>7}{'save@95%':>10}",
+    ]
+    for name, m in rows:
+        saving = m.get("cost_at_95", {}).get("saving")
+        cell = f"{saving:>10.1%}" if saving is not None else f"{'-':>10}"
+        lines.append(f"{name:8}{m['apgr']:>7.3f}{m['cpt50']:>7.1%}{m['cpt80']:>7.1%}{m['cpt95']:>7.1%}{cell}")
+    return "\n".join(lines)
 
 
 def plot_curves(*, data: PairData, scores: np.ndarray, path: Path, title: str) -> None:

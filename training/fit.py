@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import hashlib
 import json
+import shlex
+import shutil
+import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +19,15 @@ import numpy as np
 import onnx
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
+from tqdm import tqdm
 
 from classifier import load_model
 from classifier.contract import CARD_FILE, FEATURES_INPUT, ONNX_FILE, SCHEMA_VERSION, TEXT_INPUT
 from classifier.features import EXTRA_DIMS
 from classifier.thresholds import pick_threshold
-from training.data import LABELS, PairData
+from services.core.settings import CascadeSettings
+from training.data import LABELS, PairData, split_masks
+from training.evaluation import evaluate_scores, prices_from_settings
 from training.export import build_onnx, set_metadata
 from training.featuresets import FEATURE_SETS, extra_matrix, fit_vectorizer, make_estimator
 from training.metrics import routing_curve, threshold_table
@@ -140,4 +148,65 @@ def write_model(*, model: onnx.ModelProto, card: dict[str, Any], out_dir: Path) 
     onnx.save(model, str(tmp))
     tmp.replace(out_dir / ONNX_FILE)
     (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
+def fit_and_write(
+    args: argparse.Namespace,
+    *,
+    settings: CascadeSettings,
+    data: PairData,
+    pair: tuple[str, str],
+    pairs: dict[str, tuple[str, str]],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """`train fit` (files or stream) once its data is loaded: split by prompt id, fit, evaluate with the
+    config's prices, write DIR/router.onnx + card (parity-checked); the card."""
+    steps = tqdm(total=5, desc="fit", unit="step", disable=args.quiet)
+    masks = split_masks(data, seed=args.seed)
+    train, val, test = (data.subset(masks[k]) for k in ("train", "validation", "test"))
+    if min(len(train), len(val), len(test)) == 0:
+        raise ValueError(f"too few prompts to split: train {len(train)}, validation {len(val)}, test {len(test)}")
+    steps.update()
+    steps.set_postfix_str(f"fitting {args.features}/{args.family} on {len(train)} prompts")
+    fitted = fit(
+        texts=train.prompts,
+        labels=train.labels(args.label),
+        feature_set=args.features,
+        family=args.family,
+        seed=args.seed,
+    )
+    steps.update()
+    val_scores, test_scores = fitted.score(val.prompts), fitted.score(test.prompts)
+    metrics = evaluate_scores(
+        data=test, scores=test_scores, labels=test.labels(args.label), prices=prices_from_settings(settings)
+    )
+    steps.update()
+    extra = {
+        "pairs": {stem: list(p) for stem, p in pairs.items()},
+        **extra,
+        "training_sources": sorted(set(data.frame["source"])),
+        "split": {"by": "prompt_id", "seed": args.seed, "train": len(train), "validation": len(val), "test": len(test)},
+        "metrics": {"test": metrics},
+        "rebuild_command": "cascade train " + shlex.join(sys.argv[sys.argv.index("fit") :])
+        if "fit" in sys.argv
+        else "",
+    }
+    card = make_card(fitted=fitted, pair=pair, label=args.label, validation=val, scores=val_scores, extra=extra)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".staging-") as staging:
+        card = write_model(model=fitted.to_onnx(), card=card, out_dir=Path(staging))
+        steps.update()
+        diff = check_parity(fitted=fitted, onnx_path=Path(staging) / ONNX_FILE, texts=test.prompts)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (ONNX_FILE, CARD_FILE):
+            shutil.move(str(Path(staging) / name), str(out / name))
+    steps.update()
+    steps.close()
+    print(
+        f"wrote {out / ONNX_FILE} version {card['version']}: test AUC {metrics['roc_auc']:.3f}, "
+        f"APGR {metrics['apgr']:.3f} (random {metrics['random']['apgr']:.3f}, oracle "
+        f"{metrics['oracle']['apgr']:.3f}); ONNX parity max |diff| {diff:.1e}"
+    )
     return card

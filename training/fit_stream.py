@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 
 from services.core.errors import CascadeError
-from services.core.settings import load_settings
-from training.data import PairData, pair_overrides
-from training.fit_cmd import fit_and_write, load_data
+from services.core.settings import CascadeSettings, load_settings
+from training.data import PairData, load_data_files, pair_overrides
+from training.fit import fit_and_write
 from training.traffic import (
     Labelled,
     default_pair,
@@ -53,15 +53,16 @@ async def _fit(args: argparse.Namespace) -> int:
     pair_overrides(args.pair, small=args.small, large=args.large, files=args.data or [])
 
     def train(labelled: Labelled) -> dict[str, Any]:
-        return _fit_labelled(args, labelled, small=small, large=large, url=url, stream=settings.outcomes.stream)
+        return _fit_labelled(args, labelled, settings=settings, small=small, large=large, url=url)
 
     card = await train_on_stream(args, settings, url=url, name="cascade-train-fit", train=train)
     return 0 if card else 1
 
 
 def _fit_labelled(
-    args: argparse.Namespace, labelled: Labelled, *, small: str, large: str, url: str, stream: str
+    args: argparse.Namespace, labelled: Labelled, *, settings: CascadeSettings, small: str, large: str, url: str
 ) -> dict[str, Any]:
+    stream = settings.outcomes.stream
     traffic, cover = traffic_pairs(labelled.rows, small=small, large=large)
     print(labelled.line(url))
     print(f"pair {small} / {large}: {cover.line()}")
@@ -69,7 +70,9 @@ def _fit_labelled(
         print(BIAS_NOTE)
     frames, pairs = [traffic.frame], dict[str, tuple[str, str]]()
     if args.data:
-        files, pairs = load_data(args)
+        files, pairs = load_data_files(
+            args.data, pairs=args.pair, small=args.small, large=args.large, n=args.sample, seed=args.seed
+        )
         frames.insert(0, files.frame)
     data = PairData(pd.concat([f for f in frames if len(f)] or frames, ignore_index=True))
     if len(data) == 0:
@@ -80,4 +83,4 @@ def _fit_labelled(
         "held_back": held_back_record(args.seed),
     }
     pair = (small, large)
-    return fit_and_write(args, data=data, pair=pair, pairs={**pairs, "traffic": pair}, extra=extra)
+    return fit_and_write(args, settings=settings, data=data, pair=pair, pairs={**pairs, "traffic": pair}, extra=extra)

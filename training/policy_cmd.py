@@ -1,5 +1,5 @@
-"""`cascade train evaluate --policy ...` and `cascade train calibrate` (joint): whole serving
-policies replayed on recorded answers of held-out prompts."""
+"""`cascade train evaluate --policy ...` and `cascade train calibrate` (joint): whole two-tier serving
+policies replayed on recorded answers of held-out prompts (N tiers, --tiers: training.ladder_cmd)."""
 
 from __future__ import annotations
 
@@ -99,10 +99,6 @@ def cascade_policy(
 
 
 def run_policy_evaluate(args: argparse.Namespace) -> int:
-    if args.tiers:
-        from training.ladder_cmd import run_ladder_evaluate
-
-        return run_ladder_evaluate(args)
     setup = _setup(args)
     if setup is None:
         return 1
@@ -155,10 +151,6 @@ def _meta(args: argparse.Namespace, setup: Setup, replay: Replay, n: int) -> dic
 
 
 def run_policy_calibrate(args: argparse.Namespace) -> int:
-    if args.tiers:
-        from training.ladder_cmd import run_ladder_calibrate
-
-        return run_ladder_calibrate(args)
     target = parse_policy_target(args.target)
     setup = _setup(args)
     if setup is None:

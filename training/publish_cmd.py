@@ -91,7 +91,7 @@ async def _traffic(args: argparse.Namespace, settings: CascadeSettings, candidat
 
     url = args.from_nats or settings.nats.client_url
     if "pair" not in candidate.card:
-        from training.scorer_stream import held_back_rows, label_sources
+        from training.scorer_traffic import held_back_rows, label_sources
 
         sources = tuple(candidate.card.get("label_sources") or label_sources(None))
         return await held_back_rows(settings, url=url, since=args.since, cards=[candidate.card], sources=sources)

@@ -1,4 +1,5 @@
-"""`cascade train fit-scorer` and `cascade train evaluate-scorer`: the answer-confidence model."""
+"""`cascade train fit-scorer --data FILE` and `cascade train evaluate-scorer`: the answer-confidence model
+on recorded answers of an outcome file (on the outcome stream: training.scorer_stream)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,14 @@ from typing import Any
 import numpy as np
 
 from classifier.confidence.scorer import ONNX_FILE, ScorerConfidence, load_scorer
-from training.scorer_data import TRAIN_KS, Answers, build_rows, load_scored_answers, mask_columns, split
+from training.scorer_data import ROUTER_SHARE, TRAIN_KS, Answers, build_rows, load_scored_answers, mask_columns, split
 from training.scorer_eval import TEST_KS, plot_reliability, reliability, test_metrics
 from training.scorer_fit import base_card, checked_onnx, describe, fit, with_logprobs, write_scorer
 
-ROUTER_SHARE = 0.7  # share of training rows that carry the router's score
 LABEL = "answer score >= 0.5 (the benchmark grader accepted the small tier's answer)"
 
 
 def run_fit_scorer(args: argparse.Namespace) -> int:
-    if args.from_nats is not None:
-        from training.scorer_stream import run_fit_scorer_from_nats
-
-        return run_fit_scorer_from_nats(args)
     if args.durable or args.since:
         raise ValueError("--durable and --since read the outcome stream: add --from-nats [URL]")
     if not args.data:

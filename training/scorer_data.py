@@ -25,6 +25,7 @@ from training.data import PairData, split_masks
 
 # How many others a training row gets: no others, a second opinion, a few samples.
 TRAIN_KS = (0, 1, 2, 4)
+ROUTER_SHARE = 0.7  # share of a file's training rows that carry the router's score
 # Named signal sets (groups of classifier.confidence.features.GROUPS); the others are zeroed.
 SIGNAL_SETS: dict[str, tuple[str, ...]] = {
     "text": ("form", "length", "prompt"),

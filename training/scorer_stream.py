@@ -16,7 +16,6 @@ import asyncio
 import json
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,28 @@ from classifier.confidence.scorer import ONNX_FILE, load_scorer
 from services.core.errors import CascadeError
 from services.core.settings import CascadeSettings, load_settings
 from training.data import PairData, split_masks
-from training.labels import SOURCES
-from training.scorer_data import Rows, build_rows, concat_rows, load_scored_answers, mask_columns, split
+from training.scorer_data import (
+    ROUTER_SHARE,
+    TRAIN_KS,
+    Rows,
+    build_rows,
+    concat_rows,
+    load_scored_answers,
+    mask_columns,
+    split,
+)
 from training.scorer_eval import label_metrics
 from training.scorer_fit import base_card, checked_onnx, describe, fit, with_logprobs, write_scorer
-from training.scorer_traffic import DEFAULT_LABEL_SOURCES, NEEDS_TEXT, TrafficRows, traffic_rows
+from training.scorer_traffic import DEFAULT_LABEL_SOURCES, TrafficRows, held_back_rows, label_sources, read_rows
 from training.serving import serving_model
 from training.traffic import (
     HELD_BACK_SPLIT,
     Labelled,
-    held_back_mask,
     held_back_record,
-    read_all,
     stream_record,
     train_on_stream,
 )
 
-ROUTER_SHARE = 0.7  # --data rows: as `fit-scorer --data`
 LABEL = "the answer's label from traffic >= 0.5 (training.labels: replay score, feedback, escalation agreement)"
 
 
@@ -52,16 +56,6 @@ def run_fit_scorer_from_nats(args: argparse.Namespace) -> int:
     except (CascadeError, ValueError, OSError) as exc:
         print(f"cascade train fit-scorer: {exc}", file=sys.stderr)
         return 1
-
-
-def label_sources(spec: str | None) -> tuple[str, ...]:
-    if not spec:
-        return DEFAULT_LABEL_SOURCES
-    names = tuple(s.strip() for s in spec.split(",") if s.strip())
-    unknown = [n for n in names if n not in SOURCES]
-    if unknown or not names:
-        raise ValueError(f"--label-sources {spec!r}: unknown {unknown}; known: {', '.join(SOURCES)}")
-    return names
 
 
 async def _fit(args: argparse.Namespace) -> int:
@@ -74,19 +68,6 @@ async def _fit(args: argparse.Namespace) -> int:
 
     await train_on_stream(args, settings, url=url, name="cascade-train-fit-scorer", train=train)
     return 0
-
-
-def read_rows(labelled: Labelled, settings: CascadeSettings, sources: tuple[str, ...], *, url: str) -> TrafficRows:
-    traffic = traffic_rows(labelled.rows, labelled.traffic.outcomes, settings=settings, sources=sources)
-    print(labelled.line(url))
-    k = Counter(traffic.rows.k.tolist())
-    print(
-        f"{len(traffic)} labelled answers below the top tier (label sources {', '.join(sources)}), by number of "
-        f"other answers: {dict(sorted(k.items()))}; {traffic.skipped_no_text} without their text or prompt"
-    )
-    if len(traffic) == 0 and traffic.skipped_no_text:
-        raise ValueError(NEEDS_TEXT)
-    return traffic
 
 
 def _fit_labelled(
@@ -143,7 +124,7 @@ def _file_rows(args: argparse.Namespace, traffic: TrafficRows) -> tuple[Rows, di
     )
     small = tuple(args.small or answers.pool)
     train = answers.subset(split(answers, seed=args.seed)["train"])
-    rows = build_rows(train, small_models=small, ks=(0, 1, 2, 4), router_share=ROUTER_SHARE, seed=args.seed)
+    rows = build_rows(train, small_models=small, ks=TRAIN_KS, router_share=ROUTER_SHARE, seed=args.seed)
     base = _no_file(traffic)
     return rows, {
         "training_data": [str(args.data)],
@@ -163,18 +144,6 @@ def _line(m: dict[str, Any]) -> str:
             f"(random {e['random_apgr']:.3f}, oracle {e['oracle_apgr']:.3f})"
         )
     return text
-
-
-async def held_back_rows(
-    settings: CascadeSettings, *, url: str, since: str | None, cards: list[dict], sources: tuple[str, ...]
-) -> TrafficRows:
-    """The stream's scorer rows of prompts no card's scorer was trained on (acks nothing)."""
-    from services.cli.export import parse_since
-
-    labelled = await read_all(settings, url=url, since=parse_since(since) if since else None)
-    traffic = read_rows(labelled, settings, sources, url=url)
-    keep = held_back_mask(traffic.keys, cards)
-    return TrafficRows(traffic.subset(keep), traffic.keys[keep], 0, traffic.small_models, traffic.large_model)
 
 
 def run_evaluate_scorer_from_nats(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ model's label for the same prompt (any request), NaN when there is none.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from classifier.confidence.features import features
 from services.core.settings import CascadeSettings
 from training.labels import SOURCES, LabelRow
 from training.scorer_data import Rows
-from training.traffic import long_frame, tier_models
+from training.traffic import Labelled, held_back_mask, long_frame, read_all, tier_models
 
 # Second-opinion labels are the agreement share with the others, which is the scorer's own agreement
 # feature: training on them teaches the feature back, so they are left out unless asked for.
@@ -133,3 +134,40 @@ def _others(event: events_pb2.OutcomeEvent, i: int) -> list[str]:
         return a.purpose == "second_opinion" or (attempt.purpose == "escalation" and j < i)
 
     return samples + [a.text for j, a in enumerate(event.attempts) if earlier(j, a)]
+
+
+def label_sources(spec: str | None) -> tuple[str, ...]:
+    """``--label-sources A,B`` -> the label sources, checked (unset: DEFAULT_LABEL_SOURCES)."""
+    if not spec:
+        return DEFAULT_LABEL_SOURCES
+    names = tuple(s.strip() for s in spec.split(",") if s.strip())
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown or not names:
+        raise ValueError(f"--label-sources {spec!r}: unknown {unknown}; known: {', '.join(SOURCES)}")
+    return names
+
+
+def read_rows(labelled: Labelled, settings: CascadeSettings, sources: tuple[str, ...], *, url: str) -> TrafficRows:
+    """The scorer rows of the labelled events, with a line of what the stream held."""
+    traffic = traffic_rows(labelled.rows, labelled.traffic.outcomes, settings=settings, sources=sources)
+    print(labelled.line(url))
+    k = Counter(traffic.rows.k.tolist())
+    print(
+        f"{len(traffic)} labelled answers below the top tier (label sources {', '.join(sources)}), by number of "
+        f"other answers: {dict(sorted(k.items()))}; {traffic.skipped_no_text} without their text or prompt"
+    )
+    if len(traffic) == 0 and traffic.skipped_no_text:
+        raise ValueError(NEEDS_TEXT)
+    return traffic
+
+
+async def held_back_rows(
+    settings: CascadeSettings, *, url: str, since: str | None, cards: list[dict], sources: tuple[str, ...]
+) -> TrafficRows:
+    """The stream's scorer rows of prompts no card's scorer was trained on (acks nothing)."""
+    from services.cli.export import parse_since
+
+    labelled = await read_all(settings, url=url, since=parse_since(since) if since else None)
+    traffic = read_rows(labelled, settings, sources, url=url)
+    keep = held_back_mask(traffic.keys, cards)
+    return TrafficRows(traffic.subset(keep), traffic.keys[keep], 0, traffic.small_models, traffic.large_model)
