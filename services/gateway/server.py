@@ -26,7 +26,7 @@ from services.gateway.record import RequestRecord
 from services.gateway.redact import Redactor
 from services.gateway.routing import EmbeddedRouter
 from services.gateway.servicer import CascadeServicer
-from services.outcomes import OutcomePublisher, SeenRequests, Spool, ensure_seen_stream, ensure_stream
+from services.outcomes import OutcomePublisher, SeenRequests, Spool, ensure_seen_stream, ensure_stream, outcome_id
 from services.registry import store
 from services.registry.follow import Follower
 
@@ -119,7 +119,7 @@ class GatewayService:
         )
         provisional.error = Unavailable("the gateway stopped before the request finished (killed or crashed)")
         event = self._outcome_event(provisional)
-        handle = self.outcomes.hold(subjects.OUTCOMES, f"outcome:{event.request_id}", event.SerializeToString())
+        handle = self.outcomes.hold(subjects.OUTCOMES, outcome_id(event.request_id), event.SerializeToString())
         if handle is not None:
             self._held[id(record)] = handle
         self.seen.record(record.request.request_id)
@@ -136,7 +136,7 @@ class GatewayService:
     def _record_outcome(self, record: RequestRecord) -> None:
         observe(record)
         event = self._outcome_event(record)
-        self.outcomes.submit(subjects.OUTCOMES, f"outcome:{event.request_id}", event.SerializeToString())
+        self.outcomes.submit(subjects.OUTCOMES, outcome_id(event.request_id), event.SerializeToString())
         if (handle := self._held.pop(id(record), None)) is not None:  # after the submit: the spool keeps order
             self.outcomes.release(handle)
 

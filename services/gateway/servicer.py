@@ -9,7 +9,7 @@ from grpc import aio
 
 from cascade.v1 import cascade_pb2, cascade_pb2_grpc, events_pb2
 from services.core import metrics, subjects
-from services.core.errors import NotFound, Overloaded
+from services.core.errors import CascadeError, NotFound, Overloaded
 from services.core.settings import CascadeSettings
 from services.core.wire import now_timestamp
 from services.gateway import wire
@@ -17,7 +17,7 @@ from services.gateway.cascade import Cascade
 from services.gateway.domain import TextChunk
 from services.gateway.record import RequestRecord
 from services.gateway.requests import CascadeRequest, parse_feedback, parse_generate
-from services.outcomes import OutcomePublisher, SeenRequests
+from services.outcomes import OutcomePublisher, SeenRequests, outcome_id
 
 
 class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
@@ -90,7 +90,15 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         self._in_flight += 1
         try:
             # The caller's trace is already the current context: the interceptor continued it.
+            # The caller hears how its request ended only once the outcome survives this process
+            # (on disk or in JetStream, a write or an ack away): a SIGKILL right after the answer must
+            # not lose its outcome (bench.chaos). A caller gone away (cancelled) is not waited for.
             async for item in self._cascade.run(parsed, timeout_s=timeout_s):
+                if isinstance(item, RequestRecord):
+                    await self._outcomes.settled(outcome_id(parsed.request_id))
                 yield item
+        except CascadeError:
+            await self._outcomes.settled(outcome_id(parsed.request_id))
+            raise
         finally:
             self._in_flight -= 1

@@ -1,9 +1,17 @@
 """Outcome events on JetStream: the stream, the publisher the gateway uses, and a durable reader."""
 
-from services.outcomes.publisher import OutcomePublisher
+from services.outcomes.publisher import OutcomePublisher, outcome_id
 from services.outcomes.reader import read_events
 from services.outcomes.seen import SeenRequests, ensure_seen_stream
 from services.outcomes.spool import Spool
 from services.outcomes.stream import ensure_stream
 
-__all__ = ["OutcomePublisher", "SeenRequests", "Spool", "ensure_seen_stream", "ensure_stream", "read_events"]
+__all__ = [
+    "OutcomePublisher",
+    "SeenRequests",
+    "Spool",
+    "ensure_seen_stream",
+    "ensure_stream",
+    "outcome_id",
+    "read_events",
+]

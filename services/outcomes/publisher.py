@@ -33,6 +33,11 @@ class NoStream(Unavailable):
     """NATS is up but no stream stores the subject (e.g. nats-server restarted on empty storage)."""
 
 
+def outcome_id(request_id: str) -> str:
+    """The message id of a request's outcome event: JetStream stores one per id (de-duplication)."""
+    return f"outcome:{request_id}"
+
+
 class OutcomePublisher:
     def __init__(
         self,
@@ -59,6 +64,7 @@ class OutcomePublisher:
         self._task: asyncio.Task[None] | None = None
         # Message ids submitted here and not yet acknowledged (the seen-id check reads it: is_pending).
         self._pending: Counter[str] = Counter()
+        self._handles: dict[str, str] = {}  # message id -> spool handle of its latest pending event
 
     def start(self) -> None:
         """Open the spool (events an earlier gateway left are published first) and start publishing."""
@@ -67,9 +73,16 @@ class OutcomePublisher:
 
     def submit(self, subject: str, msg_id: str, payload: bytes) -> None:
         """Spool the event for publishing; never blocks and never raises (a full spool logs and counts)."""
-        if self.spool.submit(subject, msg_id, payload):
+        if handle := self.spool.submit(subject, msg_id, payload):
             self._empty.clear()
             self._pending[msg_id] += 1
+            self._handles[msg_id] = handle
+
+    async def settled(self, msg_id: str) -> None:
+        """Wait until the event submitted with this id survives this process (Spool.settled); at once
+        when none is pending."""
+        if (handle := self._handles.get(msg_id)) is not None:
+            await self.spool.settled(handle)
 
     def hold(self, subject: str, msg_id: str, payload: bytes) -> str | None:
         """Spool an event that only the next gateway publishes, if this one dies before ``release`` (Spool.hold)."""
@@ -107,6 +120,7 @@ class OutcomePublisher:
             self._pending[msg_id] = count - 1
         else:
             self._pending.pop(msg_id, None)
+            self._handles.pop(msg_id, None)
 
     @property
     def pending(self) -> int:

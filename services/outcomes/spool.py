@@ -133,6 +133,8 @@ class Spool:
         self._acked_in_write: set[str] = set()
         self._to_delete: list[str] = []
         self._unsynced: list[str] = []
+        # Callers waiting until an event is safe (written, or acknowledged before that): see settled().
+        self._waiting: dict[str, asyncio.Future[None]] = {}
         self._work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -199,6 +201,8 @@ class Spool:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*self._tasks)
             self._tasks = []
+            for path in list(self._waiting):
+                self._settle(path)
             if self._fsync != "never":
                 await asyncio.get_running_loop().run_in_executor(self._sync_executor, self._sync, self._take_unsynced())
         self._executor.shutdown(wait=True)
@@ -215,12 +219,13 @@ class Spool:
 
     # ------------------------------------------------------------------ events
 
-    def submit(self, subject: str, msg_id: str, payload: bytes) -> bool:
-        """Queue one event for the spool (no disk work here); False when the spool is full."""
+    def submit(self, subject: str, msg_id: str, payload: bytes) -> str | None:
+        """Queue one event for the spool (no disk work here); its handle (for :meth:`settled`), None when
+        the spool is full."""
         data = encode(subject, msg_id, payload)
         if self._bytes + len(data) > self._max_bytes:
             self._drop(msg_id, f"the spool is full ({self._bytes} bytes, limit {self._max_bytes})")
-            return False
+            return None
         path = f"{self._dir}/{self._prefix}-{next(self._counter):012d}{SUFFIX}"
         self._sizes[path] = len(data)
         self._bytes += len(data)
@@ -228,7 +233,23 @@ class Spool:
         self._idle.clear()
         self._work.set()
         self.ready.set()
-        return True
+        return path
+
+    async def settled(self, path: str) -> None:
+        """Wait until the event survives this process: its file written, or JetStream's acknowledgement
+        before that (or it was dropped, which is logged). The gateway answers a request only then, so a
+        SIGKILL never loses the outcome of a request its caller saw answered (bench.chaos found some)."""
+        if not self._tasks or (path not in self._to_write and path not in self._in_write):
+            return  # settled already, or no worker to write it (not started, or closed)
+        future = self._waiting.get(path)
+        if future is None:
+            future = self._waiting[path] = asyncio.get_running_loop().create_future()
+        await asyncio.shield(future)  # a cancelled waiter must not cancel the others' future
+
+    def _settle(self, path: str) -> None:
+        future = self._waiting.pop(path, None)
+        if future is not None and not future.done():
+            future.set_result(None)
 
     def hold(self, subject: str, msg_id: str, payload: bytes) -> str | None:
         """Keep an event on disk, unpublished, until :meth:`release`; the next process publishes it if this
@@ -290,6 +311,7 @@ class Spool:
 
     def ack(self, path: str) -> None:
         """The event is stored in JetStream: its file goes (a crash before that republishes it, de-duplicated)."""
+        self._settle(path)
         if path in self._to_write:  # never written: nothing to delete
             del self._to_write[path]
             self._bytes -= self._sizes.pop(path, 0)
@@ -339,6 +361,7 @@ class Spool:
             deletes, self._to_delete = self._to_delete, []
             failed = await loop.run_in_executor(self._executor, self._do_io, list(self._in_write.items()), deletes)
             for path in self._in_write:
+                self._settle(path)  # written, acknowledged meanwhile, or failed (dropped, logged)
                 if path in self._acked_in_write:  # published while it was being written
                     self._to_delete.append(path)
                     self._work.set()

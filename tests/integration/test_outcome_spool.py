@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -171,7 +172,9 @@ async def test_feedback_that_cannot_be_stored_is_unavailable_and_names_the_cause
 
 
 @asynccontextmanager
-async def gateway_process(tmp_path: Path, nats_url: str, spool_dir: Path) -> AsyncIterator[subprocess.Popen[bytes]]:
+async def gateway_process(
+    tmp_path: Path, nats_url: str, spool_dir: Path, **outcomes: Any
+) -> AsyncIterator[subprocess.Popen[bytes]]:
     port = free_port()
     config = tmp_path / f"gateway-{port}.yaml"
     tier = openai_tier("http://127.0.0.1:9/v1")  # never called: no tier worker runs
@@ -182,7 +185,7 @@ async def gateway_process(tmp_path: Path, nats_url: str, spool_dir: Path) -> Asy
                 "gateway": {"port": port},
                 "escalation": {"confidence": "logprob"},
                 "tiers": {"small": tier, "large": tier},
-                "outcomes": {"spool_dir": str(spool_dir)},
+                "outcomes": {"spool_dir": str(spool_dir), **outcomes},
             }
         )
     )
@@ -246,6 +249,20 @@ async def test_a_killed_gateways_spooled_events_are_published_by_the_next_one(tm
         await nc.drain()
     assert spool_files(spool_dir) == []
     assert await stored_request_ids(nats_server.url, settings.outcomes.stream) == Counter(ids)
+
+
+async def test_a_gateway_killed_right_after_it_answered_loses_no_outcome(tmp_path, nats_server):
+    """The caller hears how its request ended only once the outcome is on disk (or in JetStream): with
+    NATS away and a long spool write delay, the answer waits for the write, so a SIGKILL the moment
+    the caller has it leaves the outcome in the spool for the next gateway (bench.chaos lost some)."""
+    spool_dir = tmp_path / "spool"
+    async with gateway_process(tmp_path, nats_server.url, spool_dir, spool_write_delay_ms=1500) as proc:
+        await nats_server.stop()
+        err = await generate_fails(proc.target, "answered-then-killed")
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        os.kill(proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(proc.wait)
+    assert [decode(str(f), f.read_bytes()).msg_id for f in spooled(spool_dir)] == ["outcome:answered-then-killed"]
 
 
 async def test_sigterm_publishes_the_spool_before_the_gateway_exits(tmp_path, nats_server):

@@ -173,3 +173,20 @@ async def test_with_a_write_delay_an_event_acknowledged_in_time_is_never_written
     [written] = tmp_path.glob(f"*{SUFFIX}")
     assert decode(str(written), written.read_bytes()).msg_id == "outcome:slow"
     await spool.close()
+
+
+async def test_settled_waits_for_the_file_or_the_acknowledgement(tmp_path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, fsync="never", write_delay_s=0.2)
+    spool.open()
+    written = spool.submit(SUBJECT, "outcome:written", b"x")
+    acked = spool.submit(SUBJECT, "outcome:acked", b"y")
+    assert written is not None and acked is not None
+    waiting = asyncio.create_task(spool.settled(written))
+    await asyncio.sleep(0)
+    assert not waiting.done() and not list(tmp_path.glob("*" + SUFFIX))  # still in memory: not yet safe
+    spool.ack(acked)
+    await spool.settled(acked)  # acknowledged before its file was written: safe at once
+    await waiting
+    assert [p.name for p in tmp_path.glob("*" + SUFFIX)] == [Path(written).name]  # returned once on disk
+    await spool.settled(written)  # and at once afterwards
+    await spool.close()
