@@ -46,6 +46,9 @@ CONFIDENCE = _meter.create_histogram(
     "cascade.confidence", unit="1", description="Answer confidence", explicit_bucket_boundaries_advisory=UNIT
 )
 COST = _meter.create_counter("cascade.cost", unit="usd", description="USD spent, by tier and purpose of the attempt")
+# Gateway, per failed RPC (any method, any cause: token, rate limit, bad request, the cascade's own
+# errors): the count of what callers were refused, including requests no cascade ever ran for.
+RPC_ERRORS = _meter.create_counter("cascade.rpc.errors", unit="{call}", description="Failed gateway calls by status")
 # Router.
 ROUTER_DURATION = _meter.create_histogram(
     "cascade.router.duration", unit="s", description="Scoring latency", explicit_bucket_boundaries_advisory=ROUTER_S

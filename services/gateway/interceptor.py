@@ -20,6 +20,7 @@ from grpc import aio
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from services.core import metrics
 from services.core.errors import CascadeError
 from services.core.status import grpc_status
 from services.core.telemetry import extract_context, tracer
@@ -118,6 +119,7 @@ async def _abort(context: aio.ServicerContext, method: str, exc: Exception, span
         log.log(level, "%s -> %s: %s", method, status.name, exc.message)
     else:
         log.exception("%s failed unexpectedly", method)
+    metrics.RPC_ERRORS.add(1, {"method": method.rsplit("/", 1)[-1], "status": status.name})
     span.set_attribute("rpc.grpc.status_code", status.value[0])
     span.set_status(trace.Status(trace.StatusCode.ERROR, f"{status.name}: {message}"))
     await context.abort(status, message)

@@ -148,3 +148,16 @@ async def test_the_http_front_door_counts_requests_by_route_and_status(nats_serv
 
     assert grew(path="/v1/chat/completions", status="200") == 1
     assert grew(path="/v1/models/{name:path}", status="404") == 1
+
+
+async def test_calls_refused_before_any_cascade_runs_are_counted_by_status(nats_server, fake_openai):
+    """A request the gateway refuses outright (here: an empty prompt) leaves no outcome to count it by:
+    the interceptor counts every failed call by method and status."""
+    async with run_system(nats_server, settings_for(nats_server.url, fake_openai.base_url)) as system:
+        before = await scrape()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await generate(system.target, "", "obs-empty")
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        after = await scrape()
+    labels = {"method": "Generate", "status": "INVALID_ARGUMENT"}
+    assert value(after, "cascade_rpc_errors_total", **labels) - value(before, "cascade_rpc_errors_total", **labels) == 1
