@@ -67,7 +67,9 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
     url = settings.nats.url
     if url is None:
         e = settings.nats.embedded
-        nats = NatsServer(data_dir=e.data_dir, host=e.host, port=e.port)
+        nats = NatsServer(
+            data_dir=e.data_dir, host=e.host, port=e.port, max_payload_bytes=settings.nats.max_payload_bytes
+        )
         await nats.start()
         url = nats.url
     children: list[Child] = []

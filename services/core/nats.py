@@ -137,6 +137,8 @@ class NatsServer:
     host: str = "127.0.0.1"
     port: int = 0
     log_file: Path | None = None
+    # The server's max_payload (its largest message); None: nats-server's own default (1 MiB).
+    max_payload_bytes: int | None = None
     _process: subprocess.Popen[bytes] | None = None
     _ports_dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -164,6 +166,8 @@ class NatsServer:
         self._ports_dir = tempfile.TemporaryDirectory(prefix="nats-ports-")
         cmd = [nats_server_binary(), "-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
         cmd += ["--ports_file_dir", self._ports_dir.name]
+        if self.max_payload_bytes is not None:
+            cmd += ["-c", str(self._write_config())]
         log_start = log_path.stat().st_size if log_path.exists() else 0
         try:
             with open(log_path, "ab") as out:
@@ -174,6 +178,12 @@ class NatsServer:
             await self.stop()  # never leave a half-started server behind (a timeout, a Ctrl-C)
             raise
         log.info("nats-server listening on %s (JetStream in %s)", self.url, self.data_dir)
+
+    def _write_config(self) -> Path:
+        # max_payload has no command-line flag: it is set in a config file (flags given too still win).
+        path = self.data_dir / "nats-server.conf"
+        path.write_text(f"max_payload: {self.max_payload_bytes}\n")
+        return path
 
     async def _wait_ready(self, timeout_s: float, log_path: Path, log_start: int) -> None:
         assert self._process is not None and self._ports_dir is not None

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from services.core.errors import CascadeError, ErrorCode
+from services.core.errors import CascadeError, ErrorCode, InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,33 @@ async def _abort(context: aio.ServicerContext, method: str, exc: Exception) -> N
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the gateway log")
 
 
+class _Unreadable:
+    """What a request's bytes became when they are not the method's message."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    # grpc answers a deserializer that raises with INTERNAL; bytes that are not a request are the caller's
+    # fault (INVALID_ARGUMENT), so the failure is carried into the handler to be raised there.
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, or an invalid UTF-8 string field
+            return _Unreadable(len(data))
+
+    return parse
+
+
+def _readable(request: Any) -> None:
+    if isinstance(request, _Unreadable):
+        raise InvalidRequest(f"the request ({request.size} bytes) is not a valid message for this method")
+
+
 class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
     """Turns a CascadeError raised by a handler into its status; anything else into INTERNAL."""
 
@@ -56,18 +83,22 @@ class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
 
             async def unary(request: Any, context: aio.ServicerContext) -> Any:
                 try:
+                    _readable(request)
                     return await inner(request, context)
                 except aio.AbortError:
                     raise
                 except Exception as exc:
                     await _abort(context, method, exc)
 
-            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(
+                unary, _lenient(handler.request_deserializer), handler.response_serializer
+            )
         if handler.unary_stream:
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
                 try:
+                    _readable(request)
                     async for item in inner_stream(request, context):
                         yield item
                 except aio.AbortError:
@@ -76,6 +107,6 @@ class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
                     await _abort(context, method, exc)
 
             return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
+                stream, _lenient(handler.request_deserializer), handler.response_serializer
             )
         return handler

@@ -74,7 +74,13 @@ class GatewayService:
 
     def _cascade(self, confidence: ConfidenceModel) -> Cascade:
         gw, esc = self._settings.gateway, self._settings.escalation
-        tiers = TierClient(self._nc, accept_timeout_s=gw.tier_accept_timeout_s, idle_timeout_s=gw.chunk_idle_timeout_s)
+        limit = self._settings.nats.max_payload_bytes
+        tiers = TierClient(
+            self._nc,
+            accept_timeout_s=gw.tier_accept_timeout_s,
+            idle_timeout_s=gw.chunk_idle_timeout_s,
+            max_payload_bytes=limit,
+        )
         calibration = (
             CalibrationFile(
                 esc.calibration,
@@ -86,7 +92,7 @@ class GatewayService:
         )
         log.info("gateway scores answers with confidence model %s (%s)", confidence.name, confidence.version)
         return Cascade(
-            router=RouterClient(self._nc),
+            router=RouterClient(self._nc, max_payload_bytes=limit),
             tiers=tiers,
             record_outcome=self._record_outcome,
             settings=self._settings,
@@ -114,7 +120,9 @@ class GatewayService:
         await ensure_stream(self._js, self._settings.outcomes)
         await ensure_seen_stream(self._js, self._settings.outcomes)
         self.outcomes.start()  # locks the spool dir; publishes what an earlier (killed) gateway left there
-        server = aio.server(interceptors=[ErrorInterceptor()])
+        # Larger messages are refused by gRPC itself (RESOURCE_EXHAUSTED) before they are decoded.
+        options = [("grpc.max_receive_message_length", self._settings.gateway.max_request_bytes)]
+        server = aio.server(interceptors=[ErrorInterceptor()], options=options)
         servicer = CascadeServicer(cascade=cascade, outcomes=self.outcomes, seen=self.seen, settings=self._settings)
         cascade_pb2_grpc.add_CascadeServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -29,14 +29,16 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
 
 
-def create_app(*, serving: OpenAIServing, catalog: Catalog, api_keys_sha256: Sequence[str]) -> Starlette:
+def create_app(
+    *, serving: OpenAIServing, catalog: Catalog, api_keys_sha256: Sequence[str], max_body_bytes: int
+) -> Starlette:
     guard = _Guard(api_keys_sha256)
 
     async def chat(request: Request) -> Response:
-        return await _generate(request, serving, await _parse(request, ChatCompletionRequest))
+        return await _generate(request, serving, await _parse(request, ChatCompletionRequest, max_body_bytes))
 
     async def completions(request: Request) -> Response:
-        return await _generate(request, serving, await _parse(request, CompletionRequest))
+        return await _generate(request, serving, await _parse(request, CompletionRequest, max_body_bytes))
 
     async def models(request: Request) -> Response:
         return JSONResponse(catalog.listing().model_dump())
@@ -81,9 +83,23 @@ class _Guard:
         return sum(hmac.compare_digest(digest, d) for d in self._digests) > 0
 
 
-async def _parse(request: Request, model: type[BaseModel]) -> Any:
+async def _body(request: Request, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes (a declared or actual larger one: 413)."""
+    too_large = HTTPException(413, f"the body is over the limit of {limit} bytes (http.max_body_bytes)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+async def _parse(request: Request, model: type[BaseModel], limit: int) -> Any:
     try:
-        return model.model_validate(json.loads(await request.body()))
+        return model.model_validate(json.loads(await _body(request, limit)))
     except json.JSONDecodeError as exc:
         raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"the body is not valid JSON: {exc}") from None
     except ValidationError as exc:

@@ -46,7 +46,9 @@ class HttpService:
             catalog=(catalog := Catalog(settings=self._settings, created=int(time.time()))),
             timeout_s=http.request_timeout_s,
         )
-        app = create_app(serving=serving, catalog=catalog, api_keys_sha256=http.api_keys_sha256)
+        app = create_app(
+            serving=serving, catalog=catalog, api_keys_sha256=http.api_keys_sha256, max_body_bytes=http.max_body_bytes
+        )
         config = uvicorn.Config(
             app,
             log_level="warning",

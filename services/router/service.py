@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 
-from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from cascade.v1 import events_pb2
 from services.core import subjects
 from services.core.calibration import CalibrationFile
+from services.core.errors import CascadeError
+from services.core.payloads import decode
 from services.core.settings import CascadeSettings
 from services.core.telemetry import extract_context, tracer
 from services.registry import store
@@ -26,6 +27,7 @@ class RouterService:
     def __init__(self, *, nc: NatsClient, settings: CascadeSettings) -> None:
         self._nc = nc
         self._settings = settings.router
+        self._max_payload = settings.nats.max_payload_bytes
         # A model path loads now; a published model is fetched in start(), once NATS is there.
         self._holder = ModelHolder(None if self._settings.published else self._settings.model)
         calibration = settings.escalation.calibration
@@ -59,7 +61,7 @@ class RouterService:
             model = await self._follower.load(s.published)
             self._holder.install(model, model.path)
             log.info("router model %s fetched from bucket %s (%s)", model.version, s.registry_bucket, s.published)
-        await self._nc.subscribe(subjects.ROUTE, queue=subjects.ROUTER_QUEUE, cb=self._on_request)
+        await self._nc.subscribe(subjects.ROUTE, queue=subjects.ROUTER_QUEUE, cb=self.handle_request)
         # A pinned published version never changes: only a path or "latest" is worth watching.
         if self._follower is not None and s.published == store.LATEST:
             await self._follower.start()
@@ -93,9 +95,10 @@ class RouterService:
     def _version(self) -> str:
         return self._holder.model.version
 
-    async def _on_request(self, msg: Msg) -> None:
+    async def handle_request(self, msg: Msg) -> None:
+        """The ROUTE subscription's callback: answers every payload, a malformed one with the fallback tier."""
         with tracer(__name__).start_as_current_span("router.route", context=extract_context(msg.headers)) as span:
-            reply = self._decide(msg.data)
+            reply = self.decide(msg.data)
             span.set_attribute("cascade.tier", reply.tier)
             span.set_attribute("cascade.router_score", reply.score)
         payload = reply.SerializeToString()
@@ -104,12 +107,13 @@ class RouterService:
         if reply.request_id:  # an empty id is a liveness probe, not a decision worth publishing
             await self._nc.publish(subjects.DECISIONS, payload)
 
-    def _decide(self, data: bytes) -> events_pb2.RouteDecision:
+    def decide(self, data: bytes) -> events_pb2.RouteDecision:
+        """The RouteDecision for a RouteRequest payload; never raises (a failure is the decision's error)."""
         try:
-            request = events_pb2.RouteRequest.FromString(data)
-        except DecodeError:
-            log.warning("malformed RouteRequest (%d bytes), answering with the fallback tier", len(data))
-            return events_pb2.RouteDecision(tier=self._settings.fallback_tier, error="malformed RouteRequest")
+            request = decode(events_pb2.RouteRequest, data, limit=self._max_payload)
+        except CascadeError as exc:
+            log.warning("refused a RouteRequest, answering with the fallback tier: %s", exc.message)
+            return events_pb2.RouteDecision(tier=self._settings.fallback_tier, error=exc.message)
         try:
             d = self.policy.decide(request.text)
         except Exception as exc:  # a scoring failure must not stop routing: fall back, say why

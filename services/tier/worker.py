@@ -6,13 +6,13 @@ import asyncio
 import logging
 import time
 
-from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from cascade.v1 import common_pb2, events_pb2
 from services.core import subjects
 from services.core.errors import CascadeError, DeadlineExceeded, InternalError, InvalidRequest, Overloaded
+from services.core.payloads import DEFAULT_MAX_PAYLOAD, check_size, decode, is_inbox
 from services.core.settings import TierSettings
 from services.core.telemetry import extract_context, tracer
 from services.core.wire import FINISH_REASONS, error_info
@@ -82,9 +82,16 @@ def _sample(sample: SampleAnswer) -> events_pb2.Sample:
 
 class TierWorker:
     def __init__(
-        self, *, nc: NatsClient, tier: str, settings: TierSettings, backend: TierBackend | None = None
+        self,
+        *,
+        nc: NatsClient,
+        tier: str,
+        settings: TierSettings,
+        backend: TierBackend | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self._nc, self.tier, self._settings = nc, tier, settings
+        self._max_payload = max_payload_bytes
         self.backend = backend or create_backend(settings)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._subs: list = []
@@ -92,9 +99,9 @@ class TierWorker:
     async def start(self) -> None:
         self._subs = [
             await self._nc.subscribe(
-                subjects.tier_subject(self.tier), queue=subjects.tier_queue(self.tier), cb=self._on_request
+                subjects.tier_subject(self.tier), queue=subjects.tier_queue(self.tier), cb=self.handle_request
             ),
-            await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
+            await self._nc.subscribe(subjects.CANCEL, cb=self.handle_cancel),
         ]
         log.info("tier %s serving through %s backend (model %s)", self.tier, self.backend.kind, self.backend.model)
 
@@ -109,7 +116,11 @@ class TierWorker:
                 task.cancel()
         await self.backend.aclose()
 
-    async def _on_request(self, msg: Msg) -> None:
+    async def handle_request(self, msg: Msg) -> None:
+        """The tier subject's callback: a TierAccept (or a refusal naming why) to every request with a reply."""
+        if not msg.reply:  # nobody to accept to or refuse to: a TierRequest is always a NATS request
+            log.warning("tier %s dropped a message without a reply subject (%d bytes)", self.tier, len(msg.data))
+            return
         if not msg.data:  # a liveness probe (`cascade up` sends these): say who serves this tier
             probe = events_pb2.TierAccept(tier=self.tier, backend=self.backend.kind, model=self.backend.model)
             await msg.respond(probe.SerializeToString())
@@ -129,12 +140,13 @@ class TierWorker:
         task.add_done_callback(lambda _: self._tasks.pop(request.request_id, None))
 
     def _admit(self, data: bytes) -> events_pb2.TierRequest:
-        try:
-            request = events_pb2.TierRequest.FromString(data)
-        except DecodeError:
-            raise InvalidRequest("malformed TierRequest") from None
+        request = decode(events_pb2.TierRequest, data, limit=self._max_payload)
         if not request.request_id or not request.chunk_subject or not request.messages:
             raise InvalidRequest("TierRequest needs request_id, chunk_subject and messages")
+        if not is_inbox(request.chunk_subject):
+            raise InvalidRequest(f"TierRequest.chunk_subject {request.chunk_subject[:64]!r} is not an _INBOX subject")
+        if request.request_id in self._tasks:
+            raise InvalidRequest(f"request {request.request_id[:128]!r} is already being served by tier {self.tier}")
         if request.n > MAX_SAMPLES:
             raise InvalidRequest(f"TierRequest asks for {request.n} samples; at most {MAX_SAMPLES}")
         if len(self._tasks) >= self._settings.max_concurrency:
@@ -143,7 +155,13 @@ class TierWorker:
             raise DeadlineExceeded("deadline passed before the tier started")
         return request
 
-    async def _on_cancel(self, msg: Msg) -> None:
+    async def handle_cancel(self, msg: Msg) -> None:
+        """The CANCEL subscription's callback: the payload is a request id (anything else matches no task)."""
+        try:
+            check_size("a cancel", msg.data, limit=1024)  # request ids are at most 128 characters
+        except CascadeError as exc:
+            log.warning("tier %s ignored a cancel: %s", self.tier, exc.message)
+            return
         task = self._tasks.get(msg.data.decode(errors="replace"))
         if task:
             task.cancel()
