@@ -19,17 +19,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Every refused input is logged by its service; the counts below are the report.
     logging.basicConfig(level=logging.ERROR)
+    results = []
     with tempfile.TemporaryDirectory(prefix="cascade-fuzz-") as tmp:
-        results = fuzz(args.examples, workdir=Path(tmp), only=args.only)
-    for stats in results:
-        print(stats.line())
-        for crash in stats.crashes[:5]:
-            print(f"  crash: {crash}")
+        for stats in fuzz(args.examples, workdir=Path(tmp), only=args.only):
+            results.append(stats)
+            print(stats.line(), flush=True)
+            for crash in stats.crashes[:5]:
+                print(f"  crash: {crash}")
     crashes = sum(len(s.crashes) for s in results)
     hangs = sum(s.hangs for s in results)
     inputs = sum(s.inputs for s in results)
-    load = " ".join(os.getloadavg().__repr__().strip("()").split(", "))
-    print(f"load average before exit: {load}")
+    print("load average at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"fuzz: decoders={len(results)} inputs={inputs} crashes={crashes} hangs={hangs}")
     return 0 if crashes == hangs == 0 and all(s.still_serving for s in results) else 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,15 +75,17 @@ def fuzz_target(loop: asyncio.AbstractEventLoop, target: Target, examples: int) 
     return stats
 
 
-def fuzz(examples: int, *, workdir: Path, only: Iterable[str] | None = None) -> list[Stats]:
-    """Fuzz every target (or those named in ``only``) on a fresh system in ``workdir``."""
+def fuzz(examples: int, *, workdir: Path, only: Iterable[str] | None = None) -> Iterator[Stats]:
+    """Fuzz every target (or those named in ``only``) on a fresh system in ``workdir``, yielding each's Stats."""
     loop = asyncio.new_event_loop()
     system = fuzz_system(workdir)
     try:
         running = loop.run_until_complete(system.__aenter__())
         wanted = set(only) if only is not None else None
         try:
-            return [fuzz_target(loop, t, examples) for t in running.targets if wanted is None or t.name in wanted]
+            for target in running.targets:
+                if wanted is None or target.name in wanted:
+                    yield fuzz_target(loop, target, examples)
         finally:
             loop.run_until_complete(system.__aexit__(None, None, None))
     finally:

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 
 from bench.fuzz.inputs import SAMPLES, oversized
 from bench.fuzz.run import fuzz
-from cascade.v1 import common_pb2, events_pb2
+from cascade.v1 import cascade_pb2, cascade_pb2_grpc, common_pb2, events_pb2
 from services.core import subjects
 from services.core.nats import NatsServer, connect_nats
 from services.core.settings import OutcomeSettings
@@ -26,7 +26,7 @@ from tests.support.system import make_settings, openai_tier, run_system
 
 
 def test_every_decoder_answers_every_malformed_input_and_still_serves(tmp_path: Path) -> None:
-    results = fuzz(settings.default.max_examples, workdir=tmp_path)
+    results = list(fuzz(settings.default.max_examples, workdir=tmp_path))
     assert len(results) == 12
     for stats in results:
         assert stats.crashes == [] and stats.hangs == 0, stats.line()
@@ -153,3 +153,26 @@ async def test_the_embedded_nats_server_takes_the_configured_max_payload(tmp_pat
             assert nc.max_payload == LIMIT
         finally:
             await nc.drain()
+
+
+@pytest.mark.parametrize(
+    ("policy", "hop"), [(cascade_pb2.POLICY_CASCADE, "the router"), (cascade_pb2.POLICY_LARGE, "tier 'large'")]
+)
+async def test_a_request_larger_than_the_nats_servers_max_payload_is_resource_exhausted(
+    tmp_path, fake_openai, policy, hop
+) -> None:
+    # An external nats-server may allow less than nats.max_payload_bytes: nats-py refuses to send
+    # (MaxPayloadError), which escaped as INTERNAL.
+    tiers = {"small": openai_tier(fake_openai.base_url), "large": openai_tier(fake_openai.base_url)}
+    async with (
+        NatsServer(data_dir=tmp_path / "nats", max_payload_bytes=LIMIT) as server,
+        run_system(server, make_settings(server.url, tiers)) as system,
+        aio.insecure_channel(system.target) as channel,
+    ):
+        stub = cascade_pb2_grpc.CascadeStub(channel)
+        with pytest.raises(aio.AioRpcError) as err:
+            await stub.Generate(cascade_pb2.GenerateRequest(prompt="x" * (LIMIT + 1), policy=policy), timeout=10)
+        answer = await stub.Generate(cascade_pb2.GenerateRequest(prompt="Hello", max_tokens=4), timeout=10)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"too large to send to {hop} over NATS" in err.value.details()
+    assert answer.text
