@@ -59,11 +59,11 @@ class Replies:
     """Calls a NATS handler with a real Msg whose reply subject this connection listens on."""
 
     def __init__(self, nc: NatsClient) -> None:
-        self._nc, self._ids = nc, itertools.count()
+        self.nc, self._ids = nc, itertools.count()
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
 
     async def start(self) -> None:
-        await self._nc.subscribe("_INBOX.fuzz.replies.*", cb=self._on_reply)
+        await self.nc.subscribe("_INBOX.fuzz.replies.*", cb=self._on_reply)
 
     async def _on_reply(self, msg: Msg) -> None:
         future = self._waiting.pop(msg.subject, None)
@@ -74,7 +74,7 @@ class Replies:
         reply = f"_INBOX.fuzz.replies.{next(self._ids)}"
         future = self._waiting[reply] = asyncio.get_running_loop().create_future()
         try:
-            await handler(Msg(_client=self._nc, subject=subject, reply=reply, data=data))
+            await handler(Msg(_client=self.nc, subject=subject, reply=reply, data=data))
             return await asyncio.wait_for(future, REPLY_TIMEOUT_S)
         except TimeoutError:
             raise Crash("no reply") from None
@@ -87,7 +87,10 @@ def _error_kind(message: str) -> str:
 
 
 def _code(value: int) -> str:
-    return ErrorCode(value).name if value in ErrorCode._value2member_map_ else f"code {value}"
+    try:
+        return ErrorCode(value).name
+    except ValueError:
+        return f"code {value}"
 
 
 def _pure(call: Callable[[bytes], object]) -> Callable[[bytes], Awaitable[str]]:
@@ -134,7 +137,7 @@ def nats_targets(system: System, replies: Replies, follower: Follower) -> list[T
         return _code(accept.error.code) if accept.HasField("error") and accept.error.code else "ok"
 
     async def cancel(data: bytes) -> str:
-        await worker.handle_cancel(Msg(_client=replies._nc, subject=subjects.CANCEL, data=data))
+        await worker.handle_cancel(Msg(_client=replies.nc, subject=subjects.CANCEL, data=data))
         return "ok"
 
     async def model_event(data: bytes) -> str:
