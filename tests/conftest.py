@@ -1,5 +1,6 @@
 """Fixtures shared by every test: real servers, started on free ports and always stopped."""
 
+from tests.support import hypothesis_profiles  # noqa: F401 - registers and loads the profile
 from tests.support.data import routing_data
 from tests.support.fixtures import fake_openai, fake_openai_server
 from tests.support.gpu import pytest_collection_modifyitems

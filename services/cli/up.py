@@ -63,7 +63,8 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
     try:
         if url is None:
             e = settings.nats.embedded
-            server = NatsServer(data_dir=e.data_dir, host=e.host, port=e.port, config_file=write_server_config(e))
+            config_file = write_server_config(e, max_payload_bytes=settings.nats.max_payload_bytes)
+            server = NatsServer(data_dir=e.data_dir, host=e.host, port=e.port, config_file=config_file)
             nats = EmbeddedNats(server)
             await nats.start()
             children.append(nats)

@@ -238,7 +238,9 @@ class NatsServer:
     host: str = "127.0.0.1"
     port: int = 0
     log_file: Path | None = None
-    config_file: Path | None = None
+    config_file: Path | None = None  # with one, it sets max_payload itself (max_payload_bytes is not used)
+    # The server's max_payload (its largest message); None: nats-server's own default (1 MiB).
+    max_payload_bytes: int | None = None
     _process: subprocess.Popen[bytes] | None = None
     _log_start: int = 0
     _ports_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -285,7 +287,8 @@ class NatsServer:
         if self._ports_dir is not None:  # started again after it died
             self._ports_dir.cleanup()
         self._ports_dir = tempfile.TemporaryDirectory(prefix="nats-ports-")
-        cmd = [nats_server_binary(), *(["-c", str(self.config_file)] if self.config_file else [])]
+        config = self.config_file or (self._write_config() if self.max_payload_bytes is not None else None)
+        cmd = [nats_server_binary(), *(["-c", str(config)] if config else [])]
         cmd += ["-a", self.host, "-p", str(self.port), "-js", "-sd", str(self.data_dir)]
         cmd += ["--ports_file_dir", self._ports_dir.name]
         self._log_start = log_start = log_path.stat().st_size if log_path.exists() else 0
@@ -298,6 +301,12 @@ class NatsServer:
             await self.stop()  # never leave a half-started server behind (a timeout, a Ctrl-C)
             raise
         log.info("nats-server listening on %s (JetStream in %s)", self.url, self.data_dir)
+
+    def _write_config(self) -> Path:
+        # max_payload has no command-line flag: it is set in a config file (flags given too still win).
+        path = self.data_dir / "nats-server.conf"
+        path.write_text(f"max_payload: {self.max_payload_bytes}\n")
+        return path
 
     async def _wait_ready(self, timeout_s: float, log_path: Path, log_start: int) -> None:
         assert self._process is not None and self._ports_dir is not None

@@ -35,20 +35,18 @@ def client_auth(embedded: EmbeddedNatsSettings) -> NatsAuthSettings | None:
     return NatsAuthSettings(user=USER, password_file=path)
 
 
-def write_server_config(embedded: EmbeddedNatsSettings) -> Path | None:
-    """Write the server's config file (``-c``) for auth and TLS; None when it needs neither."""
-    blocks = []
+def write_server_config(embedded: EmbeddedNatsSettings, *, max_payload_bytes: int) -> Path:
+    """Write the server's config file (``-c``): its largest message, and auth and TLS as configured."""
+    blocks = [f"max_payload: {max_payload_bytes}"]  # no command-line flag sets it
     if embedded.auth:
         password = _password(password_file(embedded.data_dir))
         blocks.append(f"authorization {{\n  user: {json.dumps(USER)}\n  password: {json.dumps(password)}\n}}")
     if embedded.tls_cert_file is not None:
         cert, key = json.dumps(str(embedded.tls_cert_file)), json.dumps(str(embedded.tls_key_file))
         blocks.append(f"tls {{\n  cert_file: {cert}\n  key_file: {key}\n}}")
-    if not blocks:
-        return None
     path = config_file(embedded.data_dir)
     header = "# Written by `cascade up` at every start from nats.embedded; edits are overwritten.\n"
-    _write_private(path, header + "\n".join(blocks) + "\n")  # it holds the password: 0600 like the password file
+    _write_private(path, header + "\n".join(blocks) + "\n")  # it may hold the password: 0600 like the password file
     return path
 
 

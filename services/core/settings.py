@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from cascade_common.models import DEFAULT_CONFIDENCE_MODEL as DEFAULT_CONFIDENCE_MODEL
 from cascade_common.models import DEFAULT_ROUTER_MODEL as DEFAULT_ROUTER_MODEL
 from services.core.errors import ConfigError
+from services.core.payloads import DEFAULT_MAX_PAYLOAD
 
 
 class _Section(BaseModel):
@@ -101,6 +102,9 @@ class NatsSettings(_Section):
     connect_timeout_s: float = Field(2.0, gt=0)
     # How long a starting service waits for NATS before it exits with an error.
     connect_wait_s: float = Field(60.0, gt=0)
+    # Largest NATS message a service accepts (and the embedded nats-server's max_payload): a larger
+    # payload is refused with a clear error, never decoded.
+    max_payload_bytes: int = Field(DEFAULT_MAX_PAYLOAD, ge=64 << 10, le=64 << 20)
 
     @model_validator(mode="after")
     def _auth_needs_url(self) -> NatsSettings:
@@ -332,6 +336,8 @@ class GatewaySettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)
     max_prompt_chars: int = Field(200_000, ge=1)
+    # Largest gRPC request message (bytes); larger: RESOURCE_EXHAUSTED before it is decoded.
+    max_request_bytes: int = Field(4 << 20, ge=1024)
     max_tokens_limit: int = Field(8192, ge=1)
     default_max_tokens: int = Field(512, ge=1)
     # Deadline for calls that come without one.
@@ -511,6 +517,8 @@ class HttpSettings(_Section):
     request_timeout_s: float = Field(300.0, gt=0)
     # Hex SHA-256 digests of the accepted bearer tokens; empty: no authentication.
     api_keys_sha256: tuple[str, ...] = ()
+    # Largest request body (bytes); larger: HTTP 413 before it is parsed.
+    max_body_bytes: int = Field(4 << 20, ge=1024)
     # TLS to the gateway (when gateway.tls_cert is set): the CA to trust (unset: gateway.tls_cert itself,
     # right for a self-signed certificate), and a client certificate for a gateway that requires one
     # (unset: the gateway's own cert and key, which a tls_client_ca of that same self-signed cert accepts).
@@ -615,6 +623,12 @@ class CascadeSettings(BaseSettings):
             raise ValueError(
                 f"escalation.step_min_confidence wants {len(r.tiers) - 1} numbers in [0, 1] "
                 f"(one per tier below the top of router.tiers), got {steps}"
+            )
+        # A request the gateway accepts becomes a NATS message of about its size (a TierRequest).
+        if self.gateway.max_request_bytes >= self.nats.max_payload_bytes:
+            raise ValueError(
+                f"gateway.max_request_bytes ({self.gateway.max_request_bytes}) must be below "
+                f"nats.max_payload_bytes ({self.nats.max_payload_bytes}): an accepted request must fit on NATS"
             )
         return self
 

@@ -9,16 +9,16 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
+from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from cascade.v1 import events_pb2
 from services.core import subjects
-from services.core.errors import InternalError, NatsUnavailable, TierUnavailable, Unavailable, error_for_code
+from services.core.errors import CascadeError, NatsUnavailable, Overloaded, TierUnavailable, Unavailable, error_for_code
 from services.core.nats import nats_down
+from services.core.payloads import DEFAULT_MAX_PAYLOAD, decode
 from services.core.telemetry import inject_headers
 from services.gateway import wire
 from services.gateway.domain import Decision, Piece, TierCall
@@ -28,9 +28,41 @@ log = logging.getLogger(__name__)
 ADMISSION_RETRIES_S = (0.05, 0.1, 0.2)
 
 
+def decode_decision(data: bytes, *, limit: int = DEFAULT_MAX_PAYLOAD) -> Decision:
+    """The router's reply; Unavailable (the router misbehaves) when it cannot be read."""
+    try:
+        return wire.decision(decode(events_pb2.RouteDecision, data, limit=limit))
+    except CascadeError as exc:
+        raise Unavailable(f"the router's reply was refused: {exc.message}") from None
+
+
+def decode_accept(data: bytes, tier: str, *, limit: int = DEFAULT_MAX_PAYLOAD) -> events_pb2.TierAccept:
+    """A tier's TierAccept; its error, or TierUnavailable when it cannot be read, raised."""
+    try:
+        accept = decode(events_pb2.TierAccept, data, limit=limit)
+    except CascadeError as exc:
+        raise TierUnavailable(f"tier {tier!r} sent an unreadable TierAccept: {exc.message}") from None
+    if accept.HasField("error") and accept.error.code:
+        raise error_for_code(accept.error.code, accept.error.message)
+    return accept
+
+
+def decode_chunk(data: bytes, tier: str, *, limit: int = DEFAULT_MAX_PAYLOAD) -> events_pb2.TokenChunk:
+    """A tier's TokenChunk; TierUnavailable (the tier breaks the protocol) when it cannot be read."""
+    try:
+        return decode(events_pb2.TokenChunk, data, limit=limit)
+    except CascadeError as exc:
+        raise TierUnavailable(f"tier {tier!r} sent an unreadable TokenChunk: {exc.message}") from None
+
+
+def _too_large(exc: MaxPayloadError, what: str) -> Overloaded:
+    # The NATS server's own max_payload (an external server may allow less than nats.max_payload_bytes).
+    return Overloaded(f"the request is too large to send to {what} over NATS: {exc}")
+
+
 class RouterClient:
-    def __init__(self, nc: NatsClient) -> None:
-        self._nc = nc
+    def __init__(self, nc: NatsClient, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self._nc, self._max_payload = nc, max_payload_bytes
 
     async def route(self, *, request_id: str, text: str, timeout_s: float) -> Decision:
         if down := nats_down(self._nc, doing="reach the router"):
@@ -43,14 +75,13 @@ class RouterClient:
             msg = await self._nc.request(subjects.ROUTE, payload, timeout=timeout_s, headers=inject_headers())
         except NoRespondersError:
             raise Unavailable("no router is running") from None
+        except MaxPayloadError as exc:
+            raise _too_large(exc, "the router") from None
         except (NatsTimeoutError, TimeoutError):
             raise nats_down(self._nc, doing="reach the router") or Unavailable(
                 f"router did not answer within {timeout_s}s"
             ) from None
-        try:
-            return wire.decision(events_pb2.RouteDecision.FromString(msg.data))
-        except DecodeError:
-            raise Unavailable("router sent a malformed RouteDecision") from None
+        return decode_decision(msg.data, limit=self._max_payload)
 
 
 class ChunkInbox:
@@ -99,8 +130,15 @@ class ChunkInbox:
 class TierClient:
     """Sends a TierRequest and yields the answer's pieces, checking order and silence."""
 
-    def __init__(self, nc: NatsClient, *, accept_timeout_s: float, idle_timeout_s: float) -> None:
-        self._nc = nc
+    def __init__(
+        self,
+        nc: NatsClient,
+        *,
+        accept_timeout_s: float,
+        idle_timeout_s: float,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
+        self._nc, self._max_payload = nc, max_payload_bytes
         self._accept_timeout_s = accept_timeout_s
         self._idle_timeout_s = idle_timeout_s
         self._inbox = ChunkInbox(nc)
@@ -151,6 +189,8 @@ class TierClient:
             try:
                 reply = await self._nc.request(subject, payload, timeout=timeout_s, headers=inject_headers())
                 break
+            except MaxPayloadError as exc:
+                raise _too_large(exc, f"tier {tier!r}") from None
             except NoRespondersError:
                 if backoff_s is None:
                     raise TierUnavailable(f"no worker is serving tier {tier!r}") from None
@@ -159,10 +199,7 @@ class TierClient:
                 raise nats_down(self._nc, doing=f"reach tier {tier!r}") or TierUnavailable(
                     f"tier {tier!r} did not accept within {timeout_s:.3g}s"
                 ) from None
-        accept = events_pb2.TierAccept.FromString(reply.data)
-        if accept.HasField("error") and accept.error.code:
-            raise error_for_code(accept.error.code, accept.error.message)
-        return accept
+        return decode_accept(reply.data, tier, limit=self._max_payload)
 
     async def _next_chunk(self, chunks: asyncio.Queue[bytes | None], tier: str) -> events_pb2.TokenChunk:
         if chunks.empty():  # a burst of chunks is read without a timer each
@@ -179,7 +216,4 @@ class TierClient:
             raise nats_down(self._nc, doing=f"hear from tier {tier!r}") or NatsUnavailable(
                 f"NATS connection lost while tier {tier!r} was answering"
             )
-        try:
-            return events_pb2.TokenChunk.FromString(data)
-        except DecodeError:
-            raise InternalError(f"tier {tier!r} sent a malformed TokenChunk") from None
+        return decode_chunk(data, tier, limit=self._max_payload)

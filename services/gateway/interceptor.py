@@ -21,7 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from services.core import metrics
-from services.core.errors import CascadeError
+from services.core.errors import CascadeError, InvalidRequest
 from services.core.status import grpc_status
 from services.core.telemetry import extract_context, tracer
 from services.gateway.auth import Authenticator
@@ -55,7 +55,9 @@ class GatewayInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         wrap = self._streaming if handler.response_streaming else self._unary
         behavior = wrap(getattr(handler, attr), details.method, handler.request_streaming)
         return factory(
-            behavior, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+            behavior,
+            request_deserializer=_lenient(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
         )
 
     def _unary(self, behavior: Behavior, method: str, request_streaming: bool) -> Behavior:
@@ -100,15 +102,43 @@ class GatewayInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
 
 
 def _admitted(request: Any, admit: Admit, streaming: bool) -> Any:
-    """The request (or, for a client stream, each of its messages) admitted for the caller."""
+    """The request (or, for a client stream, each of its messages) checked readable, admitted for the caller."""
     if not streaming:
-        return admit(request)
+        return admit(_readable(request))
 
     async def each() -> AsyncIterator[Any]:
         async for message in request:
-            yield admit(message)
+            yield admit(_readable(message))
 
     return each()
+
+
+class _Unreadable:
+    """What a request's bytes became when they are not the method's message."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    # grpc answers a deserializer that raises with INTERNAL; bytes that are not a request are the caller's
+    # fault (INVALID_ARGUMENT), so the failure is carried into the handler to be raised there.
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, or an invalid UTF-8 string field
+            return _Unreadable(len(data))
+
+    return parse
+
+
+def _readable(request: Any) -> Any:
+    if isinstance(request, _Unreadable):
+        raise InvalidRequest(f"the request ({request.size} bytes) is not a valid message for this method")
+    return request
 
 
 async def _abort(context: aio.ServicerContext, method: str, exc: Exception, span: trace.Span) -> None:

@@ -84,7 +84,13 @@ class GatewayService:
 
     def _cascade(self, confidence: ConfidenceModel) -> Cascade:
         gw, esc = self._settings.gateway, self._settings.escalation
-        tiers = TierClient(self._nc, accept_timeout_s=gw.tier_accept_timeout_s, idle_timeout_s=gw.chunk_idle_timeout_s)
+        limit = self._settings.nats.max_payload_bytes
+        tiers = TierClient(
+            self._nc,
+            accept_timeout_s=gw.tier_accept_timeout_s,
+            idle_timeout_s=gw.chunk_idle_timeout_s,
+            max_payload_bytes=limit,
+        )
         self._tier_client = tiers
         calibration = (
             CalibrationFile(
@@ -97,7 +103,7 @@ class GatewayService:
         )
         log.info("gateway scores answers with confidence model %s (%s)", confidence.name, confidence.version)
         return Cascade(
-            router=self.router or RouterClient(self._nc),
+            router=self.router or RouterClient(self._nc, max_payload_bytes=limit),
             tiers=tiers,
             record_outcome=self._record_outcome,
             on_start=self._on_start,
@@ -153,7 +159,9 @@ class GatewayService:
         await ensure_seen_stream(self._js, self._settings.outcomes)
         self.outcomes.start()  # locks the spool dir; publishes what an earlier (killed) gateway left there
         interceptor = GatewayInterceptor(service=SERVICE_NAME, auth=Authenticator(self._settings.gateway))
-        server = aio.server(interceptors=[interceptor])
+        # Larger messages are refused by gRPC itself (RESOURCE_EXHAUSTED) before they are decoded.
+        options = [("grpc.max_receive_message_length", self._settings.gateway.max_request_bytes)]
+        server = aio.server(interceptors=[interceptor], options=options)
         servicer = CascadeServicer(cascade=cascade, outcomes=self.outcomes, seen=self.seen, settings=self._settings)
         cascade_pb2_grpc.add_CascadeServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -33,14 +33,16 @@ T = TypeVar("T")
 PASSED_ON = ("authorization", "traceparent", "tracestate")
 
 
-def create_app(*, serving: OpenAIServing, catalog: Catalog, api_keys_sha256: Sequence[str]) -> Starlette:
+def create_app(
+    *, serving: OpenAIServing, catalog: Catalog, api_keys_sha256: Sequence[str], max_body_bytes: int
+) -> Starlette:
     guard = _Guard(api_keys_sha256)
 
     async def chat(request: Request) -> Response:
-        return await _generate(request, serving, await _parse(request, ChatCompletionRequest))
+        return await _generate(request, serving, await _parse(request, ChatCompletionRequest, max_body_bytes))
 
     async def completions(request: Request) -> Response:
-        return await _generate(request, serving, await _parse(request, CompletionRequest))
+        return await _generate(request, serving, await _parse(request, CompletionRequest, max_body_bytes))
 
     async def models(request: Request) -> Response:
         return JSONResponse(catalog.listing().model_dump())
@@ -86,9 +88,19 @@ class _Guard:
         return sum(hmac.compare_digest(digest, d) for d in self._digests) > 0
 
 
-async def _parse(request: Request, model: type[BaseModel]) -> Any:
+async def _body(request: Request, limit: int) -> bytes:
+    """The body, read no further than just past ``limit`` bytes (a larger one: 413)."""
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise HTTPException(413, f"the body is over the limit of {limit} bytes (http.max_body_bytes)")
+    return bytes(body)
+
+
+async def _parse(request: Request, model: type[BaseModel], limit: int) -> Any:
     try:
-        return model.model_validate(json.loads(await request.body()))
+        return model.model_validate(json.loads(await _body(request, limit)))
     except json.JSONDecodeError as exc:
         raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"the body is not valid JSON: {exc}") from None
     except ValidationError as exc:

@@ -50,7 +50,7 @@ class HttpService:
         # door lets in the tenants' tokens and passes each caller's on, and the gateway decides its tenant.
         tenants = self._settings.gateway.tenants.values()
         keys = http.api_keys_sha256 or tuple(d for t in tenants for d in t.tokens_sha256)
-        app = create_app(serving=serving, catalog=catalog, api_keys_sha256=keys)
+        app = create_app(serving=serving, catalog=catalog, api_keys_sha256=keys, max_body_bytes=http.max_body_bytes)
         config = uvicorn.Config(
             app,
             log_level="warning",

@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncGenerator
 from datetime import datetime
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -14,7 +14,8 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from cascade.v1 import events_pb2
 from services.core import subjects
-from services.core.errors import InvalidRequest
+from services.core.errors import CascadeError, InvalidRequest
+from services.core.payloads import DEFAULT_MAX_PAYLOAD, decode
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,15 @@ async def read_events(
     follow: bool = False,
     since: datetime | None = None,
     hold: list[Msg] | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
 ) -> AsyncGenerator[Message, None]:
     """Yield events not yet acknowledged by ``durable``, acknowledging each after it is yielded.
 
     Stops when no new event arrives within ``idle_timeout_s`` (unless ``follow``); a later call
     with the same durable name continues where this one stopped. ``durable=None`` reads the
     whole stream with a throw-away consumer. A message that is not a known event is skipped
-    (and acknowledged), so one bad publisher cannot stall a consumer. ``since``: a new consumer
+    (and acknowledged), so one bad publisher cannot stall a consumer; so is one over
+    ``max_payload_bytes`` (nats.max_payload_bytes). ``since``: a new consumer
     starts at the first event stored at or after this time (an existing durable keeps its place).
 
     ``hold``: acknowledge nothing; append every message here instead, for the caller to ack once it has
@@ -65,7 +68,7 @@ async def read_events(
                     await _check_not_capped(sub, durable=durable, held=len(hold))
                 return
             for msg in msgs:
-                event = _decode(msg.subject, msg.data)
+                event = decode_event(msg.subject, msg.data, limit=max_payload_bytes)
                 if event is not None:
                     yield event
                 if hold is None:
@@ -97,12 +100,13 @@ async def _check_not_capped(sub: JetStreamContext.PullSubscription, *, durable: 
         )
 
 
-def _decode(subject: str, data: bytes) -> Message | None:
+def decode_event(subject: str, data: bytes, *, limit: int = DEFAULT_MAX_PAYLOAD) -> Message | None:
+    """The event stored on ``subject``; None (logged) for an unknown subject or an unreadable payload."""
     kind = EVENT_TYPES.get(subject)
     if kind is None:
         return None
     try:
-        return kind.FromString(data)
-    except DecodeError:
-        log.warning("skipping a malformed %s event (%d bytes)", subject, len(data))
+        return decode(kind, data, limit=limit)
+    except CascadeError as exc:
+        log.warning("skipping an event on %s: %s", subject, exc.message)
         return None

@@ -16,14 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from cascade.v1 import events_pb2
 from services.core import subjects
-from services.core.errors import ModelError, Unavailable
+from services.core.errors import CascadeError, ModelError, Unavailable
+from services.core.payloads import decode
 from services.registry import store
 from services.registry.kinds import kind_of
 
@@ -73,10 +73,14 @@ class Follower:
                 await self._poller
 
     async def _on_event(self, msg: Msg) -> None:
+        self.on_event_payload(msg.data)
+
+    def on_event_payload(self, data: bytes) -> None:
+        """A ModelEvent for this kind wakes the check at once; an unreadable one is logged and ignored."""
         try:
-            event = events_pb2.ModelEvent.FromString(msg.data)
-        except DecodeError:
-            log.warning("malformed ModelEvent (%d bytes) ignored", len(msg.data))
+            event = decode(events_pb2.ModelEvent, data)
+        except CascadeError as exc:
+            log.warning("ModelEvent ignored: %s", exc.message)
             return
         if event.kind == self._kind.name and event.action != "refused":
             self._wake.set()

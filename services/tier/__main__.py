@@ -14,7 +14,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def _build(nc, settings, args):  # type: ignore[no-untyped-def]
     if args.tier not in settings.tiers:
         raise ConfigError(f"unknown tier {args.tier!r}; configured: {sorted(settings.tiers)}")
-    return TierWorker(nc=nc, tier=args.tier, settings=settings.tiers[args.tier])
+    return TierWorker(
+        nc=nc, tier=args.tier, settings=settings.tiers[args.tier], max_payload_bytes=settings.nats.max_payload_bytes
+    )
 
 
 if __name__ == "__main__":

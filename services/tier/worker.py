@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 
-from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -19,6 +18,7 @@ from services.core.errors import CascadeError, DeadlineExceeded, ErrorCode, Inte
 from services.core.liveness import announce, withdraw
 from services.core.logs import REQUEST_ID
 from services.core.nats import drain_subscription
+from services.core.payloads import DEFAULT_MAX_PAYLOAD, check_size, decode, is_inbox
 from services.core.settings import TierSettings
 from services.core.telemetry import extract_context, tracer
 from services.core.wire import error_info
@@ -44,9 +44,16 @@ def generation_from(request: events_pb2.TierRequest, timeout_s: float) -> Genera
 
 class TierWorker:
     def __init__(
-        self, *, nc: NatsClient, tier: str, settings: TierSettings, backend: TierBackend | None = None
+        self,
+        *,
+        nc: NatsClient,
+        tier: str,
+        settings: TierSettings,
+        backend: TierBackend | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self._nc, self.tier, self._settings = nc, tier, settings
+        self._max_payload = max_payload_bytes
         # Each tier logs under its own name, so a log filter or a JSON query can pick one tier out.
         self._log = logging.getLogger(f"cascade.tier.{tier}")
         self.backend = backend or create_backend(settings)
@@ -56,9 +63,9 @@ class TierWorker:
         self._live: Service | None = None
 
     async def start(self) -> None:
-        self._cancels = await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel)
+        self._cancels = await self._nc.subscribe(subjects.CANCEL, cb=self.handle_cancel)
         self._work = await self._nc.subscribe(
-            subjects.tier_subject(self.tier), queue=subjects.tier_queue(self.tier), cb=self._on_request
+            subjects.tier_subject(self.tier), queue=subjects.tier_queue(self.tier), cb=self.handle_request
         )
         b = self.backend
         self._live = await announce(
@@ -88,7 +95,11 @@ class TierWorker:
             self._cancels = None
         await self.backend.aclose()
 
-    async def _on_request(self, msg: Msg) -> None:
+    async def handle_request(self, msg: Msg) -> None:
+        """The tier subject's callback: a TierAccept (or a refusal naming why) to every request with a reply."""
+        if not msg.reply:  # nobody to accept to or refuse to: a TierRequest is always a NATS request
+            self._log.warning("tier %s dropped a message without a reply subject (%d bytes)", self.tier, len(msg.data))
+            return
         try:
             request = self._admit(msg.data)
         except CascadeError as exc:
@@ -107,12 +118,13 @@ class TierWorker:
         task.add_done_callback(lambda _: self._tasks.pop(attempt, None))
 
     def _admit(self, data: bytes) -> events_pb2.TierRequest:
-        try:
-            request = events_pb2.TierRequest.FromString(data)
-        except DecodeError:
-            raise InvalidRequest("malformed TierRequest") from None
+        request = decode(events_pb2.TierRequest, data, limit=self._max_payload)
         if not request.request_id or not request.chunk_subject or not request.messages:
             raise InvalidRequest("TierRequest needs request_id, chunk_subject and messages")
+        if not is_inbox(request.chunk_subject):
+            raise InvalidRequest(f"TierRequest.chunk_subject {request.chunk_subject[:64]!r} is not an _INBOX subject")
+        if request.chunk_subject in self._tasks:  # an attempt is named by its chunk subject (see handle_request)
+            raise InvalidRequest(f"attempt {request.chunk_subject[:128]!r} is already being served by tier {self.tier}")
         if request.n > MAX_SAMPLES:
             raise InvalidRequest(f"TierRequest asks for {request.n} samples; at most {MAX_SAMPLES}")
         if len(self._tasks) >= self._settings.max_concurrency:
@@ -121,7 +133,13 @@ class TierWorker:
             raise DeadlineExceeded("deadline passed before the tier started")
         return request
 
-    async def _on_cancel(self, msg: Msg) -> None:
+    async def handle_cancel(self, msg: Msg) -> None:
+        """The CANCEL subscription's callback: the payload names an attempt (its chunk subject)."""
+        try:
+            check_size("a cancel", msg.data, limit=1024)  # chunk subjects are short inbox subjects
+        except CascadeError as exc:
+            self._log.warning("tier %s ignored a cancel: %s", self.tier, exc.message)
+            return
         task = self._tasks.get(msg.data.decode(errors="replace"))
         if task:
             task.cancel()

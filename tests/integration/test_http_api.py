@@ -362,6 +362,25 @@ async def test_raw_sse_and_http_edges(system):
             assert (await http.get(base.removesuffix("/v1") + "/health")).json() == {"status": "ok"}
 
 
+async def test_a_body_over_max_body_bytes_is_413(system, fake_openai):
+    async with front_door(system.settings, gateway_target=system.target, max_body_bytes=1024) as client:
+        base = str(client.base_url).rstrip("/")
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            body = {"model": "cascade:small", "prompt": "x" * 2000, "max_tokens": 5}
+            whole = await http.post("/completions", json=body)
+
+            async def chunked():  # no Content-Length: refused once 1024 bytes have arrived, unread beyond
+                yield b'{"model": "cascade:small", "prompt": "'
+                for _ in range(100):
+                    yield b"x" * 100
+
+            streamed = await http.post("/completions", content=chunked())
+    for response in (whole, streamed):
+        assert response.status_code == 413
+        assert "over the limit of 1024 bytes (http.max_body_bytes)" in response.json()["error"]["message"]
+    assert (await fake_openai.stats())["requests"] == 0
+
+
 # ---------------------------------------------------------------------------- replay tiers: NOT_FOUND
 
 

@@ -40,7 +40,7 @@ def _conf(path: Path, text: str) -> Path:
 
 
 async def test_a_password_server_refuses_anonymous_and_wrong_credentials_and_accepts_the_configured_ones(tmp_path):
-    config = write_server_config(EmbeddedNatsSettings(data_dir=tmp_path / "nats"))
+    config = write_server_config(EmbeddedNatsSettings(data_dir=tmp_path / "nats"), max_payload_bytes=8 << 20)
     secret = password_file(tmp_path / "nats").read_text().strip()
     async with NatsServer(data_dir=tmp_path / "nats", config_file=config) as server:
         # Refused credentials fail at once with ConfigError (nats-py alone would retry them until the wait ends).
@@ -79,7 +79,8 @@ async def test_a_creds_file_on_a_server_in_operator_mode(tmp_path):
 async def test_tls_with_a_self_signed_certificate(tmp_path, self_signed):
     key, cert = self_signed
     config = write_server_config(
-        EmbeddedNatsSettings(data_dir=tmp_path / "nats", auth=False, tls_cert_file=cert, tls_key_file=key)
+        EmbeddedNatsSettings(data_dir=tmp_path / "nats", auth=False, tls_cert_file=cert, tls_key_file=key),
+        max_payload_bytes=8 << 20,
     )
     async with NatsServer(data_dir=tmp_path / "nats", config_file=config) as server:
         # Without the CA the certificate is not trusted: a ConfigError at once (not a retry until the wait ends).

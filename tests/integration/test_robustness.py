@@ -268,6 +268,9 @@ async def test_the_gateway_with_mutual_tls_refuses_a_client_without_a_certificat
         ("goes_silent", "went silent"),
         ("loses_a_chunk", "lost chunk 1"),
         ("reorders_chunks", "lost chunk 0"),
+        # Regressions found by fuzzing: an unreadable accept escaped as INTERNAL, an unreadable chunk was INTERNAL.
+        ("garbles_accept", "tier 'large' sent an unreadable TierAccept: malformed TierAccept (3 bytes)"),
+        ("garbles_chunks", "tier 'large' sent an unreadable TokenChunk: malformed TokenChunk (3 bytes)"),
     ],
 )
 async def test_a_tier_that_breaks_the_protocol_is_unavailable(nats_server, behaviour, message):

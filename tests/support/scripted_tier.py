@@ -2,7 +2,7 @@
 
 It speaks NATS like a real worker (queue group on the tier's subject, a TierAccept reply, TokenChunks
 on the request's chunk subject) but follows a script: it never accepts, falls silent after the first
-chunk, skips a sequence number, or sends chunks out of order.
+chunk, skips a sequence number, sends chunks out of order, or sends bytes that are no message at all.
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ from nats.aio.msg import Msg
 from cascade.v1 import common_pb2, events_pb2
 from services.core import subjects
 
-Behaviour = Literal["well_behaved", "never_accepts", "goes_silent", "loses_a_chunk", "reorders_chunks"]
+Behaviour = Literal[
+    "well_behaved",
+    "never_accepts",
+    "goes_silent",
+    "loses_a_chunk",
+    "reorders_chunks",
+    "garbles_accept",
+    "garbles_chunks",
+]
+GARBAGE = b"\xff\xff\xff"  # not a protobuf message (field 0 does not exist)
 
 # (seq, text, final) of the chunks each behaviour sends after accepting.
 SCRIPTS: dict[str, list[tuple[int, str, bool]]] = {
@@ -44,8 +53,14 @@ class ScriptedTier:
         self.requests.append(request)
         if self.behaviour == "never_accepts":
             return
+        if self.behaviour == "garbles_accept":
+            await msg.respond(GARBAGE)
+            return
         accept = events_pb2.TierAccept(request_id=request.request_id, tier=self.tier, backend="scripted", model="s")
         await msg.respond(accept.SerializeToString())
+        if self.behaviour == "garbles_chunks":
+            await self._nc.publish(request.chunk_subject, GARBAGE)
+            return
         for seq, text, final in SCRIPTS[self.behaviour]:
             chunk = events_pb2.TokenChunk(request_id=request.request_id, seq=seq, tier=self.tier, text=text)
             if final:

@@ -68,7 +68,8 @@ def make_settings(nats_url: str, tiers: dict[str, Any], **sections: Any) -> Casc
     # Each system its own outcome spool (a spool directory belongs to one gateway).
     sections.setdefault("outcomes", {})
     sections["outcomes"] = {"spool_dir": tempfile.mkdtemp(prefix="cascade-spool-"), **sections["outcomes"]}
-    return CascadeSettings(nats={"url": nats_url}, tiers=tiers, **sections)
+    sections["nats"] = {**sections.get("nats", {}), "url": nats_url}
+    return CascadeSettings(tiers=tiers, **sections)
 
 
 async def _drain(nc: NatsClient) -> None:
@@ -99,7 +100,12 @@ async def run_system(
             await started(router)
         workers = {}
         for tier in settings.tiers if run_tiers is None else run_tiers:
-            worker = TierWorker(nc=await connect(f"tier-{tier}"), tier=tier, settings=settings.tiers[tier])
+            worker = TierWorker(
+                nc=await connect(f"tier-{tier}"),
+                tier=tier,
+                settings=settings.tiers[tier],
+                max_payload_bytes=settings.nats.max_payload_bytes,
+            )
             workers[tier] = await started(worker)
         gateway = await started(GatewayService(nc=await connect("gateway"), settings=settings))
         yield System(settings=settings, nats_url=nats.url, gateway=gateway, router=router, workers=workers)

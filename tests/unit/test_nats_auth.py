@@ -36,6 +36,9 @@ def test_bad_nats_security_settings_are_refused_at_load(tmp_path, nats, problem)
         load_settings(config)
 
 
+MAX = 8 << 20  # nats.max_payload_bytes' default
+
+
 def test_a_password_from_the_environment_is_never_shown(monkeypatch):
     monkeypatch.setenv("CASCADE_NATS__URL", "nats://user:hunter2@h:4222")
     monkeypatch.setenv("CASCADE_NATS__AUTH__USER", "svc")
@@ -63,12 +66,12 @@ def test_the_embedded_credentials_are_generated_private_once_and_reused(tmp_path
     embedded = EmbeddedNatsSettings(data_dir=tmp_path / "nats")
     nats = NatsSettings(embedded=embedded)
     assert connect_options(nats) == {}  # before the first `cascade up`: nothing to present
-    path = write_server_config(embedded)
+    path = write_server_config(embedded, max_payload_bytes=MAX)
     secret = password_file(embedded.data_dir).read_text().strip()
     assert path == config_file(embedded.data_dir) and f'password: "{secret}"' in path.read_text()
     for private in (path, password_file(embedded.data_dir)):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600
-    write_server_config(embedded)  # a restart keeps the password the clients have
+    write_server_config(embedded, max_payload_bytes=MAX)  # a restart keeps the password the clients have
     assert password_file(embedded.data_dir).read_text().strip() == secret and len(secret) >= 32
     assert connect_options(nats) == {"user": USER, "password": secret}
     env = child_env(nats, "nats://127.0.0.1:4222")
@@ -80,12 +83,13 @@ def test_the_embedded_credentials_are_generated_private_once_and_reused(tmp_path
     }
 
 
-def test_an_embedded_server_without_auth_or_tls_gets_no_config_file(tmp_path, self_signed):
-    assert write_server_config(EmbeddedNatsSettings(data_dir=tmp_path / "a", auth=False)) is None
+def test_an_embedded_server_without_auth_or_tls_gets_only_its_payload_limit(tmp_path, self_signed):
+    bare = write_server_config(EmbeddedNatsSettings(data_dir=tmp_path / "a", auth=False), max_payload_bytes=MAX)
+    assert bare.read_text().splitlines()[1:] == [f"max_payload: {MAX}"]
     key, cert = self_signed
     tls = EmbeddedNatsSettings(data_dir=tmp_path / "b", auth=False, tls_cert_file=cert, tls_key_file=key)
-    written = write_server_config(tls)
-    assert written is not None and f'cert_file: "{cert}"' in written.read_text()
+    written = write_server_config(tls, max_payload_bytes=MAX)
+    assert f'cert_file: "{cert}"' in written.read_text()
     assert "authorization" not in written.read_text()
     nats = NatsSettings(embedded=tls)
     assert "tls" in connect_options(nats)  # trusts the embedded server's own certificate

@@ -48,6 +48,7 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
         (TIERS + "bogus: 1\n", "bogus"),
         ("tiers:\n  small: {backend: openai}\n", "openai"),
         ("- a list\n", "mapping"),
+        (TIERS + "nats: {max_payload_bytes: 1048576}\n", "must be below nats.max_payload_bytes"),
     ],
 )
 def test_bad_config_is_refused_with_the_reason(tmp_path, text, message):
