@@ -23,7 +23,7 @@ N = 20
 def _tier_request(i: int) -> bytes:
     return events_pb2.TierRequest(
         request_id=f"r{i}",
-        chunk_subject=f"test.chunks.{i}",
+        chunk_subject=f"_INBOX.test-chunks.{i}",
         messages=[common_pb2.ChatMessage(role="user", content=f"question {i}")],
         max_tokens=8,
     ).SerializeToString()
@@ -39,7 +39,7 @@ async def test_a_stopping_worker_answers_every_request_delivered_before_it_stopp
         await worker.start()
         await worker_nc.flush()
         accepts = await watch.subscribe("test.accept.*")
-        chunks = await watch.subscribe("test.chunks.*")
+        chunks = await watch.subscribe("_INBOX.test-chunks.*")
         await watch.flush()
         publish_from_outside(
             nats_server.url, [(subjects.tier_subject("small"), f"test.accept.{i}", _tier_request(i)) for i in range(N)]
