@@ -28,8 +28,6 @@ from services.outcomes.spool import Spool, SpooledEvent
 from services.outcomes.stream import ensure_stream
 
 log = logging.getLogger(__name__)
-# How long the publisher waits, once woken, for more events to send with the first.
-_GATHER_S = 0.001
 
 
 class NoStream(Unavailable):
@@ -131,9 +129,6 @@ class OutcomePublisher:
                     self._empty.set()
                 self.spool.ready.clear()
                 await self.spool.ready.wait()
-                # Events submitted in the same moment (other requests' starts and ends) go in one batch:
-                # one socket write and one read of acknowledgements for all of them.
-                await asyncio.sleep(_GATHER_S)
                 continue
             error: Unavailable | None = None
             for event, result in zip(events, await self._publish_batch(events), strict=True):
