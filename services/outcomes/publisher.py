@@ -174,9 +174,12 @@ class OutcomePublisher:
                 f"cannot publish: {exc!r}"
             )
             return [unsent] * len(events)
-        _, late = await asyncio.wait(futures, timeout=self._timeout_s)
-        for f in late:
-            f.cancel()
+        late: set[asyncio.Future[PubAck]] = set(futures)
+        try:
+            _, late = await asyncio.wait(futures, timeout=self._timeout_s)
+        finally:  # also when close() cancels us: no acknowledgement is waited for, or left unread
+            for f in late:
+                f.cancel()
         return [self._result(e.subject, f, late) for e, f in zip(events, futures, strict=True)]
 
     def _result(
