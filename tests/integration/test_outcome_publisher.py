@@ -79,10 +79,12 @@ async def test_a_retried_event_with_the_same_message_id_is_stored_once(js, publi
 async def test_close_flushes_every_queued_event(js, publisher):
     publisher = publisher()
     publisher.start()
-    for i in range(50):
+    # More than one batch (the publisher's window, 64): close must wait for the later batches, not only
+    # for the one already handed to NATS.
+    for i in range(300):
         publisher.submit(subjects.OUTCOMES, f"outcome:flush-{i}", str(i).encode())
     await publisher.close()  # at once: the queue is still full
-    assert [msg_id for msg_id, _ in await stored(js)] == [f"outcome:flush-{i}" for i in range(50)]
+    assert [msg_id for msg_id, _ in await stored(js)] == [f"outcome:flush-{i}" for i in range(300)]
 
 
 async def test_close_waits_for_a_stream_that_comes_back(js, publisher):
