@@ -214,6 +214,25 @@ async def fail_requests_during_an_outage(nats: NatsServer, proc, ids: list[str],
     await eventually(lambda: len(spooled(spool_dir)) == len(ids), "every outcome is in the spool")
 
 
+async def next_gateway_drains(nats_url: str, spool_dir: Path) -> CascadeSettings:
+    """A new gateway on the spool publishes what the killed one left; its settings."""
+    settings = CascadeSettings(
+        nats={"url": nats_url},
+        gateway={"port": 0},
+        escalation={"confidence": "logprob"},
+        outcomes={"spool_dir": str(spool_dir)},
+    )
+    nc = await connect_nats(nats_url, name="gateway-2")
+    gateway = GatewayService(nc=nc, settings=settings)
+    try:
+        await gateway.start()
+        await eventually(lambda: gateway.outcomes.pending == 0, "the next gateway drained the spool")
+    finally:
+        await gateway.stop()
+        await nc.drain()
+    return settings
+
+
 async def test_a_killed_gateways_spooled_events_are_published_by_the_next_one(tmp_path, nats_server):
     spool_dir = tmp_path / "spool"
     ids = [f"killed-{i}" for i in range(4)]
@@ -233,20 +252,7 @@ async def test_a_killed_gateways_spooled_events_are_published_by_the_next_one(tm
         await admin.jetstream().publish(already.subject, already.payload, headers={"Nats-Msg-Id": already.msg_id})
     finally:
         await admin.drain()
-    settings = CascadeSettings(
-        nats={"url": nats_server.url},
-        gateway={"port": 0},
-        escalation={"confidence": "logprob"},
-        outcomes={"spool_dir": str(spool_dir)},
-    )
-    nc = await connect_nats(nats_server.url, name="gateway-2")
-    gateway = GatewayService(nc=nc, settings=settings)
-    try:
-        await gateway.start()
-        await eventually(lambda: gateway.outcomes.pending == 0, "the next gateway drained the spool")
-    finally:
-        await gateway.stop()
-        await nc.drain()
+    settings = await next_gateway_drains(nats_server.url, spool_dir)
     assert spool_files(spool_dir) == []
     assert await stored_request_ids(nats_server.url, settings.outcomes.stream) == Counter(ids)
 
@@ -297,20 +303,7 @@ async def test_a_request_in_flight_when_its_gateway_is_killed_still_gets_an_outc
     finally:
         await silent.stop()
         await nc.drain()
-    settings = CascadeSettings(
-        nats={"url": nats_server.url},
-        gateway={"port": 0},
-        escalation={"confidence": "logprob"},
-        outcomes={"spool_dir": str(spool_dir)},
-    )
-    nc = await connect_nats(nats_server.url, name="gateway-2")
-    gateway = GatewayService(nc=nc, settings=settings)
-    try:
-        await gateway.start()
-        await eventually(lambda: gateway.outcomes.pending == 0, "the next gateway drained the spool")
-    finally:
-        await gateway.stop()
-        await nc.drain()
+    settings = await next_gateway_drains(nats_server.url, spool_dir)
     nc = await connect_nats(nats_server.url, name="test-reader")
     try:
         events = [e async for e in read_events(nc.jetstream(), stream=settings.outcomes.stream, durable=None)]
