@@ -14,12 +14,11 @@ import sys
 import httpx
 import yaml
 
-from cascade.v1 import events_pb2
-from services.core import subjects
-from services.core.nats import connect_nats, free_port
+from services.core.nats import free_port
 from services.sdk import AsyncCascadeClient
 from tests.support.metrics import scrape
 from tests.support.processes import wait_for_line
+from tests.support.router_process import routed_router_process
 from tests.support.system import openai_tier
 
 
@@ -42,32 +41,11 @@ def free_ports_in_a_row(n: int) -> int:
 
 async def test_a_router_process_serves_metrics_and_logs_json(nats_server, tmp_path):
     port = free_port()
-    tier = openai_tier("http://127.0.0.1:9/v1")
-    config = {
-        "nats": {"url": nats_server.url},
-        "tiers": {"small": tier, "large": tier},
-        "telemetry": {"metrics_port": port, "log_format": "json"},
-    }
-    (tmp_path / "cascade.yaml").write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADE_")}
-    log = tmp_path / "router.log"
-    with log.open("wb") as out:
-        cmd = [sys.executable, "-m", "services.router", "--config", str(tmp_path / "cascade.yaml")]
-        process = subprocess.Popen(cmd, stdout=out, stderr=out, env=env)
-    try:
-        await wait_for_line(log, "router ready", process)
-        nc = await connect_nats(nats_server.url, name="obs-probe")
-        try:
-            request = events_pb2.RouteRequest(request_id="obs-route", text="What is 2 + 2?")
-            await nc.request(subjects.ROUTE, request.SerializeToString(), timeout=5)
-        finally:
-            await nc.close()
+    telemetry = {"metrics_port": port, "log_format": "json"}
+    async with routed_router_process(tmp_path, nats_server.url, telemetry=telemetry, request_id="obs-route") as log:
         async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
             text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         assert "cascade_router_score_count{" in text and 'service_name="cascade-router"' in text, text[-2000:]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
     records = [json.loads(line) for line in log.read_text().splitlines()]  # every line is JSON
     assert any(r["message"] == "router ready" and r["service"] == "router" for r in records)
 
