@@ -2,7 +2,7 @@
 
     python -m bench.overhead [--seconds 3] [--concurrency 1 2 4 8 16 32 64 128 256]
                              [--paths direct grpc http] [--policy route] [--max-tokens 16]
-                             [--router-mode service|embedded]
+                             [--router-mode service|embedded] [--tier-mode worker|embedded]
                              [--png docs/capacity.png [--save RUN.json] [--baseline BEFORE.json] [--replot RUN.json]]
                              [--profile-at 32 [--profile-path grpc|http] --profile-dir DIR]
 
@@ -66,10 +66,17 @@ def prompt(i: int) -> str:
     return f"Question {i}: what is {i} plus {i * 7}? Explain briefly."
 
 
-def write_config(base_url: str, workdir: Path, confidence: str, router_mode: str) -> tuple[Path, int, int]:
+def write_config(
+    base_url: str, workdir: Path, confidence: str, router_mode: str, tier_mode: str = "worker"
+) -> tuple[Path, int, int]:
     grpc_port, http_port = free_port(), free_port()
     # max_concurrency above the highest level measured: the limits must not be what the curve shows.
-    tier = {"backend": "openai", "openai": {"base_url": base_url, "model": "fake-model"}, "max_concurrency": 1024}
+    tier = {
+        "backend": "openai",
+        "openai": {"base_url": base_url, "model": "fake-model"},
+        "max_concurrency": 1024,
+        "mode": tier_mode,
+    }
     config = {
         "nats": {"embedded": {"port": free_port(), "data_dir": str(workdir / "nats")}},
         "gateway": {"port": grpc_port, "max_in_flight": 1024},
@@ -139,11 +146,16 @@ class Bench:
 
 @asynccontextmanager
 async def running_cascade(
-    *, confidence: str, max_tokens: int, upstream_processes: int = 1, router_mode: str = "service"
+    *,
+    confidence: str,
+    max_tokens: int,
+    upstream_processes: int = 1,
+    router_mode: str = "service",
+    tier_mode: str = "worker",
 ) -> AsyncIterator[Bench]:
     upstream = start_upstream(processes=upstream_processes)
     workdir = Path(tempfile.mkdtemp(prefix="cascade-bench-"))
-    config, grpc_port, http_port = write_config(upstream.base_url, workdir, confidence, router_mode)
+    config, grpc_port, http_port = write_config(upstream.base_url, workdir, confidence, router_mode, tier_mode)
     env = {**os.environ, "CASCADE_LOG_LEVEL": "WARNING"}
     up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up", "--config", str(config)], env=env)
     backend = OpenAIBackend(base_url=upstream.base_url, model="fake-model")
@@ -322,10 +334,11 @@ async def run(args: argparse.Namespace) -> None:
         max_tokens=args.max_tokens,
         upstream_processes=args.upstream_processes,
         router_mode=args.router_mode,
+        tier_mode=args.tier_mode,
     ) as bench:
         print(
-            f"policy={args.policy} router.mode={args.router_mode} confidence={args.confidence} "
-            f"max_tokens={args.max_tokens} "
+            f"policy={args.policy} router.mode={args.router_mode} tiers' mode={args.tier_mode} "
+            f"confidence={args.confidence} max_tokens={args.max_tokens} "
             f"seconds={args.seconds} per level, cores={os.cpu_count()}, load average at start {loadavg()}"
         )
         pooled = await measure_added(bench, args) if args.rounds else {}
@@ -379,6 +392,13 @@ def main() -> None:
         default="service",
         choices=["service", "embedded"],
         help="router.mode: router processes on NATS, or scoring inside the gateway (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tier-mode",
+        default="worker",
+        choices=["worker", "embedded"],
+        help="tiers.<name>.mode: tier worker processes on NATS, or the backend called by the gateway "
+        "(default: %(default)s)",
     )
     parser.add_argument("--upstream-processes", type=int, default=1, help="bench/upstream.py server processes")
     parser.add_argument("--png", type=Path, help="write the latency-throughput curves here")

@@ -64,13 +64,18 @@ def listen_addresses(settings: CascadeSettings) -> list[tuple[str, str, int]]:
 def metrics_ports(settings: CascadeSettings) -> list[tuple[str, int]]:
     """(process, port) of each Prometheus endpoint `cascade up` opens: consecutive ports from
     telemetry.metrics_port, in this order: gateway, http (when enabled), router (router.mode service), then one
-    per tier as configured.
+    per worker tier as configured.
     """
     first = settings.telemetry.metrics_port
     if not first:
         return []
     router = ["router"] if settings.router.mode == "service" else []  # embedded: the gateway routes
-    names = ["gateway", *(["http"] if settings.http.enabled else []), *router, *(f"tier-{t}" for t in settings.tiers)]
+    names = [
+        "gateway",
+        *(["http"] if settings.http.enabled else []),
+        *router,
+        *(f"tier-{t}" for t in settings.worker_tiers),
+    ]
     return [(name, first + i) for i, name in enumerate(names)]
 
 

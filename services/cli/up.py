@@ -79,7 +79,7 @@ async def _up(settings: CascadeSettings, config: Path | None) -> int:
 
         if settings.router.mode == "service":  # embedded: each gateway scores prompts itself
             await _spawn(children, "router", ["services.router"], env_of("router"))
-        for tier in settings.tiers:
+        for tier in settings.worker_tiers:  # an embedded tier is called by the gateway itself
             await _spawn(children, f"tier-{tier}", ["services.tier", "--tier", tier], env_of(f"tier-{tier}"))
         await _spawn(children, "gateway", ["services.gateway"], env_of("gateway"))
         await _wait_workers(url, settings, children)
@@ -111,7 +111,7 @@ async def _wait_workers(url: str, settings: CascadeSettings, children: list[Chil
     deadline = loop.time() + timeout_s
     try:
         routers = [subjects.ROUTER_SERVICE] if settings.router.mode == "service" else []
-        for name in [*routers, *(subjects.tier_service(t) for t in settings.tiers)]:
+        for name in [*routers, *(subjects.tier_service(t) for t in settings.worker_tiers)]:
             while await ping(nc, name) is None:
                 _raise_if_dead(children)
                 if loop.time() > deadline:

@@ -150,7 +150,12 @@ class TierSettings(_Section):
     openai: OpenAIBackendSettings | None = None
     replay: ReplayBackendSettings | None = None
     price: PriceSettings = PriceSettings()
-    # Requests one worker process runs at once; more are refused with RESOURCE_EXHAUSTED.
+    # Where the backend is called: "worker", by tier worker processes on NATS (cascade.tier.<name>; they
+    # scale out and fail apart from the gateway), or "embedded", by each gateway process itself (no NATS
+    # hop, no worker process per request; for a remote OpenAI-compatible server, see README's capacity).
+    mode: Literal["worker", "embedded"] = "worker"
+    # Requests one worker process (or, embedded, one gateway) runs at once; more are refused with
+    # RESOURCE_EXHAUSTED.
     max_concurrency: int = Field(64, ge=1)
 
     @model_validator(mode="after")
@@ -463,11 +468,11 @@ class OutcomeSettings(_Section):
     spool_max_bytes: int = Field(256 << 20, gt=0)
     spool_fsync: Literal["always", "batch", "never"] = "batch"
     spool_fsync_interval_s: float = Field(1.0, gt=0)
-    # An event waits this long in memory before its file is written; one JetStream acknowledges
-    # meanwhile is never written (0: written at once). A SIGKILL loses what waits, and publishing
-    # waits behind the provisional outcomes of requests in flight, so 0 is the default that loses
-    # nothing (bench.chaos); a delay trades that for CPU (the README's capacity section).
-    spool_write_delay_ms: int = Field(0, ge=0, le=10_000)
+    # An event waits this long in memory before its file is written; one JetStream acknowledges (or a
+    # provisional outcome released) meanwhile is never written (0: written at once). A SIGKILL loses
+    # what waits: answers wait for their outcome (written or acknowledged), so only a request younger
+    # than this loses its provisional outcome and seen id together (the README's capacity section).
+    spool_write_delay_ms: int = Field(20, ge=0, le=10_000)
 
     @model_validator(mode="after")
     def _windows_within_retention(self) -> OutcomeSettings:
@@ -631,6 +636,11 @@ class CascadeSettings(BaseSettings):
                 f"nats.max_payload_bytes ({self.nats.max_payload_bytes}): an accepted request must fit on NATS"
             )
         return self
+
+    @property
+    def worker_tiers(self) -> tuple[str, ...]:
+        """The tiers answered by worker processes (mode worker): those `cascade up` starts and waits for."""
+        return tuple(name for name, tier in self.tiers.items() if tier.mode == "worker")
 
     @property
     def max_escalations(self) -> int:

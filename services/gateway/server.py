@@ -26,6 +26,7 @@ from services.gateway.record import RequestRecord
 from services.gateway.redact import Redactor
 from services.gateway.routing import EmbeddedRouter
 from services.gateway.servicer import CascadeServicer
+from services.gateway.tiers import GatewayTiers
 from services.outcomes import OutcomePublisher, SeenRequests, Spool, ensure_seen_stream, ensure_stream, outcome_id
 from services.registry import store
 from services.registry.follow import Follower
@@ -56,6 +57,7 @@ class GatewayService:
         self._follower: Follower | None = None
         self._held: dict[int, str] = {}  # id(record) -> its provisional outcome in the spool
         self._tier_client: TierClient | None = None
+        self._tiers: GatewayTiers | None = None
 
         # router.mode embedded: prompts are scored in this process (see services/gateway/routing.py).
         self.router = EmbeddedRouter(nc=nc, settings=settings) if settings.router.mode == "embedded" else None
@@ -85,13 +87,14 @@ class GatewayService:
     def _cascade(self, confidence: ConfidenceModel) -> Cascade:
         gw, esc = self._settings.gateway, self._settings.escalation
         limit = self._settings.nats.max_payload_bytes
-        tiers = TierClient(
+        self._tier_client = TierClient(
             self._nc,
             accept_timeout_s=gw.tier_accept_timeout_s,
             idle_timeout_s=gw.chunk_idle_timeout_s,
             max_payload_bytes=limit,
         )
-        self._tier_client = tiers
+        # tiers.<name>.mode embedded: that tier's backend is called here (services/gateway/tiers.py).
+        tiers = self._tiers = GatewayTiers.from_settings(self._tier_client, self._settings.tiers)
         calibration = (
             CalibrationFile(
                 esc.calibration,
@@ -116,9 +119,9 @@ class GatewayService:
         """A request starts: a provisional outcome is held in the spool, then its id is recorded as seen.
 
         If this process dies (SIGKILL, OOM) before the request ends, the next gateway on the spool
-        publishes the provisional outcome, so a request the gateway accepted is never without one. It is
-        held before the seen id is submitted: the spool writes in order, so a seen id is never on disk
-        without it.
+        publishes the provisional outcome, so a request whose id was recorded is never without one: the
+        seen id is not published before the provisional outcome is on disk (or released, once the real
+        one is submitted). A request that ends within outcomes.spool_write_delay_ms writes neither.
         """
         provisional = RequestRecord(
             request=record.request, prices=record.prices, large_tier=record.large_tier, ladder=record.ladder
@@ -128,7 +131,7 @@ class GatewayService:
         handle = self.outcomes.hold(subjects.OUTCOMES, outcome_id(event.request_id), event.SerializeToString())
         if handle is not None:
             self._held[id(record)] = handle
-        self.seen.record(record.request.request_id)
+        self.seen.record(record.request.request_id, after=handle)
 
     def _outcome_event(self, record: RequestRecord) -> events_pb2.OutcomeEvent:
         opts = self._settings.outcomes
@@ -214,6 +217,8 @@ class GatewayService:
             await self._server.stop(grace_s)
         if hasattr(self, "cascade"):  # shadow answers still running publish their outcomes before the flush
             await self.cascade.exploration.close(timeout_s=grace_s)
+        if self._tiers is not None:
+            await self._tiers.aclose()
         await self.outcomes.close()
 
 

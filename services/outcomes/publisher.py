@@ -72,9 +72,10 @@ class OutcomePublisher:
         self.spool.open()
         self._task = asyncio.create_task(self._run())
 
-    def submit(self, subject: str, msg_id: str, payload: bytes) -> None:
-        """Spool the event for publishing; never blocks and never raises (a full spool logs and counts)."""
-        if handle := self.spool.submit(subject, msg_id, payload):
+    def submit(self, subject: str, msg_id: str, payload: bytes, *, after: str | None = None) -> None:
+        """Spool the event for publishing; never blocks and never raises (a full spool logs and counts).
+        ``after``: a held event it waits for (Spool.submit)."""
+        if handle := self.spool.submit(subject, msg_id, payload, after=after):
             self._empty.clear()
             self._pending[msg_id] += 1
             self._handles[msg_id] = handle

@@ -22,8 +22,9 @@ acknowledged it first, in which case it is never written at all. An event still 
 when the process is SIGKILLed is lost. Why a delay: JetStream normally acknowledges within a few
 milliseconds, so without one nearly every event was written and deleted again for nothing (the
 spool's thread hand-offs, file creates, unlinks and fsyncs were ~20-25% of the gateway's py-spy
-samples under bench/overhead). Publishing does not wait for the file (see :meth:`Spool.peek`), except
-behind a held event not yet on disk.
+samples under bench/overhead). Held events wait out the delay too: a request that ends within it
+never writes its provisional outcome. Publishing does not wait for the file (see :meth:`Spool.peek`),
+except an event submitted ``after`` a held one (a request's seen id behind its provisional outcome).
 
 Durability (``fsync``): a written file is in the kernel's page cache, which survives the process
 being killed. Surviving a machine crash needs it on the disk: ``always`` fsyncs each written file
@@ -38,7 +39,8 @@ long outage, not a gap in the middle of it.
 
 Held events (:meth:`Spool.hold`): the gateway holds a provisional outcome for each request as it starts
 ("the gateway stopped before the request finished") and releases it once the real outcome is submitted.
-A held event is never published by the process that holds it; one left by a process that died (a
+A held event is never published by the process that holds it, nor an event submitted ``after`` it
+while it is not yet on disk; one left by a process that died (a
 SIGKILLed gateway's requests in flight) is published by the next, after that process's other events, so
 a real outcome spooled before the death wins by message id. Held files are not fsynced: they cover the
 gateway process dying, not the machine.
@@ -129,6 +131,8 @@ class Spool:
         self._held: dict[str, int] = {}  # held events (hold/release), also counted against max_bytes
         self._bytes = 0
         self._to_write: dict[str, bytes] = {}  # submitted, not yet handed to the worker thread
+        self._due: dict[str, float] = {}  # when each event in _to_write is written (write_delay_s)
+        self._after: dict[str, str] = {}  # event -> the held event it is not published before (submit's after)
         self._in_write: dict[str, bytes] = {}  # being written by the worker thread now
         self._acked_in_write: set[str] = set()
         self._to_delete: list[str] = []
@@ -195,6 +199,8 @@ class Spool:
     async def close(self) -> None:
         """Write what is queued, put the spool on the disk, then release the directory."""
         if self._tasks:
+            self._write_delay_s = 0.0  # what waits out a delay is written now
+            self._work.set()
             await self.flush()
             for task in self._tasks:
                 task.cancel()
@@ -219,9 +225,10 @@ class Spool:
 
     # ------------------------------------------------------------------ events
 
-    def submit(self, subject: str, msg_id: str, payload: bytes) -> str | None:
+    def submit(self, subject: str, msg_id: str, payload: bytes, *, after: str | None = None) -> str | None:
         """Queue one event for the spool (no disk work here); its handle (for :meth:`settled`), None when
-        the spool is full."""
+        the spool is full. ``after``: a held event's handle; this one is not published while that one is
+        held and not yet on disk (a request's seen id behind its provisional outcome)."""
         data = encode(subject, msg_id, payload)
         if self._bytes + len(data) > self._max_bytes:
             self._drop(msg_id, f"the spool is full ({self._bytes} bytes, limit {self._max_bytes})")
@@ -230,10 +237,17 @@ class Spool:
         self._sizes[path] = len(data)
         self._bytes += len(data)
         self._to_write[path] = data
+        self._delay(path)
+        if after is not None:
+            self._after[path] = after
         self._idle.clear()
         self._work.set()
         self.ready.set()
         return path
+
+    def _delay(self, path: str) -> None:
+        if self._write_delay_s > 0:
+            self._due[path] = asyncio.get_running_loop().time() + self._write_delay_s
 
     async def settled(self, path: str) -> None:
         """Wait until the event survives this process: its file written, or JetStream's acknowledgement
@@ -262,6 +276,7 @@ class Spool:
         self._held[path] = len(data)
         self._bytes += len(data)
         self._to_write[path] = data
+        self._delay(path)
         self._idle.clear()
         self._work.set()
         return path
@@ -269,7 +284,9 @@ class Spool:
     def release(self, path: str) -> None:
         """A held event is no longer needed (the real one was submitted before): its file goes."""
         self._bytes -= self._held.pop(path, 0)
+        self.ready.set()  # what waited for it (its request's seen id) may be published now
         if self._to_write.pop(path, None) is not None:  # never written
+            self._due.pop(path, None)
             return
         if path in self._in_write:  # the worker thread deletes it once written
             self._acked_in_write.add(path)
@@ -300,20 +317,31 @@ class Spool:
                     os.replace(path, path.removesuffix(SUFFIX) + ".bad")
         for pending in (self._in_write, self._to_write):
             for path, data in pending.items():
-                if len(events) >= limit or path in self._held:
-                    # Nothing submitted after a held event is published before that one is on disk: a
-                    # request's seen id must not be stored while its provisional outcome could still be
-                    # lost (bench.chaos found seen ids without outcomes after a SIGKILL).
+                if len(events) >= limit:
                     return events
-                if path not in self._acked_in_write:
-                    events.append(decode(path, data))
+                if path in self._held or path in self._acked_in_write or self._waits_for_held(path):
+                    continue
+                events.append(decode(path, data))
         return events
+
+    def _waits_for_held(self, path: str) -> bool:
+        """A request's seen id must not be stored while its provisional outcome could still be lost (bench.chaos
+        found seen ids without outcomes after a SIGKILL): it waits until that one is on disk or released."""
+        held = self._after.get(path)
+        if held is None:
+            return False
+        if held in self._held and (held in self._to_write or held in self._in_write):
+            return True
+        del self._after[path]
+        return False
 
     def ack(self, path: str) -> None:
         """The event is stored in JetStream: its file goes (a crash before that republishes it, de-duplicated)."""
         self._settle(path)
+        self._after.pop(path, None)
         if path in self._to_write:  # never written: nothing to delete
             del self._to_write[path]
+            self._due.pop(path, None)
             self._bytes -= self._sizes.pop(path, 0)
             return
         if path in self._in_write:  # the worker thread deletes it once written
@@ -353,13 +381,17 @@ class Spool:
     async def _io_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._work.wait()
-            if self._write_delay_s > 0 and self._to_write:  # deletes alone go at once
-                await asyncio.sleep(self._write_delay_s)  # acknowledged meanwhile: never written
+            if not self._work.is_set():
+                # Woken by new work, or when the oldest event waiting out its delay is due.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._until_due(loop.time())):
+                        await self._work.wait()
             self._work.clear()
-            self._in_write, self._to_write = self._to_write, {}
+            self._in_write = self._take_due(loop.time())
             deletes, self._to_delete = self._to_delete, []
-            failed = await loop.run_in_executor(self._executor, self._do_io, list(self._in_write.items()), deletes)
+            failed: dict[str, OSError] = {}
+            if self._in_write or deletes:
+                failed = await loop.run_in_executor(self._executor, self._do_io, list(self._in_write.items()), deletes)
             for path in self._in_write:
                 self._settle(path)  # written, acknowledged meanwhile, or failed (dropped, logged)
                 if path in self._acked_in_write:  # published while it was being written
@@ -369,7 +401,7 @@ class Spool:
                     self._bytes -= self._sizes.pop(path, 0) + self._held.pop(path, 0)
                     self._drop(path, f"cannot write it: {failed[path]}")
                 elif path in self._held:  # on disk for the next process, never published by this one
-                    pass
+                    self.ready.set()  # what waited for it to be on disk may be published now
                 else:
                     self._queue.append(path)
                     if self._fsync != "never":
@@ -378,6 +410,26 @@ class Spool:
             self._in_write, self._acked_in_write = {}, set()
             if not self._to_write and not self._to_delete:
                 self._idle.set()
+
+    def _take_due(self, now: float) -> dict[str, bytes]:
+        """What the worker thread writes now: the events that have waited ``write_delay_s``, held ones too
+        (see the module's docstring)."""
+        if self._write_delay_s <= 0:
+            due, self._to_write = self._to_write, {}
+            self._due.clear()
+            return due
+        due = {p: d for p, d in self._to_write.items() if self._due[p] <= now}
+        for path in due:
+            del self._to_write[path]
+            self._due.pop(path, None)
+        return due
+
+    def _until_due(self, now: float) -> float | None:
+        """Seconds until the oldest event waiting out its delay is due; None when none waits."""
+        if self._write_delay_s <= 0:
+            return None
+        first = next((self._due[p] for p in self._to_write), None)  # in submit order: the oldest first
+        return None if first is None else max(0.0, first - now)
 
     def _do_io(self, writes: list[tuple[str, bytes]], deletes: list[str]) -> dict[str, OSError]:
         """In the worker thread: write and delete files; returns the writes that failed."""

@@ -22,7 +22,8 @@ from services.core.payloads import DEFAULT_MAX_PAYLOAD, check_size, decode, is_i
 from services.core.settings import TierSettings
 from services.core.telemetry import extract_context, tracer
 from services.core.wire import error_info
-from services.tier.backends import Delta, Generation, Message, TierBackend, create_backend
+from services.tier.accounting import count_final
+from services.tier.backends import Generation, Message, TierBackend, create_backend
 from services.tier.chunks import ChunkSender
 
 # Samples per request (vLLM's `n`): beyond a handful, agreement gains little and the call costs n times.
@@ -177,24 +178,9 @@ class TierWorker:
         async for delta in self.backend.stream(generation):
             await sender.delta(delta)
             if delta.finish_reason is not None:
-                self._count_final(delta, span)
+                count_final(self.tier, self.backend.model, delta, span)
                 return
         raise InternalError(f"tier {self.tier} backend ended without a finish reason")
-
-    def _count_final(self, delta: Delta, span: Span) -> None:
-        tokens = {"input": delta.input_tokens or 0, "output": delta.output_tokens or 0}
-        for kind, n in tokens.items():
-            metrics.TIER_TOKENS.add(n, {"tier": self.tier, "kind": kind})
-        if span.is_recording():
-            span.set_attributes(
-                {
-                    "cascade.tier": self.tier,
-                    "gen_ai.request.model": self.backend.model,
-                    "gen_ai.usage.input_tokens": tokens["input"],
-                    "gen_ai.usage.output_tokens": tokens["output"],
-                    "gen_ai.response.finish_reasons": (delta.finish_reason or "",),
-                }
-            )
 
 
 def _seconds_left(request: events_pb2.TierRequest) -> float:

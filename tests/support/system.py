@@ -99,7 +99,7 @@ async def run_system(
         if run_router:
             await started(router)
         workers = {}
-        for tier in settings.tiers if run_tiers is None else run_tiers:
+        for tier in settings.worker_tiers if run_tiers is None else run_tiers:  # embedded: the gateway calls it
             worker = TierWorker(
                 nc=await connect(f"tier-{tier}"),
                 tier=tier,

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from services.core.errors import ConfigError
 from services.core.settings import CascadeSettings, load_settings
-from services.outcomes.spool import SUFFIX, Spool, decode, encode
+from services.outcomes.spool import HELD, SUFFIX, Spool, decode, encode
 
 SUBJECT = "cascade.outcomes.request"
 
@@ -140,16 +140,19 @@ async def test_a_held_event_is_published_only_by_the_next_spool_and_after_the_ot
     await second.close()
 
 
-async def test_nothing_submitted_after_a_held_event_is_published_before_it_is_on_disk(tmp_path) -> None:
-    spool = Spool(tmp_path, max_bytes=1 << 20, fsync="never")
+async def test_a_seen_id_is_not_published_before_its_held_event_is_on_disk(tmp_path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, fsync="never", write_delay_s=30.0)
     spool.open()
     spool.submit(SUBJECT, "outcome:before", b"x")
-    spool.hold(SUBJECT, "outcome:r1", b"provisional")
-    spool.submit(SUBJECT, "seen:r1", b"")  # a seen id stored before its held outcome could be lost
-    assert [e.msg_id for e in spool.peek(10)] == ["outcome:before"]
-    await spool.flush()
-    assert [e.msg_id for e in spool.peek(10)] == ["outcome:before", "seen:r1"]
-    await spool.close()
+    held = spool.hold(SUBJECT, "outcome:r1", b"provisional")
+    spool.submit(SUBJECT, "seen:r1", b"", after=held)  # a seen id stored before its held outcome could be lost
+    spool.submit(SUBJECT, "outcome:other", b"y")  # another request's event waits for nobody
+    assert [e.msg_id for e in spool.peek(10)] == ["outcome:before", "outcome:other"]
+    await spool.close()  # writes what waits out its delay
+    again = Spool(tmp_path, max_bytes=1 << 20, fsync="never")
+    again.open()
+    assert [e.msg_id for e in again.peek(10)] == ["outcome:before", "seen:r1", "outcome:other", "outcome:r1"]
+    await again.close()
 
 
 async def test_a_file_left_under_its_temporary_name_is_recovered(tmp_path) -> None:
@@ -172,6 +175,39 @@ async def test_with_a_write_delay_an_event_acknowledged_in_time_is_never_written
     await spool.flush()
     [written] = tmp_path.glob(f"*{SUFFIX}")
     assert decode(str(written), written.read_bytes()).msg_id == "outcome:slow"
+    await spool.close()
+
+
+async def test_with_a_write_delay_a_held_event_released_in_time_is_never_written(tmp_path) -> None:
+    """A request that ends within the delay costs the disk nothing: its provisional outcome is released
+    before it is written, its seen id and outcome are acknowledged before theirs are."""
+    spool = Spool(tmp_path, max_bytes=1 << 20, fsync="never", write_delay_s=30.0)
+    spool.open()
+    held = spool.hold(SUBJECT, "outcome:quick", b"provisional")
+    assert held is not None
+    spool.submit(SUBJECT, "seen:quick", b"", after=held)
+    assert spool.peek(10) == []  # the seen id waits for its provisional outcome
+    spool.release(held)
+    spool.submit(SUBJECT, "outcome:quick", b"real")
+    events = spool.peek(10)
+    assert [e.msg_id for e in events] == ["seen:quick", "outcome:quick"]
+    for event in events:
+        spool.ack(event.path)
+    await asyncio.wait_for(spool.flush(), timeout=5)  # nothing left to write: idle long before 30 s
+    assert list(tmp_path.iterdir()) == [tmp_path / ".lock"]
+    await spool.close()
+
+
+async def test_a_held_event_not_released_within_the_delay_is_written_then_its_seen_id_goes(tmp_path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, fsync="never", write_delay_s=0.2)
+    spool.open()
+    held = spool.hold(SUBJECT, "outcome:slow", b"provisional")
+    assert held is not None
+    spool.submit(SUBJECT, "seen:slow", b"", after=held)
+    assert spool.peek(10) == []
+    await asyncio.wait_for(spool.settled(held), timeout=5)  # on disk once its delay is over
+    assert [p.name for p in tmp_path.glob(f"*{HELD}")] == [Path(held).name]
+    assert [e.msg_id for e in spool.peek(10)] == ["seen:slow"]
     await spool.close()
 
 
