@@ -12,7 +12,8 @@ a minimal OpenAI-compatible server streaming a fixed completion (16 tokens with 
 over 10,000 requests/s on these cores, so what saturates is the cascade, not the model server.
 
 Paths, each a closed loop of ``concurrency`` callers for ``--seconds`` per level:
-  direct  the upstream straight through the tier's own client (OpenAIBackend), the reference;
+  direct  the upstream straight through the tier's own client (OpenAIBackend), the reference, asked
+          for a whole answer as the cascade asks for a unary caller's (Generation.whole);
   grpc    the SDK's ``generate`` -> gateway -> NATS -> router -> tier worker -> upstream;
   http    ``POST /v1/chat/completions`` (not streamed) -> HTTP front door -> the grpc path.
 "added" at concurrency 1 is a path's latency minus the direct path's, measured back to back.
@@ -107,8 +108,12 @@ class Bench:
         return {**self.services, **{f"upstream-{i}": pid for i, pid in enumerate(self.upstream)}}
 
     async def direct(self, i: int) -> None:
+        # Asked as the cascade asks for a unary caller's answer: whole, in one response (Generation.whole).
         generation = Generation(
-            request_id=str(i), messages=[Message(role="user", content=prompt(i))], max_tokens=self.max_tokens
+            request_id=str(i),
+            messages=[Message(role="user", content=prompt(i))],
+            max_tokens=self.max_tokens,
+            whole=True,
         )
         text = [delta.text async for delta in self.backend.stream(generation)]
         assert "".join(text)

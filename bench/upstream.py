@@ -6,7 +6,8 @@ The project's fake server (tests/support/openai_server.py: Starlette, pydantic, 
 tops out near 350 requests/s on two cores, below the cascade it is meant to measure. This one answers
 ``POST /v1/chat/completions`` (and ``/v1/completions``) with a fixed streamed completion, ``max_tokens``
 tokens (16 when absent) with a logprob each, then a usage chunk and ``[DONE]``, as one pre-built
-``text/event-stream`` body with a Content-Length; ``GET /health`` and ``GET /v1/models`` answer too.
+``text/event-stream`` body with a Content-Length (with ``"stream": false``, the same completion as one
+JSON body); ``GET /health`` and ``GET /v1/models`` answer too.
 HTTP/1.1 keep-alive over raw asyncio protocols, parsed by hand: a request costs a few tens of
 microseconds. ``--processes N`` forks N servers accepting on one socket.
 
@@ -38,6 +39,7 @@ WORDS = ("The", " answer", " is", " four", ",", " since", " two", " plus", " two
 LOGPROB = -0.105  # ln(0.9): every token sure enough that the cascade keeps the small answer
 DEFAULT_TOKENS = 16
 _MAX_TOKENS = re.compile(rb'"max_(?:completion_)?tokens"\s*:\s*(\d+)')
+_NOT_STREAMED = re.compile(rb'"stream"\s*:\s*false')
 
 
 def tokens(count: int) -> list[str]:
@@ -63,6 +65,18 @@ def stream_body(count: int) -> bytes:
     events.append(_event({**head, "choices": [], "usage": usage}))
     events.append(b"data: [DONE]\n\n")
     return b"".join(events)
+
+
+@lru_cache(maxsize=64)
+def whole_body(count: int) -> bytes:
+    """The JSON body of the same chat completion, not streamed (``"stream": false``)."""
+    words = tokens(count)
+    logprobs = [{"token": w, "logprob": LOGPROB, "bytes": list(w.encode()), "top_logprobs": []} for w in words]
+    message = {"role": "assistant", "content": "".join(words)}
+    choice = {"index": 0, "message": message, "logprobs": {"content": logprobs}, "finish_reason": "length"}
+    usage = {"prompt_tokens": 12, "completion_tokens": count, "total_tokens": 12 + count}
+    body = {"id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": MODEL}
+    return json.dumps({**body, "choices": [choice], "usage": usage}, separators=(",", ":")).encode()
 
 
 def _response(status: str, content_type: bytes, body: bytes) -> bytes:
@@ -113,7 +127,10 @@ def _answer(head: bytes, body: bytes) -> bytes:
     path = rest.partition(b" ")[0]
     if method == b"POST" and path.endswith(b"completions"):
         found = _MAX_TOKENS.search(body)
-        return _response("200 OK", _SSE, stream_body(int(found.group(1)) if found else DEFAULT_TOKENS))
+        count = int(found.group(1)) if found else DEFAULT_TOKENS
+        if _NOT_STREAMED.search(body):
+            return _response("200 OK", _JSON, whole_body(count))
+        return _response("200 OK", _SSE, stream_body(count))
     if path == b"/health":
         return _HEALTH
     if path.endswith(b"/models"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -30,6 +31,5 @@ def raise_if_error(info: events_pb2.ErrorInfo, *, has: bool) -> None:
 
 def now_timestamp() -> Timestamp:
     """The current time, for the ``time`` field of events."""
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return Timestamp(seconds=seconds, nanos=nanos)  # GetCurrentTime goes through datetime: 3x slower

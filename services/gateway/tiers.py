@@ -134,4 +134,5 @@ def _generation(call: TierCall, timeout_s: float) -> Generation:
         want_logprobs=call.want_logprobs,
         timeout_s=timeout_s,
         n=max(call.n, 1),
+        whole=call.hold_first_token,  # a unary caller: the answer may come in one response
     )

@@ -236,18 +236,21 @@ class Spool:
         path = f"{self._dir}/{self._prefix}-{next(self._counter):012d}{SUFFIX}"
         self._sizes[path] = len(data)
         self._bytes += len(data)
-        self._to_write[path] = data
-        self._delay(path)
+        self._queue_write(path, data)
         if after is not None:
             self._after[path] = after
-        self._idle.clear()
-        self._work.set()
         self.ready.set()
         return path
 
-    def _delay(self, path: str) -> None:
+    def _queue_write(self, path: str, data: bytes) -> None:
+        first = not self._to_write
+        self._to_write[path] = data
+        self._idle.clear()
         if self._write_delay_s > 0:
             self._due[path] = asyncio.get_running_loop().time() + self._write_delay_s
+            if not first:  # the worker loop already sleeps until an earlier event is due: no wake-up
+                return
+        self._work.set()
 
     async def settled(self, path: str) -> None:
         """Wait until the event survives this process: its file written, or JetStream's acknowledgement
@@ -275,10 +278,7 @@ class Spool:
         path = f"{self._dir}/{self._prefix}-{next(self._counter):012d}{HELD}"
         self._held[path] = len(data)
         self._bytes += len(data)
-        self._to_write[path] = data
-        self._delay(path)
-        self._idle.clear()
-        self._work.set()
+        self._queue_write(path, data)
         return path
 
     def release(self, path: str) -> None:

@@ -40,6 +40,7 @@ def generation_from(request: events_pb2.TierRequest, timeout_s: float) -> Genera
         want_logprobs=request.want_logprobs,
         timeout_s=timeout_s,
         n=max(request.n, 1),
+        whole=request.hold_first_token,  # a unary caller: the answer may come in one response
     )
 
 

@@ -3,6 +3,7 @@ reads both response framings, its closed loop counts what it ran."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator
 
@@ -44,6 +45,16 @@ async def test_the_tier_client_streams_max_tokens_with_logprobs_and_usage(upstre
             assert (final.finish_reason, final.output_tokens, final.usage_estimated) == ("length", max_tokens, False)
     finally:
         await backend.aclose()
+
+
+async def test_the_tier_client_reads_a_whole_answer_from_it(upstream: Upstream) -> None:
+    backend = OpenAIBackend(base_url=upstream.base_url, model="fake-model", timeout_s=10)
+    try:
+        [final] = [d async for d in backend.stream(dataclasses.replace(_generation(5), whole=True))]
+    finally:
+        await backend.aclose()
+    assert final.text == "".join(tokens(5)) and len(final.token_logprobs) == 5
+    assert (final.finish_reason, final.output_tokens, final.usage_estimated) == ("length", 5, False)
 
 
 async def test_forked_servers_share_the_port_and_answer_each_request(upstream: Upstream, pool: HttpPool) -> None:

@@ -216,3 +216,50 @@ async def test_deadline_bounds_a_call_with_n(backend: OpenAIBackend, fake_openai
     await fake_openai.control(delay_per_token_s=0.1, tokens=20)  # 3 x 20 tokens: 6 s in all
     with pytest.raises(DeadlineExceeded):
         await _collect(backend, _generation(n=3, timeout_s=0.6))
+
+
+# ---- whole answers (Generation.whole: a unary caller, one response with "stream": false) ----------
+
+
+async def test_a_whole_answer_is_one_final_delta_equal_to_the_streamed_one(backend: OpenAIBackend) -> None:
+    prompt = "What is 2+2? [[confidence=0.3]]"
+    *pieces, streamed = await _collect(backend, _generation(prompt))
+    [whole] = await _collect(backend, _generation(prompt, whole=True))
+    assert whole.text == "".join(d.text for d in pieces)
+    assert whole.token_logprobs == pytest.approx([lp for d in pieces for lp in d.token_logprobs])
+    assert (whole.finish_reason, whole.input_tokens, whole.output_tokens, whole.usage_estimated) == (
+        streamed.finish_reason,
+        streamed.input_tokens,
+        streamed.output_tokens,
+        False,
+    )
+
+
+async def test_a_whole_answer_is_asked_for_without_streaming(backend: OpenAIBackend) -> None:
+    assert backend._body(_generation(), stream=False)["stream"] is False
+    assert "stream_options" not in backend._body(_generation(), stream=False)
+
+
+async def test_a_whole_answer_carries_its_samples(backend: OpenAIBackend, fake_openai: FakeOpenAI) -> None:
+    await fake_openai.control(answers=SCRIPTED)
+    [final] = await _collect(backend, _generation("pick [[confidence=0.3]]", n=3, temperature=0.7, whole=True))
+    assert final.text == "The answer is B"
+    assert [s.text for s in final.samples] == ["It is C", "Surely B"]
+    assert final.samples[0].token_logprobs == pytest.approx([math.log(0.5)] * 3)
+    assert (final.finish_reason, final.output_tokens) == ("stop", 4 + 3 + 2)
+
+
+async def test_a_whole_answer_without_usage_is_estimated(backend: OpenAIBackend, fake_openai: FakeOpenAI) -> None:
+    await fake_openai.control(omit_usage=True, tokens=7)
+    [final] = await _collect(backend, _generation(whole=True))
+    assert (final.output_tokens, final.usage_estimated) == (7, True)
+
+
+async def test_a_whole_answer_maps_errors_and_deadlines(backend: OpenAIBackend, fake_openai: FakeOpenAI) -> None:
+    await fake_openai.control(status_code=429)
+    with pytest.raises(Overloaded):
+        await _collect(backend, _generation(whole=True))
+    await fake_openai.reset()
+    await fake_openai.control(delay_first_token_s=2.0)
+    with pytest.raises(DeadlineExceeded):
+        await _collect(backend, _generation(whole=True, timeout_s=0.3))

@@ -28,6 +28,9 @@ class Generation:
     # Answers to sample in one call (self-consistency); the first streams, the others come
     # whole on the final delta. A backend that cannot sample answers once.
     n: int = 1
+    # The caller takes the answer only whole (a unary call): a backend may fetch it in one response
+    # and yield it as one final delta, instead of streaming it token by token.
+    whole: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -16,6 +16,7 @@ project error from ``services.core.errors``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
@@ -143,8 +144,9 @@ class OpenAIBackend:
         if timeout_s <= 0:
             raise DeadlineExceeded(f"no time left for {self.model} at {self.base_url}")
         deadline = asyncio.get_running_loop().time() + timeout_s
+        answer = self._whole(generation, deadline) if generation.whole else self._stream(generation, deadline)
         try:
-            async with aclosing(self._stream(generation, deadline)) as deltas:
+            async with aclosing(answer) as deltas:
                 async for delta in deltas:
                     yield delta
         except CascadeError:
@@ -193,14 +195,42 @@ class OpenAIBackend:
             raise TierUnavailable(f"{self.model} at {self.base_url}: stream ended early")
         yield self._final_delta(generation, choices, usage)
 
-    def _body(self, generation: Generation) -> dict[str, Any]:
+    async def _whole(self, generation: Generation, deadline: float) -> AsyncGenerator[Delta, None]:
+        """The answer in one response (``"stream": false``), as one final delta: a unary caller sees
+        nothing before the end anyway, and one JSON body costs a fraction of parsing an event per token
+        (the SSE parsing was a third of the gateway's Python time under bench.overhead, tiers embedded)."""
+        choices = _Choices(max(generation.n, 1))
+        async with asyncio.timeout_at(deadline):  # no yield inside: one timer for the whole call
+            async with self._client().post(self._url, json=self._body(generation, stream=False)) as response:
+                if response.status >= 400:
+                    raise self._status_error(response.status, await response.text())
+                if response.content_type != "application/json":
+                    raise TierUnavailable(
+                        f"{self.model} at {self.base_url} sent a malformed response: "
+                        f"not JSON (content-type {response.content_type!r})"
+                    )
+                body = await response.read()
+        pieces, usage = self._read_chunk(body.decode(), choices.n, whole=True)
+        text: list[str] = []
+        logprobs: list[float] = []
+        for piece in pieces:
+            if (delta := choices.add(piece)) is not None:
+                text.append(delta.text)
+                logprobs.extend(delta.token_logprobs)
+        if not choices.finished:
+            raise TierUnavailable(f"{self.model} at {self.base_url}: an answer without a finish reason")
+        final = self._final_delta(generation, choices, usage)
+        yield dataclasses.replace(final, text="".join(text), token_logprobs=tuple(logprobs))
+
+    def _body(self, generation: Generation, *, stream: bool = True) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": m.role, "content": m.content} for m in generation.messages],
             "max_tokens": generation.max_tokens,
-            "stream": True,
-            "stream_options": {"include_usage": True},
+            "stream": stream,
         }
+        if stream:
+            body["stream_options"] = {"include_usage": True}
         if generation.want_logprobs:
             body["logprobs"] = True
         if generation.temperature is not None:
@@ -211,13 +241,14 @@ class OpenAIBackend:
             body["stop"] = list(generation.stop)
         return body
 
-    def _read_chunk(self, data: str, n: int) -> _Chunk:
+    def _read_chunk(self, data: str, n: int, *, whole: bool = False) -> _Chunk:
+        """One streamed ``chat.completion.chunk``, or (``whole``) a whole ``chat.completion``."""
         where = f"{self.model} at {self.base_url}"
         try:
             chunk = json.loads(data)
             if isinstance(chunk, dict) and chunk.get("error"):
                 raise TierUnavailable(f"{where} failed: {_error_message(chunk['error'])}")
-            return _parse_chunk(chunk, n)
+            return _parse_chunk(chunk, n, key="message" if whole else "delta")
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise TierUnavailable(f"{where} sent a malformed response: {type(exc).__name__}: {exc}") from exc
 
@@ -282,18 +313,19 @@ def _event_data(event: bytes) -> str | None:
     return b"\n".join(lines).decode() if lines else None
 
 
-def _parse_chunk(chunk: dict[str, Any], n: int) -> _Chunk:
-    """One ``chat.completion.chunk``; raises ValueError, TypeError, KeyError or AttributeError when malformed."""
+def _parse_chunk(chunk: dict[str, Any], n: int, *, key: str = "delta") -> _Chunk:
+    """One ``chat.completion.chunk`` (its choices' text under ``delta``), or a whole ``chat.completion``
+    (under ``message``); raises ValueError, TypeError, KeyError or AttributeError when malformed."""
     usage = chunk.get("usage")
     counts = (_count(usage["prompt_tokens"]), _count(usage["completion_tokens"])) if usage is not None else None
-    return [_parse_choice(choice, n) for choice in chunk.get("choices") or ()], counts
+    return [_parse_choice(choice, n, key) for choice in chunk.get("choices") or ()], counts
 
 
-def _parse_choice(choice: dict[str, Any], n: int) -> _Piece:
+def _parse_choice(choice: dict[str, Any], n: int, key: str = "delta") -> _Piece:
     index = choice.get("index", 0)
     if not isinstance(index, int) or not 0 <= index < n:
         raise ValueError(f"choice index {index!r} outside the {n} asked for")
-    text = (choice.get("delta") or {}).get("content") or ""
+    text = (choice.get(key) or {}).get("content") or ""
     content = (choice.get("logprobs") or {}).get("content") or ()
     logprobs = tuple(float(token["logprob"]) for token in content)
     return _Piece(index=index, text=text, token_logprobs=logprobs, finish_reason=choice.get("finish_reason"))
