@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -45,6 +47,16 @@ def _exporters(settings: TelemetrySettings, extra: SpanExporter | None) -> Itera
             log.error("telemetry.otlp_endpoint is set but the `otlp` extra is not installed; spans stay local")
             return
         yield OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
+
+
+def span(module: str, name: str, **kwargs: Any) -> AbstractContextManager[trace.Span]:
+    """``tracer(module).start_as_current_span(name, **kwargs)``, or, while no tracer provider is installed
+    (no exporter configured: the default), no span at all. OpenTelemetry's no-op tracer still makes a
+    span object and attaches and detaches a context per call; the gateway made four a request. The
+    current context (a caller's trace, attached by the interceptor) stays what log records name."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return nullcontext(trace.INVALID_SPAN)
+    return tracer(module).start_as_current_span(name, **kwargs)
 
 
 @functools.cache

@@ -26,7 +26,7 @@ from services.core.calibration import CalibrationFile
 from services.core.errors import Cancelled, CascadeError, DeadlineExceeded, Overloaded, Unavailable
 from services.core.logs import REQUEST_ID
 from services.core.settings import CascadeSettings
-from services.core.telemetry import tracer
+from services.core.telemetry import span
 from services.gateway import escalation
 from services.gateway.breaker import Breakers, BreakerTiers
 from services.gateway.budget import Budgets
@@ -97,10 +97,10 @@ class Cascade:
         # the caller's (by 50-300 ms on a loaded machine, bench.chaos), so a smaller one let the caller's
         # own deadline fire first, and the caller saw no answer from the gateway at all.
         margin = min(0.25, timeout_s * 0.1)
-        with tracer(__name__).start_as_current_span("cascade.request") as span:
+        with span(__name__, "cascade.request") as current:
             REQUEST_ID.set(request.request_id)  # this handler's log records name the request
-            span.set_attribute("cascade.request_id", request.request_id)
-            span.set_attribute("cascade.policy", request.policy)
+            current.set_attribute("cascade.request_id", request.request_id)
+            current.set_attribute("cascade.policy", request.policy)
             try:
                 async with asyncio.timeout(timeout_s - margin):
                     async for chunk in self._answer(request, record, deadline):
@@ -118,8 +118,8 @@ class Cascade:
                 raise
             finally:
                 self._finish(record)
-                if span.is_recording():  # building the attributes costs; a no-op span skips it
-                    span.set_attributes(record.span_attributes())
+                if current.is_recording():  # building the attributes costs; a no-op span skips it
+                    current.set_attributes(record.span_attributes())
         yield record
 
     def _finish(self, record: RequestRecord) -> None:

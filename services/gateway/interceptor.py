@@ -23,7 +23,7 @@ from opentelemetry import trace
 from services.core import metrics
 from services.core.errors import CascadeError, InvalidRequest
 from services.core.status import grpc_status
-from services.core.telemetry import extract_context, tracer
+from services.core.telemetry import extract_context, span
 from services.gateway.auth import Authenticator
 
 log = logging.getLogger(__name__)
@@ -81,22 +81,23 @@ class GatewayInterceptor(aio.ServerInterceptor):  # type: ignore[misc]
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         attached = otel_context.attach(extract_context(metadata))
         try:
-            with tracer(__name__).start_as_current_span(
+            with span(
+                __name__,
                 method,
                 kind=trace.SpanKind.SERVER,
                 attributes={"rpc.system": "grpc", "rpc.method": method},
                 record_exception=False,
                 set_status_on_exception=False,
-            ) as span:
+            ) as current:
                 try:
                     tenant = self._auth.authenticate(metadata)
                     if tenant is not None:
-                        span.set_attribute("cascade.tenant", tenant)
+                        current.set_attribute("cascade.tenant", tenant)
                     yield lambda request: self._auth.admit(tenant, request)
                 except aio.AbortError:
                     raise
                 except Exception as exc:
-                    await _abort(context, method, exc, span)
+                    await _abort(context, method, exc, current)
         finally:
             otel_context.detach(attached)
 

@@ -14,7 +14,7 @@ from nats.errors import Error as NatsError
 
 from services.core import subjects
 from services.core.settings import CascadeSettings
-from services.core.telemetry import tracer
+from services.core.telemetry import span
 from services.gateway import wire
 from services.gateway.domain import Decision
 from services.router.routing import Routing
@@ -33,10 +33,10 @@ class EmbeddedRouter:
         await self.routing.stop()
 
     async def route(self, *, request_id: str, text: str, timeout_s: float) -> Decision:
-        with tracer(__name__).start_as_current_span("router.route") as span:
+        with span(__name__, "router.route") as current:
             reply = self.routing.decide(request_id, text)
-            span.set_attribute("cascade.tier", reply.tier)
-            span.set_attribute("cascade.router_score", reply.score)
+            current.set_attribute("cascade.tier", reply.tier)
+            current.set_attribute("cascade.router_score", reply.score)
         with contextlib.suppress(NatsError):  # for observers only: NATS being away must not fail the request
             await self._nc.publish(subjects.DECISIONS, reply.SerializeToString())
         return wire.decision(reply)

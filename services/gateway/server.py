@@ -33,6 +33,7 @@ from services.registry.follow import Follower
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = cascade_pb2.DESCRIPTOR.services_by_name["Cascade"].full_name
+_STOPPED = Unavailable("the gateway stopped before the request finished (killed or crashed)")
 
 
 class GatewayService:
@@ -123,11 +124,10 @@ class GatewayService:
         seen id is not published before the provisional outcome is on disk (or released, once the real
         one is submitted). A request that ends within outcomes.spool_write_delay_ms writes neither.
         """
-        provisional = RequestRecord(
-            request=record.request, prices=record.prices, large_tier=record.large_tier, ladder=record.ladder
+        opts = self._settings.outcomes
+        event = wire.provisional_outcome(
+            record.request, _STOPPED, store_prompt_text=opts.store_prompt_text, redact=self._redact
         )
-        provisional.error = Unavailable("the gateway stopped before the request finished (killed or crashed)")
-        event = self._outcome_event(provisional)
         handle = self.outcomes.hold(subjects.OUTCOMES, outcome_id(event.request_id), event.SerializeToString())
         if handle is not None:
             self._held[id(record)] = handle

@@ -21,7 +21,7 @@ from typing import cast
 from services.core import metrics
 from services.core.errors import CascadeError, DeadlineExceeded, ErrorCode, InternalError, Overloaded
 from services.core.settings import TierSettings
-from services.core.telemetry import tracer
+from services.core.telemetry import span
 from services.gateway.cascade import Tiers
 from services.gateway.domain import Piece, TierCall, Usage
 from services.tier.accounting import count_final
@@ -55,12 +55,12 @@ class EmbeddedTier:
         gather = call.hold_first_token
         texts: list[str] = []
         logprobs: list[float] = []
-        with tracer(__name__).start_as_current_span(f"tier.{self.name}") as span:
+        with span(__name__, f"tier.{self.name}") as current:
             try:
                 async with contextlib.aclosing(_generator(self.backend.stream(_generation(call, timeout_s)))) as deltas:
                     async for delta in deltas:
                         if delta.finish_reason is not None:
-                            count_final(self.name, self.backend.model, delta, span)
+                            count_final(self.name, self.backend.model, delta, current)
                             status = "OK"
                             yield self._final(delta, "".join(texts), logprobs)
                             return

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from cascade.v1 import common_pb2, events_pb2
+from services.core.errors import CascadeError
 from services.core.wire import FINISH_NAMES, FINISH_REASONS, error_info, now_timestamp
 from services.gateway.domain import Decision, Piece, Reason, Route, TierCall, Usage
 from services.gateway.record import Attempt, RequestRecord
-from services.gateway.requests import POLICIES
+from services.gateway.requests import POLICIES, CascadeRequest
 
 # Reason.X <-> PATH_REASON_X: the proto's enum is the table, the domain names its members the same.
 _REASONS = {r: getattr(common_pb2, f"PATH_REASON_{r.name}") for r in Reason}
@@ -175,4 +176,32 @@ def outcome(
         event.error.CopyFrom(error_info(record.error))
     elif store_answer_text and answer is not None:
         event.answer_text = redact(answer.text)
+    return event
+
+
+def provisional_outcome(
+    request: CascadeRequest,
+    error: CascadeError,
+    *,
+    store_prompt_text: bool,
+    redact: Callable[[str], str] = _same,
+) -> events_pb2.OutcomeEvent:
+    """What ``outcome`` gives for a request that has done nothing yet and ends with ``error``: the outcome
+    the gateway holds from a request's start (published only if the gateway dies before it ends).
+    Built directly, without a record: it is built for every request, and most are never written."""
+    event = events_pb2.OutcomeEvent(
+        schema_version=1,
+        request_id=request.request_id,
+        time=now_timestamp(),
+        tenant=request.tenant,
+        tags=request.tags,
+        policy=request.policy,
+        prompt_sha256=hashlib.sha256(request.routed_text.encode()).hexdigest(),
+        prompt_text=redact(request.routed_text) if store_prompt_text else "",
+        finish_reason=FINISH_REASONS["error"],
+        route=common_pb2.RouteSummary(policy=request.policy, applied_policy=_POLICY_VALUES[request.policy]),
+        usage=common_pb2.Usage(),
+        timings=common_pb2.StageTimings(),
+    )
+    event.error.CopyFrom(error_info(error))
     return event

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sys
 import types
 
 import pytest
 
-from services.core.errors import ConfigError
+from services.core.errors import ConfigError, Unavailable
 from services.core.settings import OutcomeSettings, load_settings
 from services.gateway import wire
 from services.gateway.domain import Piece, Purpose
@@ -138,3 +139,21 @@ def test_the_readme_example_loads_and_redacts():
     assert outcomes.pop("redact_hook") == "mycompany.pii:scrub"
     r = Redactor.from_settings(OutcomeSettings(**outcomes))
     assert r("Name: Ann, ann@x.org, +44 20 7946 0958, 3 cats") == "name: [name], [email], [phone], [number] cats"
+
+
+@pytest.mark.parametrize("store_prompt_text", [False, True])
+def test_the_provisional_outcome_is_the_outcome_of_a_request_that_did_nothing(store_prompt_text):
+    """Held for every request from its start; built directly (it is on every request's path), so it must
+    stay what ``outcome`` gives for an untouched record that failed, but for the time it was made."""
+    s, error = settings(), Unavailable("the gateway stopped before the request finished (killed or crashed)")
+    for policy in ("cascade", "route", "small", "large"):
+        req = dataclasses.replace(request(policy, text="I am ann@x.org"), tags={"team": "a"})
+        record = RequestRecord(request=req, prices={n: t.price for n, t in s.tiers.items()}, large_tier="large")
+        record.error = error
+        redact = redactor("email")
+        whole = wire.outcome(record, store_prompt_text=store_prompt_text, redact=redact)
+        direct = wire.provisional_outcome(req, error, store_prompt_text=store_prompt_text, redact=redact)
+        for event in (whole, direct):
+            event.ClearField("time")
+            event.timings.total_ms = 0.0
+        assert direct == whole
