@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -49,14 +50,28 @@ def _exporters(settings: TelemetrySettings, extra: SpanExporter | None) -> Itera
         yield OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
 
 
-def span(module: str, name: str, **kwargs: Any) -> AbstractContextManager[trace.Span]:
-    """``tracer(module).start_as_current_span(name, **kwargs)``, or, while no tracer provider is installed
-    (no exporter configured: the default), no span at all. OpenTelemetry's no-op tracer still makes a
-    span object and attaches and detaches a context per call; the gateway made four a request. The
-    current context (a caller's trace, attached by the interceptor) stays what log records name."""
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+def span(
+    module: str, name: str, *, context: Context | None = None, **kwargs: Any
+) -> AbstractContextManager[trace.Span]:
+    """``tracer(module).start_as_current_span(name, context=context, **kwargs)``, or, while no tracer
+    provider is installed (no exporter configured: the default), no span at all. OpenTelemetry's no-op
+    tracer still makes a span object and attaches and detaches a context per call; the gateway made four
+    a request. What log records name stays the same: the current context, or ``context`` (a caller's
+    trace from a message's headers), attached for the block."""
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return tracer(module).start_as_current_span(name, context=context, **kwargs)
+    if context is None or not trace.get_current_span(context).get_span_context().is_valid:
         return nullcontext(trace.INVALID_SPAN)
-    return tracer(module).start_as_current_span(name, **kwargs)
+    return _attached(context)
+
+
+@contextmanager
+def _attached(context: Context) -> Iterator[trace.Span]:
+    token = otel_context.attach(context)
+    try:
+        yield trace.get_current_span(context)
+    finally:
+        otel_context.detach(token)
 
 
 @functools.cache
@@ -69,10 +84,13 @@ def tracer(name: str) -> trace.Tracer:
 def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
     """The current trace context as message headers (traceparent, tracestate)."""
     carrier = dict(headers or {})
-    propagate.inject(carrier)
+    if trace.get_current_span().get_span_context().is_valid:  # nothing to pass on otherwise
+        propagate.inject(carrier)
     return carrier
 
 
 def extract_context(headers: Mapping[str, str] | None) -> Context:
     """The trace context a message or call came with (empty when none)."""
-    return propagate.extract(dict(headers or {}))
+    if not headers:
+        return Context()
+    return propagate.extract(dict(headers))

@@ -18,7 +18,7 @@ from services.core.logs import REQUEST_ID
 from services.core.nats import drain_subscription
 from services.core.payloads import decode
 from services.core.settings import CascadeSettings
-from services.core.telemetry import extract_context, tracer
+from services.core.telemetry import extract_context, span
 from services.router.routing import Routing
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,10 @@ class RouterService:
 
     async def handle_request(self, msg: Msg) -> None:
         """The ROUTE subscription's callback: answers every payload, a malformed one with the fallback tier."""
-        with tracer(__name__).start_as_current_span("router.route", context=extract_context(msg.headers)) as span:
+        with span(__name__, "router.route", context=extract_context(msg.headers)) as current:
             reply = self.decide(msg.data)
-            if span.is_recording():
-                span.set_attributes(
+            if current.is_recording():
+                current.set_attributes(
                     {
                         "cascade.request_id": reply.request_id,
                         "cascade.tier": reply.tier,

@@ -20,7 +20,7 @@ from services.core.logs import REQUEST_ID
 from services.core.nats import drain_subscription
 from services.core.payloads import DEFAULT_MAX_PAYLOAD, check_size, decode, is_inbox
 from services.core.settings import TierSettings
-from services.core.telemetry import extract_context, tracer
+from services.core.telemetry import extract_context, span
 from services.core.wire import error_info
 from services.tier.accounting import count_final
 from services.tier.backends import Generation, Message, TierBackend, create_backend
@@ -152,10 +152,10 @@ class TierWorker:
         timeout_s = _seconds_left(request)
         started, status = time.perf_counter(), ErrorCode.INTERNAL.name
         span_name, trace_context = f"tier.{self.tier}", extract_context(headers)
-        with tracer(__name__).start_as_current_span(span_name, context=trace_context) as span:
+        with span(__name__, span_name, context=trace_context) as current:
             try:
                 async with asyncio.timeout(timeout_s):
-                    await self._stream(sender, generation_from(request, timeout_s), span)
+                    await self._stream(sender, generation_from(request, timeout_s), current)
                 status = "OK"
             except TimeoutError:
                 status = ErrorCode.DEADLINE_EXCEEDED.name
@@ -175,11 +175,11 @@ class TierWorker:
                 metrics.TIER_DURATION.record(time.perf_counter() - started, labels)
                 sender.close()
 
-    async def _stream(self, sender: ChunkSender, generation: Generation, span: Span) -> None:
+    async def _stream(self, sender: ChunkSender, generation: Generation, current: Span) -> None:
         async for delta in self.backend.stream(generation):
             await sender.delta(delta)
             if delta.finish_reason is not None:
-                count_final(self.tier, self.backend.model, delta, span)
+                count_final(self.tier, self.backend.model, delta, current)
                 return
         raise InternalError(f"tier {self.tier} backend ended without a finish reason")
 
