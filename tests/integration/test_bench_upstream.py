@@ -3,14 +3,18 @@ reads both response framings, its closed loop counts what it ran."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from bench import grpc_floor
 from bench.load import HttpPool, closed_loop
 from bench.upstream import Upstream, start_upstream, tokens
+from services.core.nats import free_port
 from services.tier.backends.base import Generation, Message
 from services.tier.backends.openai import OpenAIBackend
 from tests.support.openai_server import FakeOpenAI, answer_tokens
@@ -85,3 +89,17 @@ async def test_the_load_client_reads_a_chunked_stream_whole(fake_openai: FakeOpe
     text = "".join(c["delta"].get("content", "") for line in lines[:-1] for c in json.loads(line)["choices"])
     assert text == "".join(answer_tokens("abc def"))
     assert status_again == 200 and json.loads(whole)["choices"][0]["message"]["content"] == text
+
+
+async def test_the_grpc_floor_bench_answers_through_the_sdk_and_prints_its_table(capsys) -> None:
+    port = free_port()
+    server = asyncio.ensure_future(grpc_floor.serve(port))
+    try:
+        await grpc_floor.measure(port, 0.2, [1, 2])
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [int(r.split("|")[1]) for r in rows] == [1, 2]
+    assert all(float(r.split("|")[2]) > 0 for r in rows)  # requests/s
