@@ -2,7 +2,7 @@
 
     python -m bench.overhead [--seconds 3] [--concurrency 1 2 4 8 16 32 64 128 256]
                              [--paths direct grpc http] [--policy route] [--max-tokens 16]
-                             [--router-mode service|embedded] [--tier-mode worker|embedded]
+                             [--router-mode service|embedded] [--tier-mode worker|embedded] [--stages 1000]
                              [--png docs/capacity.png [--save RUN.json] [--baseline BEFORE.json] [--replot RUN.json]]
                              [--profile-at 32 [--profile-path grpc|http] --profile-dir DIR]
 
@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -289,6 +290,23 @@ def report_added(pooled: dict[str, list[float]], rounds: int) -> None:
         print(f"| {name} | {len(latencies)} | {p50:.2f} | {p99:.2f} {added}")
 
 
+async def report_stages(bench: Bench, policy: str, requests: int) -> None:
+    """Where a request's time goes at concurrency 1 (grpc path): what the caller waited, against the
+    gateway's own account of its cascade (the response's StageTimings: routing, the tier call, scoring)."""
+    rows: list[tuple[float, float, float]] = []
+    for i in range(requests):
+        began = time.perf_counter()
+        result = await bench.cascade.generate(prompt(i), policy=policy, max_tokens=bench.max_tokens)
+        rows.append(((time.perf_counter() - began) * 1e3, result.timings.total_ms, result.timings.route_ms))
+    caller, cascade, route = (statistics.median(column) for column in zip(*rows, strict=True))
+    print(f"\nwhere the time goes at concurrency 1, grpc path, p50 of {requests} requests (ms)")
+    print("| caller's latency | gateway's cascade (total_ms) | of which routing (route_ms) | outside the cascade |")
+    print("|---|---|---|---|")
+    print(f"| {caller:.2f} | {cascade:.2f} | {route:.2f} | {caller - cascade:.2f} |")
+    print("(outside the cascade: gRPC both ways, interceptor and parsing, the outcome events, and the wait")
+    print(" until the outcome survives the process; `python -m bench.grpc_floor` measures gRPC alone)")
+
+
 Points = dict[str, list[tuple[int, float, float, float]]]  # path -> (concurrency, req/s, p50 ms, p99 ms)
 
 
@@ -348,6 +366,8 @@ async def run(args: argparse.Namespace) -> None:
         )
         pooled = await measure_added(bench, args) if args.rounds else {}
         report_added(pooled, args.rounds)
+        if args.stages:
+            await report_stages(bench, args.policy, args.stages)
         print(f"\nlatency against throughput, {args.seconds:g} s per level, load average now {loadavg()}")
         print("| path | concurrency | req/s | p50 ms | p99 ms | CPU ms/request | requests | load average |")
         print("|---|---|---|---|---|---|---|---|")
@@ -374,6 +394,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per path and concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=CONCURRENCY)
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds for the added latency (0: skip)")
+    parser.add_argument(
+        "--stages", type=int, default=0, help="requests for the stage breakdown at concurrency 1 (0: none)"
+    )
     parser.add_argument("--paths", nargs="+", default=["direct", "grpc", "http"], choices=["direct", "grpc", "http"])
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument(
