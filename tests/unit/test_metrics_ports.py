@@ -28,6 +28,13 @@ def test_consecutive_ports_from_the_configured_one():
     ]
 
 
+def test_an_embedded_tier_has_no_worker_process_and_no_port_of_its_own():
+    tiers = {"small": {**TIER, "mode": "embedded"}, "mid": TIER, "large": TIER}
+    embedded = CascadeSettings(tiers=tiers, telemetry={"metrics_port": 9464}, gateway={"port": 9450})
+    assert embedded.worker_tiers == ("mid", "large")  # what `cascade up` starts and waits for
+    assert [name for name, _ in metrics_ports(embedded)] == ["gateway", "http", "router", "tier-mid", "tier-large"]
+
+
 @pytest.mark.parametrize("port", [None, 0])
 def test_no_port_no_endpoints(port):
     assert metrics_ports(settings(metrics_port=port)) == []
