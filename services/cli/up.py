@@ -2,7 +2,8 @@
 
 Starts a real nats-server with JetStream when no NATS URL is configured, then the router (unless
 `router.mode` is embedded: the gateway then scores prompts itself),
-one worker per configured tier, the gateway and (unless `http.enabled` is false) the
+one worker per configured tier (unless its `mode` is embedded: the gateway calls it), the gateway
+and (unless `http.enabled` is false) the
 OpenAI-compatible HTTP front door, each its own process (the same processes a deployment
 runs, `python -m services.<name>`). It waits until the gateway reports SERVING and the HTTP
 front door answers. Ctrl-C (or SIGTERM) stops them in reverse order: the HTTP front door,
