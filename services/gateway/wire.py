@@ -159,14 +159,7 @@ def outcome(
     """
     req, answer = record.request, record.answer
     event = events_pb2.OutcomeEvent(
-        schema_version=1,
-        request_id=req.request_id,
-        time=now_timestamp(),
-        tenant=req.tenant,
-        tags=req.tags,
-        policy=req.policy,  # deprecated: route.applied_policy
-        prompt_sha256=hashlib.sha256(req.routed_text.encode()).hexdigest(),
-        prompt_text=redact(req.routed_text) if store_prompt_text else "",
+        **_request_fields(req, store_prompt_text=store_prompt_text, redact=redact),
         attempts=[tier_attempt(a, record, store_answer_text=store_answer_text, redact=redact) for a in record.attempts],
         answer_chars=len(answer.text) if answer and record.error is None else 0,
         exploration=record.exploration,
@@ -190,14 +183,7 @@ def provisional_outcome(
     the gateway holds from a request's start (published only if the gateway dies before it ends).
     Built directly, without a record: it is built for every request, and most are never written."""
     event = events_pb2.OutcomeEvent(
-        schema_version=1,
-        request_id=request.request_id,
-        time=now_timestamp(),
-        tenant=request.tenant,
-        tags=request.tags,
-        policy=request.policy,
-        prompt_sha256=hashlib.sha256(request.routed_text.encode()).hexdigest(),
-        prompt_text=redact(request.routed_text) if store_prompt_text else "",
+        **_request_fields(request, store_prompt_text=store_prompt_text, redact=redact),
         finish_reason=FINISH_REASONS["error"],
         route=common_pb2.RouteSummary(policy=request.policy, applied_policy=_POLICY_VALUES[request.policy]),
         usage=common_pb2.Usage(),
@@ -205,3 +191,19 @@ def provisional_outcome(
     )
     event.error.CopyFrom(error_info(error))
     return event
+
+
+def _request_fields(
+    request: CascadeRequest, *, store_prompt_text: bool, redact: Callable[[str], str]
+) -> dict[str, Any]:
+    """The OutcomeEvent fields that come from the request alone (both outcome builders above)."""
+    return {
+        "schema_version": 1,
+        "request_id": request.request_id,
+        "time": now_timestamp(),
+        "tenant": request.tenant,
+        "tags": request.tags,
+        "policy": request.policy,  # deprecated: route.applied_policy
+        "prompt_sha256": hashlib.sha256(request.routed_text.encode()).hexdigest(),
+        "prompt_text": redact(request.routed_text) if store_prompt_text else "",
+    }
