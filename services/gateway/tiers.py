@@ -19,14 +19,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import cast
 
 from services.core import metrics
-from services.core.errors import CascadeError, DeadlineExceeded, ErrorCode, InternalError, Overloaded
+from services.core.errors import CascadeError, ErrorCode, InternalError
 from services.core.settings import TierSettings
 from services.core.telemetry import span
 from services.gateway.cascade import Tiers
 from services.gateway.domain import Piece, TierCall, Usage
 from services.tier.accounting import count_final
+from services.tier.admission import admit, seconds_left
 from services.tier.backends import Delta, Generation, TierBackend, create_backend
-from services.tier.worker import MAX_SAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,11 @@ class EmbeddedTier:
         self._running = 0
 
     async def stream(self, call: TierCall) -> AsyncIterator[Piece]:
-        # The same refusals a worker sends in its TierAccept, before anything is started.
-        if call.n > MAX_SAMPLES:
-            raise InternalError(f"tier {self.name} was asked for {call.n} samples; at most {MAX_SAMPLES}")
-        if self._running >= self._limit:
-            raise Overloaded(f"tier {self.name} is at its limit of {self._limit} requests")
-        timeout_s = call.deadline_unix_ms / 1e3 - time.time() if call.deadline_unix_ms else 3600.0
-        if timeout_s <= 0:
-            raise DeadlineExceeded("deadline passed before the tier started")
+        # The refusals a worker sends in its TierAccept, before anything is started.
+        admit(
+            self.name, samples=call.n, running=self._running, limit=self._limit, deadline_unix_ms=call.deadline_unix_ms
+        )
+        timeout_s = seconds_left(call.deadline_unix_ms)
         self._running += 1
         started, status = time.perf_counter(), ErrorCode.INTERNAL.name
         # Unary callers see nothing before the end: their answer is gathered into one piece, as the

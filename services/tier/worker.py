@@ -14,7 +14,7 @@ from opentelemetry.trace import Span
 
 from cascade.v1 import events_pb2
 from services.core import metrics, subjects
-from services.core.errors import CascadeError, DeadlineExceeded, ErrorCode, InternalError, InvalidRequest, Overloaded
+from services.core.errors import CascadeError, DeadlineExceeded, ErrorCode, InternalError, InvalidRequest
 from services.core.liveness import announce, withdraw
 from services.core.logs import REQUEST_ID
 from services.core.nats import drain_subscription
@@ -23,11 +23,9 @@ from services.core.settings import TierSettings
 from services.core.telemetry import extract_context, span
 from services.core.wire import error_info
 from services.tier.accounting import count_final
+from services.tier.admission import admit, seconds_left
 from services.tier.backends import Generation, Message, TierBackend, create_backend
 from services.tier.chunks import ChunkSender
-
-# Samples per request (vLLM's `n`): beyond a handful, agreement gains little and the call costs n times.
-MAX_SAMPLES = 16
 
 
 def generation_from(request: events_pb2.TierRequest, timeout_s: float) -> Generation:
@@ -127,12 +125,8 @@ class TierWorker:
             raise InvalidRequest(f"TierRequest.chunk_subject {request.chunk_subject[:64]!r} is not an _INBOX subject")
         if request.chunk_subject in self._tasks:  # an attempt is named by its chunk subject (see handle_request)
             raise InvalidRequest(f"attempt {request.chunk_subject[:128]!r} is already being served by tier {self.tier}")
-        if request.n > MAX_SAMPLES:
-            raise InvalidRequest(f"TierRequest asks for {request.n} samples; at most {MAX_SAMPLES}")
-        if len(self._tasks) >= self._settings.max_concurrency:
-            raise Overloaded(f"tier {self.tier} is at its limit of {self._settings.max_concurrency} requests")
-        if _seconds_left(request) <= 0:
-            raise DeadlineExceeded("deadline passed before the tier started")
+        running, limit = len(self._tasks), self._settings.max_concurrency
+        admit(self.tier, samples=request.n, running=running, limit=limit, deadline_unix_ms=request.deadline_unix_ms)
         return request
 
     async def handle_cancel(self, msg: Msg) -> None:
@@ -149,7 +143,7 @@ class TierWorker:
     async def _serve(self, request: events_pb2.TierRequest, headers: dict[str, str] | None) -> None:
         REQUEST_ID.set(request.request_id)  # this task's log records name the request
         sender = ChunkSender(self._nc, request, self.tier)
-        timeout_s = _seconds_left(request)
+        timeout_s = seconds_left(request.deadline_unix_ms)
         started, status = time.perf_counter(), ErrorCode.INTERNAL.name
         span_name, trace_context = f"tier.{self.tier}", extract_context(headers)
         with span(__name__, span_name, context=trace_context) as current:
@@ -182,9 +176,3 @@ class TierWorker:
                 count_final(self.tier, self.backend.model, delta, current)
                 return
         raise InternalError(f"tier {self.tier} backend ended without a finish reason")
-
-
-def _seconds_left(request: events_pb2.TierRequest) -> float:
-    if not request.deadline_unix_ms:
-        return 3600.0
-    return request.deadline_unix_ms / 1e3 - time.time()

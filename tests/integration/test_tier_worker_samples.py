@@ -16,7 +16,8 @@ from cascade.v1 import common_pb2, events_pb2
 from services.core import subjects
 from services.core.nats import NatsServer, connect_nats
 from services.core.settings import TierSettings
-from services.tier.worker import MAX_SAMPLES, TierWorker
+from services.tier.admission import MAX_SAMPLES
+from services.tier.worker import TierWorker
 from tests.support.openai_server import FakeOpenAI
 
 SCRIPTED = ["The answer is B", "It is C [[confidence=0.5]]", "Surely B and more words here"]
