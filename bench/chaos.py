@@ -46,7 +46,7 @@ from services.core.nats import NatsServer, connect_nats, free_port
 from services.core.settings import CascadeSettings, load_settings
 from services.outcomes import read_events
 from services.outcomes.seen import seen_subject
-from services.outcomes.spool import SUFFIX as SPOOL_SUFFIX
+from services.outcomes.spool import read_journal
 from services.sdk import AsyncCascadeClient, RemoteError
 from services.tier.backends.replay import ReplayBackend
 
@@ -301,10 +301,10 @@ def _report(
         print(f"  failed {code}: {n}")
         for message, m in tally.messages[code].most_common(3):
             print(f"      {m:5} x {message}")
-    spooled = sum(1 for _ in (workdir / "spool").rglob(f"*{SPOOL_SUFFIX}"))
+    spooled = sum(len(read_journal(lock.parent).events) for lock in (workdir / "spool").rglob(".lock"))
     print(
         f"outcomes: expected {accounting.expected}, stored {accounting.stored}, lost {len(accounting.lost)}, "
-        f"duplicates {accounting.duplicates}; files left in the spool: {spooled}"
+        f"duplicates {accounting.duplicates}; events left in the spool: {spooled}"
     )
     for request_id in [*accounting.lost[:10], *sorted(tally.hung)[:10]]:
         lost = "outcome lost" if request_id in accounting.lost else "outcome stored"

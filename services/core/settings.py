@@ -468,11 +468,6 @@ class OutcomeSettings(_Section):
     spool_max_bytes: int = Field(256 << 20, gt=0)
     spool_fsync: Literal["always", "batch", "never"] = "batch"
     spool_fsync_interval_s: float = Field(1.0, gt=0)
-    # An event waits this long in memory before its file is written; one JetStream acknowledges (or a
-    # provisional outcome released) meanwhile is never written (0: written at once). A SIGKILL loses
-    # what waits: answers wait for their outcome (written or acknowledged), so only a request younger
-    # than this loses its provisional outcome and seen id together (the README's capacity section).
-    spool_write_delay_ms: int = Field(20, ge=0, le=10_000)
 
     @model_validator(mode="after")
     def _windows_within_retention(self) -> OutcomeSettings:

@@ -28,6 +28,7 @@ from services.gateway.routing import EmbeddedRouter
 from services.gateway.servicer import CascadeServicer
 from services.gateway.tiers import GatewayTiers
 from services.outcomes import OutcomePublisher, SeenRequests, Spool, ensure_seen_stream, ensure_stream, outcome_id
+from services.outcomes.spool import SpooledEvent
 from services.registry import store
 from services.registry.follow import Follower
 
@@ -50,13 +51,12 @@ class GatewayService:
             max_bytes=out.spool_max_bytes,
             fsync=out.spool_fsync,
             fsync_interval_s=out.spool_fsync_interval_s,
-            write_delay_s=out.spool_write_delay_ms / 1e3,
         )
         self.outcomes = OutcomePublisher(nc, spool=spool, stream=out, timeout_s=out.publish_timeout_s)
         metrics.watch_outcomes(spool)
         self.seen = SeenRequests(nc, publisher=self.outcomes, settings=out)
         self._follower: Follower | None = None
-        self._held: dict[int, str] = {}  # id(record) -> its provisional outcome in the spool
+        self._held: dict[int, SpooledEvent] = {}  # id(record) -> its provisional outcome in the spool
         self._tier_client: TierClient | None = None
         self._tiers: GatewayTiers | None = None
 
@@ -121,8 +121,7 @@ class GatewayService:
 
         If this process dies (SIGKILL, OOM) before the request ends, the next gateway on the spool
         publishes the provisional outcome, so a request whose id was recorded is never without one: the
-        seen id is not published before the provisional outcome is on disk (or released, once the real
-        one is submitted). A request that ends within outcomes.spool_write_delay_ms writes neither.
+        spool writes every event before it publishes any, and the provisional outcome comes first.
         """
         opts = self._settings.outcomes
         event = wire.provisional_outcome(
@@ -131,7 +130,7 @@ class GatewayService:
         handle = self.outcomes.hold(subjects.OUTCOMES, outcome_id(event.request_id), event.SerializeToString())
         if handle is not None:
             self._held[id(record)] = handle
-        self.seen.record(record.request.request_id, after=handle)
+        self.seen.record(record.request.request_id)
 
     def _outcome_event(self, record: RequestRecord) -> events_pb2.OutcomeEvent:
         opts = self._settings.outcomes

@@ -90,15 +90,15 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
         self._in_flight += 1
         try:
             # The caller's trace is already the current context: the interceptor continued it.
-            # The caller hears how its request ended only once the outcome survives this process
-            # (on disk or in JetStream, a write or an ack away): a SIGKILL right after the answer must
-            # not lose its outcome (bench.chaos). A caller gone away (cancelled) is not waited for.
+            # The caller hears how its request ended only once the outcome's record is written to the
+            # spool (the kernel's page cache survives the process): a SIGKILL right after the answer
+            # must not lose its outcome (bench.chaos).
             async for item in self._cascade.run(parsed, timeout_s=timeout_s):
                 if isinstance(item, RequestRecord):
-                    await self._outcomes.settled(outcome_id(parsed.request_id))
+                    self._outcomes.settled(outcome_id(parsed.request_id))
                 yield item
         except CascadeError:
-            await self._outcomes.settled(outcome_id(parsed.request_id))
+            self._outcomes.settled(outcome_id(parsed.request_id))
             raise
         finally:
             self._in_flight -= 1

@@ -1,9 +1,9 @@
 """Publishing outcome events without slowing requests down, and without losing them.
 
-The gateway hands each event to :meth:`OutcomePublisher.submit`, which queues it for the local
-spool (:mod:`services.outcomes.spool`) and returns: no request waits for NATS or the disk. A background task
-publishes the spooled events, oldest first, to JetStream and deletes each once the stream has
-acknowledged it; while JetStream is unreachable they wait in the spool and the task retries.
+The gateway hands each event to :meth:`OutcomePublisher.submit`, which appends it to the local
+journal (:mod:`services.outcomes.spool`) and returns: no request waits for NATS. A background task
+publishes the journal's events, oldest first, to JetStream and marks each done once the stream has
+acknowledged it; while JetStream is unreachable they wait in the journal and the task retries.
 Each event carries a NATS message id, so a retry after a lost acknowledgement, or a republish
 by the next gateway after a crash, is stored once (within the stream's duplicate window).
 On shutdown, :meth:`close` publishes what it can; the rest stays in the spool for the next start.
@@ -65,32 +65,31 @@ class OutcomePublisher:
         self._task: asyncio.Task[None] | None = None
         # Message ids submitted here and not yet acknowledged (the seen-id check reads it: is_pending).
         self._pending: Counter[str] = Counter()
-        self._handles: dict[str, str] = {}  # message id -> spool handle of its latest pending event
+        self._handles: dict[str, SpooledEvent] = {}  # message id -> its latest pending event in the spool
 
     def start(self) -> None:
         """Open the spool (events an earlier gateway left are published first) and start publishing."""
         self.spool.open()
         self._task = asyncio.create_task(self._run())
 
-    def submit(self, subject: str, msg_id: str, payload: bytes, *, after: str | None = None) -> None:
-        """Spool the event for publishing; never blocks and never raises (a full spool logs and counts).
-        ``after``: a held event it waits for (Spool.submit)."""
-        if handle := self.spool.submit(subject, msg_id, payload, after=after):
+    def submit(self, subject: str, msg_id: str, payload: bytes) -> None:
+        """Spool the event for publishing; never blocks and never raises (a full spool logs and counts)."""
+        if handle := self.spool.submit(subject, msg_id, payload):
             self._empty.clear()
             self._pending[msg_id] += 1
             self._handles[msg_id] = handle
 
-    async def settled(self, msg_id: str) -> None:
-        """Wait until the event submitted with this id survives this process (Spool.settled); at once
-        when none is pending."""
+    def settled(self, msg_id: str) -> None:
+        """Make sure the event submitted with this id survives this process (Spool.settled: its record
+        written, not waiting for JetStream)."""
         if (handle := self._handles.get(msg_id)) is not None:
-            await self.spool.settled(handle)
+            self.spool.settled(handle)
 
-    def hold(self, subject: str, msg_id: str, payload: bytes) -> str | None:
+    def hold(self, subject: str, msg_id: str, payload: bytes) -> SpooledEvent | None:
         """Spool an event that only the next gateway publishes, if this one dies before ``release`` (Spool.hold)."""
         return self.spool.hold(subject, msg_id, payload)
 
-    def release(self, handle: str) -> None:
+    def release(self, handle: SpooledEvent) -> None:
         self.spool.release(handle)
 
     def is_pending(self, msg_id: str) -> bool:
@@ -160,7 +159,7 @@ class OutcomePublisher:
                     log.error("publishing outcome %s failed", event.msg_id, exc_info=result)
                     error = error or Unavailable(f"unexpected {result!r}")
                 else:
-                    self.spool.ack(event.path)
+                    self.spool.ack(event)
                     self._acknowledged(event.msg_id)
             if error is None:
                 if failures:

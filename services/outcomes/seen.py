@@ -65,9 +65,10 @@ class SeenRequests:
     def __init__(self, nc: NatsClient, *, publisher: OutcomePublisher, settings: OutcomeSettings) -> None:
         self._nc, self._js, self._publisher, self._settings = nc, nc.jetstream(), publisher, settings
 
-    def record(self, request_id: str, *, after: str | None = None) -> None:
-        """``after``: the request's provisional outcome in the spool; the id is not stored before it is safe."""
-        self._publisher.submit(seen_subject(request_id), _msg_id(request_id), b"", after=after)
+    def record(self, request_id: str) -> None:
+        """Submitted after the request's provisional outcome is held: the spool writes both before it
+        publishes the id, so a stored id always has an outcome to come."""
+        self._publisher.submit(seen_subject(request_id), _msg_id(request_id), b"")
 
     async def seen(self, request_id: str) -> bool:
         """True when ``request_id`` started within the feedback window (on any gateway copy)."""

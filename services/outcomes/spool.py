@@ -1,49 +1,53 @@
-"""A bounded, crash-safe local spool for outcome events: one file per event, in one directory.
+"""A bounded, crash-safe local journal of outcome events: append-only segment files in one directory.
 
-Every event is written here unless JetStream acknowledged it first, and its file is deleted once
-JetStream has acknowledged it. What is in the spool when the gateway dies (SIGKILL, OOM, a crash)
-is published by the next gateway that opens the same directory.
+Every event is in the journal before it is published and before anyone waits on it: :meth:`Spool.submit`
+appends its record to a buffer, and the buffer is written (one ``write`` of all that was appended since
+the last) before :meth:`Spool.peek` hands events to the publisher, in :meth:`Spool.settled` (the gateway
+answers a request only after it), and at the end of the event loop's turn. Once JetStream has acknowledged
+an event, a DONE record marks it; segments whose events are all done are deleted, oldest first. What the
+journal holds, not done, when the gateway dies (SIGKILL, OOM, a crash) is published by the next gateway
+that opens the directory.
 
-Why one file per event: an acknowledged event is one ``unlink``, and there is nothing to
-compact or recover (a segment file with an offset file would need both). Each file is written
-under a temporary name (``O_EXCL``) and renamed, so a process killed between the create and the
-write leaves no empty event file (bench.chaos found one in three gateway SIGKILLs under load), and
-carries a CRC-32 over its contents, so a file a machine crash left empty or short fails its check
-and is set aside (``*.bad``) instead of blocking the queue or being published half. The
-standard library is enough; queue libraries (persist-queue, diskcache) bring SQLite or their
-own segment formats and synchronous locking for a job this small.
+Why a journal written on the event loop. Before, each event was a file of its own, created, renamed and
+deleted by a worker thread, and an answer waited for its file or for JetStream's acknowledgement: at
+concurrency 1 that wait was 0.35-0.4 ms of each answer, and the thread hand-offs and file work about a
+fifth of the gateway's CPU (bench.overhead). Appending a few hundred bytes to an open file is a copy into
+the kernel's page cache, a few microseconds (bench/spool.py), where creates, renames and unlinks are
+metadata operations a busy disk takes past a millisecond. So an answer now waits for nothing but that
+copy, and the page cache survives the process. A new segment is opened on the loop (one ``open`` per
+``segment_bytes``); deletes and fsyncs run in a thread.
 
-Disk work never runs on the event loop: :meth:`Spool.submit` only queues the event in memory,
-and one worker thread writes, deletes and fsyncs the files, a batch at a time (a busy disk took
-the file create alone from 20 us to over 1 ms in bench/spool.py). So the guarantee starts once
-the event is in the spool: with ``write_delay_s`` 0, well under a millisecond after the request
-finished; with a delay (``outcomes.spool_write_delay_ms``), that long after, unless JetStream
-acknowledged it first, in which case it is never written at all. An event still queued in memory
-when the process is SIGKILLed is lost. Why a delay: JetStream normally acknowledges within a few
-milliseconds, so without one nearly every event was written and deleted again for nothing (the
-spool's thread hand-offs, file creates, unlinks and fsyncs were ~20-25% of the gateway's py-spy
-samples under bench/overhead). Held events wait out the delay too: a request that ends within it
-never writes its provisional outcome. Publishing does not wait for the file (see :meth:`Spool.peek`),
-except an event submitted ``after`` a held one (a request's seen id behind its provisional outcome).
+Records: a header (magic, CRC-32 of the rest, kind, sequence number, lengths), then subject, message id
+and payload. Kinds: EVENT (publish it), HELD (a provisional outcome: published only by the next process,
+if this one dies before :meth:`Spool.release`), DONE (the event with that sequence number is acknowledged
+or released). Sequence numbers are unique within one process's segments (their names share a prefix).
+A record a crash cut short, or a damaged one, fails its check: reading stops there, the rest of that
+segment is kept as ``*.bad`` and logged.
 
-Durability (``fsync``): a written file is in the kernel's page cache, which survives the process
-being killed. Surviving a machine crash needs it on the disk: ``always`` fsyncs each written file
-(and the directory) as soon as the previous fsync is done, ``batch`` every ``fsync_interval_s``,
-``never`` leaves it to the kernel. The fsyncs run in a second thread, so a slow disk delays
-durability, not the writes; a written event is published without waiting for its fsync, and an
-event acknowledged before its turn is never fsynced at all.
+Recovery (:meth:`Spool.open`): the events an earlier process left, not done, are appended to this
+process's first segment (held ones after all the others: a real outcome goes first and wins by message
+id), written and fsynced unless ``never``; only then are the old segments deleted. A process killed in
+between leaves both, and their events are published twice within seconds: the message ids make
+JetStream store them once. Files of the earlier format (one ``*.evt`` or ``*.held`` file per event) are
+read the same way.
 
-Bound: at ``max_bytes`` a new event is refused (counted in :attr:`Spool.dropped`, logged as an
-error); events already in the spool are never dropped, so the loss is the newest events of a
-long outage, not a gap in the middle of it.
+Compaction: segments go oldest first, because an event's DONE record can be in a later segment. An event
+that stays (one JetStream refuses, a long outage) would keep every later segment; so whenever a segment
+fills up, the oldest ones with less than half their bytes still live have those events appended again
+(same sequence numbers) to the new segment and are deleted. The disk holds about twice what is live at
+most.
 
-Held events (:meth:`Spool.hold`): the gateway holds a provisional outcome for each request as it starts
-("the gateway stopped before the request finished") and releases it once the real outcome is submitted.
-A held event is never published by the process that holds it, nor an event submitted ``after`` it
-while it is not yet on disk; one left by a process that died (a
-SIGKILLed gateway's requests in flight) is published by the next, after that process's other events, so
-a real outcome spooled before the death wins by message id. Held files are not fsynced: they cover the
-gateway process dying, not the machine.
+Durability (``fsync``): the page cache survives the process; surviving a machine crash needs the disk.
+``always`` fsyncs the active segment as soon as the previous fsync is done, ``batch`` every
+``fsync_interval_s``, ``never`` leaves it to the kernel; in a thread, so a slow disk delays durability,
+not requests.
+
+Bound: at ``max_bytes`` of events not yet done a new event is refused (counted in :attr:`Spool.dropped`,
+logged as an error); events already in the journal are never dropped. The events not yet done are
+also kept in memory (the publisher sends them from there), so ``max_bytes`` bounds the gateway's memory
+for them as much as the disk: a long outage costs up to that much of both. A write that fails (a full or
+failing disk) is logged; its events stay in memory and are published all the same, and the next write
+goes to a new segment with them.
 
 One spool directory belongs to one gateway: :meth:`Spool.open` takes an exclusive ``flock`` on
 ``<dir>/.lock`` (released by the kernel when the process dies, so a SIGKILL leaves no stale lock).
@@ -53,7 +57,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import itertools
 import logging
@@ -63,7 +66,7 @@ import time
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -72,41 +75,128 @@ from services.core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 FsyncPolicy = Literal["always", "batch", "never"]
-SUFFIX = ".evt"
-HELD = ".held"
-TMP = ".tmp"
-MAGIC = b"CSP1"
-# magic, crc32 of the rest, subject length, message id length; then subject, message id, payload.
-_HEADER = struct.Struct(">4sIHH")
+SUFFIX = ".log"
+BAD = ".bad"
+EVENT, HELD, DONE = 1, 2, 3
+MAGIC = b"CSJ1"
+# magic, crc32 of the rest; then kind, sequence number, subject length, message id length, payload length.
+_HEADER = struct.Struct(">4sIBQHHI")
+_FIELDS = struct.Struct(">BQHHI")
+SEGMENT_BYTES = 4 << 20
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class SpooledEvent:
-    path: str
+    """An event in the journal; what submit and hold return, and peek hands out."""
+
     subject: str
     msg_id: str
     payload: bytes
+    seq: int = 0
+    held: bool = False
+    size: int = 0  # its record's bytes, counted against max_bytes
+    segment: _Segment | None = None  # where its latest record is
 
 
-def encode(subject: str, msg_id: str, payload: bytes) -> bytes:
+@dataclass(slots=True, eq=False)
+class _Segment:
+    path: str
+    fd: int
+    size: int = 0  # bytes appended, written or still buffered
+    live: dict[int, SpooledEvent] = field(default_factory=dict)  # its events not done, by sequence number
+    live_bytes: int = 0
+
+
+def encode(kind: int, seq: int, subject: str = "", msg_id: str = "", payload: bytes = b"") -> bytes:
     s, m = subject.encode(), msg_id.encode()
-    body = s + m + payload
-    return _HEADER.pack(MAGIC, zlib.crc32(struct.pack(">HH", len(s), len(m)) + body), len(s), len(m)) + body
+    rest = _FIELDS.pack(kind, seq, len(s), len(m), len(payload)) + s + m + payload
+    return MAGIC + zlib.crc32(rest).to_bytes(4, "big") + rest
 
 
-def decode(path: str, data: bytes) -> SpooledEvent:
-    """The event in a spool file; ValueError if the file is not a whole, intact one."""
-    if len(data) < _HEADER.size:
-        raise ValueError("shorter than a header")
-    magic, crc, ns, nm = _HEADER.unpack_from(data)
-    body = data[_HEADER.size :]
-    if magic != MAGIC or zlib.crc32(struct.pack(">HH", ns, nm) + body) != crc or len(body) < ns + nm:
-        raise ValueError("bad magic or checksum")
-    return SpooledEvent(path, body[:ns].decode(), body[ns : ns + nm].decode(), body[ns + nm :])
+def decode(data: bytes) -> tuple[list[tuple[int, SpooledEvent]], int]:
+    """The whole, intact records at the start of ``data`` as (kind, event), and where they end."""
+    records: list[tuple[int, SpooledEvent]] = []
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        magic, crc, kind, seq, ns, nm, np = _HEADER.unpack_from(data, pos)
+        body = pos + _HEADER.size
+        end = body + ns + nm + np
+        if magic != MAGIC or end > len(data) or kind not in (EVENT, HELD, DONE):
+            break
+        if zlib.crc32(memoryview(data)[pos + 8 : end]) != crc:
+            break
+        subject, msg_id = data[body : body + ns].decode(), data[body + ns : body + ns + nm].decode()
+        records.append((kind, SpooledEvent(subject, msg_id, data[body + ns + nm : end], seq, kind == HELD)))
+        pos = end
+    return records, pos
+
+
+@dataclass
+class Leftovers:
+    """What earlier processes left in a directory: events to publish in order (held ones last), their files."""
+
+    events: list[SpooledEvent]
+    files: list[str]
+    damaged: dict[str, int]  # file -> where its intact records end
+
+
+def read_journal(directory: Path) -> Leftovers:
+    """The events the next gateway on ``directory`` would publish, in its order (nothing is changed)."""
+    ordinary: list[SpooledEvent] = []
+    held: list[SpooledEvent] = []
+    files: list[str] = []
+    damaged: dict[str, int] = {}
+    groups: dict[str, list[str]] = {}
+    for path in sorted(str(p) for p in directory.glob(f"*{SUFFIX}")):
+        groups.setdefault(path.rsplit("-", 1)[0], []).append(path)  # one process's segments share a prefix
+    for paths in groups.values():
+        by_seq: dict[int, SpooledEvent] = {}
+        for path in paths:
+            with open(path, "rb") as f:
+                data = f.read()
+            records, end = decode(data)
+            if end < len(data):
+                damaged[path] = end
+            for kind, event in records:
+                if kind == DONE:
+                    by_seq.pop(event.seq, None)
+                else:
+                    by_seq.setdefault(event.seq, event)  # a copy compaction made: the same event
+            files.append(path)
+        for event in by_seq.values():
+            (held if event.held else ordinary).append(event)
+    legacy_ordinary, legacy_held, legacy_files = _read_legacy(directory)
+    events = [*legacy_ordinary, *ordinary, *legacy_held, *held]
+    for event in events:
+        event.held = False  # the next process publishes them all
+    return Leftovers(events, [*legacy_files, *files], damaged)
+
+
+# The earlier format, one file per event: magic, crc32, subject length, message id length; then the three.
+_LEGACY = struct.Struct(">4sIHH")
+
+
+def _read_legacy(directory: Path) -> tuple[list[SpooledEvent], list[SpooledEvent], list[str]]:
+    ordinary: list[SpooledEvent] = []
+    held: list[SpooledEvent] = []
+    files: list[str] = []
+    for suffix, into in ((".evt", ordinary), (".evt.tmp", ordinary), (".held", held), (".held.tmp", held)):
+        for path in sorted(str(p) for p in directory.glob(f"*{suffix}")):
+            files.append(path)
+            data = Path(path).read_bytes()
+            if len(data) < _LEGACY.size:
+                continue
+            magic, crc, ns, nm = _LEGACY.unpack_from(data)
+            body = data[_LEGACY.size :]
+            if magic != b"CSP1" or zlib.crc32(struct.pack(">HH", ns, nm) + body) != crc or len(body) < ns + nm:
+                log.error("an outcome spool file of the earlier format is damaged: %s", path)
+                continue
+            into.append(SpooledEvent(body[:ns].decode(), body[ns : ns + nm].decode(), body[ns + nm :]))
+    return ordinary, held, files
 
 
 class Spool:
-    """The spool's state lives on the event loop; its file I/O runs in one worker thread."""
+    """The journal's state lives on the event loop; its writes happen there too, fsyncs and deletes in a thread."""
 
     def __init__(
         self,
@@ -115,49 +205,71 @@ class Spool:
         max_bytes: int,
         fsync: FsyncPolicy = "batch",
         fsync_interval_s: float = 1.0,
-        write_delay_s: float = 0.0,
+        segment_bytes: int = SEGMENT_BYTES,
     ) -> None:
-        """``write_delay_s``: how long a submitted event waits in memory before it is written, so that
-        the events JetStream acknowledges within it never touch the disk (0: written at once)."""
         self.directory = directory
-        self._write_delay_s = write_delay_s
-        self._dir = str(directory)  # str paths: a pathlib join and hash cost more than the write itself
+        self._dir = str(directory)
         self._max_bytes = max_bytes
         self._fsync = fsync
         self._fsync_interval_s = fsync_interval_s
+        self._segment_bytes = segment_bytes
         self._lock_fd: int | None = None
-        self._queue: deque[str] = deque()  # files written and not yet acknowledged, oldest first
-        self._sizes: dict[str, int] = {}  # every event counted against max_bytes, written or not
-        self._held: dict[str, int] = {}  # held events (hold/release), also counted against max_bytes
+        self._segments: deque[_Segment] = deque()  # oldest first; the last one is written to
+        self._buffer: list[bytes] = []  # records appended and not yet written
+        self._unwritten: list[SpooledEvent] = []  # the events among them (moved if their segment breaks)
+        self._scheduled = False  # a write at the end of this turn of the event loop
+        self._broken = False  # the last write failed: the next goes to a new segment
+        self._pending: dict[int, SpooledEvent] = {}  # to publish, oldest first
+        self._held: dict[int, SpooledEvent] = {}
         self._bytes = 0
-        self._to_write: dict[str, bytes] = {}  # submitted, not yet handed to the worker thread
-        self._due: dict[str, float] = {}  # when each event in _to_write is written (write_delay_s)
-        self._after: dict[str, str] = {}  # event -> the held event it is not published before (submit's after)
-        self._in_write: dict[str, bytes] = {}  # being written by the worker thread now
-        self._acked_in_write: set[str] = set()
-        self._to_delete: list[str] = []
-        self._unsynced: list[str] = []
-        # Callers waiting until an event is safe (written, or acknowledged before that): see settled().
-        self._waiting: dict[str, asyncio.Future[None]] = {}
-        self._work = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._seqs = itertools.count(1)
+        # Segment names sort in write order: a start-time prefix, then a counter within this process.
+        self._prefix = f"{self._dir}/{time.time_ns():020d}-{os.getpid()}"
+        self._numbers = itertools.count()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outcome-spool")
+        self._jobs: set[asyncio.Future[None]] = set()
+        self._dirty = asyncio.Event()
+        self._sync_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Set when there are new events to publish: the publisher waits on it.
         self.ready = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outcome-spool")
-        # fsyncs in a thread of their own: a slow disk then holds back durability, not the writes.
-        self._sync_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outcome-spool-fsync")
-        self._dirty = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        # File names sort in write order: a start-time prefix, then a counter within this process.
-        self._prefix = f"{time.time_ns():020d}-{os.getpid()}"
-        self._counter = itertools.count()
         self.dropped = 0
+        self.write_errors = 0
 
     # ------------------------------------------------------------------ lifecycle
 
     def open(self) -> int:
-        """Lock the directory and queue the events a previous process left; returns their number."""
+        """Lock the directory and take over the events earlier processes left; returns their number."""
+        self._loop = asyncio.get_running_loop()
+        self._lock()
+        left = read_journal(self.directory)
+        if not self._new_segment():
+            raise ConfigError(f"cannot write to outcomes.spool_dir {self.directory}")
+        for left_event in left.events:  # taken over even beyond max_bytes: nothing accepted is dropped
+            if (event := self._add(left_event.subject, left_event.msg_id, left_event.payload, limit=False)) is not None:
+                self._pending[event.seq] = event
+        self._write()
+        if left.files:
+            if self._fsync != "never":
+                os.fsync(self._segments[-1].fd)
+            for path, end in left.damaged.items():
+                log.error("outcome spool file %s is damaged after byte %d: its rest is kept as %s", path, end, BAD)
+                with open(path, "rb") as f, open(path + BAD, "wb") as bad:
+                    f.seek(end)
+                    bad.write(f.read())
+            for path in left.files:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            if self._fsync != "never":
+                _fsync_dir(self._dir)
+        if left.events:
+            self.ready.set()
+            log.warning("outcome spool %s holds %d events from an earlier run", self.directory, len(left.events))
+        if self._fsync != "never":
+            self._sync_task = asyncio.create_task(self._sync_loop())
+        return len(left.events)
+
+    def _lock(self) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -175,315 +287,284 @@ class Spool:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
-        for tmp in self.directory.glob(f"*{TMP}"):  # written whole but not renamed (or empty: set aside at peek)
-            os.replace(tmp, str(tmp).removesuffix(TMP))
-        # An earlier run's held events after its others: its real outcomes go first, and win by message id.
-        leftovers = [sorted(str(p) for p in self.directory.glob(f"*{suffix}")) for suffix in (SUFFIX, HELD)]
-        for path in itertools.chain(*leftovers):
-            size = os.stat(path).st_size
-            self._queue.append(path)
-            self._sizes[path] = size
-            self._bytes += size
-        if self._queue:
-            log.warning("outcome spool %s holds %d events from an earlier run", self.directory, len(self._queue))
-            self.ready.set()
-        self._tasks.append(asyncio.create_task(self._io_loop()))
-        if self._fsync != "never":
-            self._tasks.append(asyncio.create_task(self._sync_loop()))
-        return len(self._queue)
 
     async def flush(self) -> None:
-        """Wait until every submitted event is written and every acknowledged one deleted."""
-        await self._idle.wait()
+        """Write what is buffered, and wait for the deletes and fsyncs under way."""
+        self._write()
+        while self._jobs:
+            await asyncio.gather(*list(self._jobs))
 
     async def close(self) -> None:
-        """Write what is queued, put the spool on the disk, then release the directory."""
-        if self._tasks:
-            self._write_delay_s = 0.0  # what waits out a delay is written now
-            self._work.set()
-            await self.flush()
-            for task in self._tasks:
-                task.cancel()
+        """Write what is buffered and put it on the disk; an empty journal leaves no file. Then unlock."""
+        if self._sync_task is not None:
+            self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*self._tasks)
-            self._tasks = []
-            for path in list(self._waiting):
-                self._settle(path)
-            if self._fsync != "never":
-                await asyncio.get_running_loop().run_in_executor(self._sync_executor, self._sync, self._take_unsynced())
+                await self._sync_task
+            self._sync_task = None
+        if self._segments:
+            await self.flush()
+            # The fsync loop's last job may still be in the thread (the loop was cancelled while it ran):
+            # one more job through the same single thread runs after it, so no fd is closed under it.
+            await asyncio.get_running_loop().run_in_executor(self._executor, _nothing)
+            done = not self._pending and not self._held
+            if not done and self._fsync != "never":
+                os.fsync(self._segments[-1].fd)
+            for segment in self._segments:
+                if segment.fd >= 0:
+                    os.close(segment.fd)
+                if done:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(segment.path)
+            self._segments.clear()
+            if not done:
+                log.warning(
+                    "%d outcome events stay in the spool %s; the next gateway on it publishes them",
+                    len(self._pending) + len(self._held),
+                    self.directory,
+                )
         self._executor.shutdown(wait=True)
-        self._sync_executor.shutdown(wait=True)
-        if self._queue:
-            log.warning(
-                "%d outcome events stay in the spool %s; the next gateway on it publishes them",
-                len(self._queue),
-                self.directory,
-            )
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
     # ------------------------------------------------------------------ events
 
-    def submit(self, subject: str, msg_id: str, payload: bytes, *, after: str | None = None) -> str | None:
-        """Queue one event for the spool (no disk work here); its handle (for :meth:`settled`), None when
-        the spool is full. ``after``: a held event's handle; this one is not published while that one is
-        held and not yet on disk (a request's seen id behind its provisional outcome)."""
-        data = encode(subject, msg_id, payload)
-        if self._bytes + len(data) > self._max_bytes:
-            self._drop(msg_id, f"the spool is full ({self._bytes} bytes, limit {self._max_bytes})")
-            return None
-        path = f"{self._dir}/{self._prefix}-{next(self._counter):012d}{SUFFIX}"
-        self._sizes[path] = len(data)
-        self._bytes += len(data)
-        self._queue_write(path, data)
-        if after is not None:
-            self._after[path] = after
-        self.ready.set()
-        return path
+    def submit(self, subject: str, msg_id: str, payload: bytes) -> SpooledEvent | None:
+        """Append an event to publish; its handle, or None when the spool is full (logged, counted)."""
+        event = self._add(subject, msg_id, payload, held=False)
+        if event is not None:
+            self._pending[event.seq] = event
+            self.ready.set()
+        return event
 
-    def _queue_write(self, path: str, data: bytes) -> None:
-        first = not self._to_write
-        self._to_write[path] = data
-        self._idle.clear()
-        if self._write_delay_s > 0:
-            self._due[path] = asyncio.get_running_loop().time() + self._write_delay_s
-            if not first:  # the worker loop already sleeps until an earlier event is due: no wake-up
-                return
-        self._work.set()
+    def hold(self, subject: str, msg_id: str, payload: bytes) -> SpooledEvent | None:
+        """Append an event that only the next process publishes, if this one dies before :meth:`release`;
+        its handle, or None when the spool is full."""
+        event = self._add(subject, msg_id, payload, held=True)
+        if event is not None:
+            self._held[event.seq] = event
+        return event
 
-    async def settled(self, path: str) -> None:
-        """Wait until the event survives this process: its file written, or JetStream's acknowledgement
-        before that (or it was dropped, which is logged). The gateway answers a request only then, so a
-        SIGKILL never loses the outcome of a request its caller saw answered (bench.chaos found some)."""
-        if not self._tasks or (path not in self._to_write and path not in self._in_write):
-            return  # settled already, or no worker to write it (not started, or closed)
-        future = self._waiting.get(path)
-        if future is None:
-            future = self._waiting[path] = asyncio.get_running_loop().create_future()
-        await asyncio.shield(future)  # a cancelled waiter must not cancel the others' future
+    def release(self, event: SpooledEvent) -> None:
+        """A held event is no longer needed (the real one was submitted before)."""
+        if self._held.pop(event.seq, None) is not None:
+            self._done(event)
 
-    def _settle(self, path: str) -> None:
-        future = self._waiting.pop(path, None)
-        if future is not None and not future.done():
-            future.set_result(None)
-
-    def hold(self, subject: str, msg_id: str, payload: bytes) -> str | None:
-        """Keep an event on disk, unpublished, until :meth:`release`; the next process publishes it if this
-        one dies first. Returns its handle; None when the spool is full."""
-        data = encode(subject, msg_id, payload)
-        if self._bytes + len(data) > self._max_bytes:
-            self._drop(msg_id, f"the spool is full ({self._bytes} bytes, limit {self._max_bytes})")
-            return None
-        path = f"{self._dir}/{self._prefix}-{next(self._counter):012d}{HELD}"
-        self._held[path] = len(data)
-        self._bytes += len(data)
-        self._queue_write(path, data)
-        return path
-
-    def release(self, path: str) -> None:
-        """A held event is no longer needed (the real one was submitted before): its file goes."""
-        self._bytes -= self._held.pop(path, 0)
-        self.ready.set()  # what waited for it (its request's seen id) may be published now
-        if self._to_write.pop(path, None) is not None:  # never written
-            self._due.pop(path, None)
-            return
-        if path in self._in_write:  # the worker thread deletes it once written
-            self._acked_in_write.add(path)
-            return
-        self._to_delete.append(path)
-        self._idle.clear()
-        self._work.set()
+    def ack(self, event: SpooledEvent) -> None:
+        """The event is stored in JetStream (a crash before its DONE record is written republishes it,
+        de-duplicated by its message id)."""
+        if self._pending.pop(event.seq, None) is not None:
+            self._done(event)
 
     def peek(self, limit: int = 1) -> list[SpooledEvent]:
-        """Up to ``limit`` of the oldest events not yet acknowledged, written or still in memory.
+        """Up to ``limit`` of the oldest events not yet acknowledged; each is in the journal first."""
+        self._write()
+        return list(itertools.islice(self._pending.values(), limit))
 
-        Events still in memory are published without waiting for their file: one acknowledged
-        before the worker thread reached it is never written at all, so a slow disk only has to
-        keep up with what JetStream does not acknowledge. Damaged files are set aside.
-        """
-        events: list[SpooledEvent] = []
-        i = 0
-        while i < len(self._queue) and len(events) < limit:
-            path = self._queue[i]
-            try:
-                with open(path, "rb") as f:
-                    events.append(decode(path, f.read()))
-                i += 1
-            except (OSError, ValueError) as exc:
-                log.error("setting aside a damaged outcome spool file %s: %s", path, exc)
-                self._forget(path)
-                with contextlib.suppress(OSError):
-                    os.replace(path, path.removesuffix(SUFFIX) + ".bad")
-        for pending in (self._in_write, self._to_write):
-            for path, data in pending.items():
-                if len(events) >= limit:
-                    return events
-                if path in self._held or path in self._acked_in_write or self._waits_for_held(path):
-                    continue
-                events.append(decode(path, data))
-        return events
-
-    def _waits_for_held(self, path: str) -> bool:
-        """A request's seen id must not be stored while its provisional outcome could still be lost (bench.chaos
-        found seen ids without outcomes after a SIGKILL): it waits until that one is on disk or released."""
-        held = self._after.get(path)
-        if held is None:
-            return False
-        if held in self._held and (held in self._to_write or held in self._in_write):
-            return True
-        del self._after[path]
-        return False
-
-    def ack(self, path: str) -> None:
-        """The event is stored in JetStream: its file goes (a crash before that republishes it, de-duplicated)."""
-        self._settle(path)
-        self._after.pop(path, None)
-        if path in self._to_write:  # never written: nothing to delete
-            del self._to_write[path]
-            self._due.pop(path, None)
-            self._bytes -= self._sizes.pop(path, 0)
-            return
-        if path in self._in_write:  # the worker thread deletes it once written
-            self._acked_in_write.add(path)
-            self._bytes -= self._sizes.pop(path, 0)
-            return
-        self._forget(path)
-        self._to_delete.append(path)
-        self._idle.clear()
-        self._work.set()
+    def settled(self, event: SpooledEvent) -> None:
+        """Make sure the event survives this process: its record written (at once, if still buffered).
+        The gateway answers a request only then, so a SIGKILL never loses the outcome of a request its
+        caller saw answered (bench.chaos found some)."""
+        if self._buffer:
+            self._write()
 
     @property
     def pending(self) -> int:
-        """Events submitted and not yet acknowledged, written or not."""
-        return len(self._sizes)
+        """Events submitted and not yet acknowledged."""
+        return len(self._pending)
 
     @property
     def size_bytes(self) -> int:
-        """What the pending events count against ``max_bytes``."""
+        """What the events not yet done count against ``max_bytes``."""
         return self._bytes
 
-    def _forget(self, path: str) -> None:
-        if self._queue and self._queue[0] == path:
-            self._queue.popleft()
-        else:
-            with contextlib.suppress(ValueError):
-                self._queue.remove(path)
-        self._bytes -= self._sizes.pop(path, 0)
+    def _add(
+        self, subject: str, msg_id: str, payload: bytes, *, held: bool = False, limit: bool = True
+    ) -> SpooledEvent | None:
+        if not self._segments:
+            raise RuntimeError(f"the outcome spool {self._dir} is not open")
+        seq = next(self._seqs)
+        record = encode(HELD if held else EVENT, seq, subject, msg_id, payload)
+        if limit and self._bytes + len(record) > self._max_bytes:
+            self._drop(msg_id, f"the spool is full ({self._bytes} bytes, limit {self._max_bytes})")
+            return None
+        event = SpooledEvent(subject, msg_id, payload, seq, held, len(record))
+        self._bytes += event.size
+        if self._segments[-1].size >= self._segment_bytes and self._new_segment():
+            self._compact()
+        self._append(record, event)
+        return event
+
+    def _done(self, event: SpooledEvent) -> None:
+        self._bytes -= event.size
+        segment = event.segment
+        if segment is not None and segment.live.pop(event.seq, None) is not None:
+            segment.live_bytes -= event.size
+        self._append(encode(DONE, event.seq), None)
+        if segment is not None and not segment.live and segment is self._segments[0]:
+            self._trim()
+
+    def _append(self, record: bytes, event: SpooledEvent | None) -> None:
+        segment = self._segments[-1]
+        segment.size += len(record)
+        if event is not None:
+            event.segment = segment
+            segment.live[event.seq] = event
+            segment.live_bytes += event.size
+            self._unwritten.append(event)
+        self._buffer.append(record)
+        if not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._write_soon)
 
     def _drop(self, msg_id: str, why: str) -> None:
         self.dropped += 1
         if self.dropped == 1 or self.dropped % 1000 == 0:  # a long outage must not flood the log
             log.error("outcome %s dropped: %s (%d dropped so far, spool %s)", msg_id, why, self.dropped, self._dir)
 
-    # ------------------------------------------------------------------ the worker thread
+    # ------------------------------------------------------------------ the files
 
-    async def _io_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._work.is_set():
-                # Woken by new work, or when the oldest event waiting out its delay is due.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._until_due(loop.time())):
-                        await self._work.wait()
-            self._work.clear()
-            self._in_write = self._take_due(loop.time())
-            deletes, self._to_delete = self._to_delete, []
-            failed: dict[str, OSError] = {}
-            if self._in_write or deletes:
-                failed = await loop.run_in_executor(self._executor, self._do_io, list(self._in_write.items()), deletes)
-            for path in self._in_write:
-                self._settle(path)  # written, acknowledged meanwhile, or failed (dropped, logged)
-                if path in self._acked_in_write:  # published while it was being written
-                    self._to_delete.append(path)
-                    self._work.set()
-                elif path in failed:
-                    self._bytes -= self._sizes.pop(path, 0) + self._held.pop(path, 0)
-                    self._drop(path, f"cannot write it: {failed[path]}")
-                elif path in self._held:  # on disk for the next process, never published by this one
-                    self.ready.set()  # what waited for it to be on disk may be published now
-                else:
-                    self._queue.append(path)
-                    if self._fsync != "never":
-                        self._unsynced.append(path)
-                        self._dirty.set()
-            self._in_write, self._acked_in_write = {}, set()
-            if not self._to_write and not self._to_delete:
-                self._idle.set()
+    def _write_soon(self) -> None:
+        self._scheduled = False
+        self._write()
 
-    def _take_due(self, now: float) -> dict[str, bytes]:
-        """What the worker thread writes now: the events that have waited ``write_delay_s``, held ones too
-        (see the module's docstring)."""
-        if self._write_delay_s <= 0:
-            due, self._to_write = self._to_write, {}
-            self._due.clear()
-            return due
-        due = {p: d for p, d in self._to_write.items() if self._due[p] <= now}
-        for path in due:
-            del self._to_write[path]
-            self._due.pop(path, None)
-        return due
+    def _write(self) -> None:
+        """Write what is buffered, in one system call (a short write: the rest in more)."""
+        if not self._buffer:
+            return
+        if self._broken and not self._new_segment(carry=True):
+            return
+        data = b"".join(self._buffer)
+        fd = self._segments[-1].fd
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError as exc:
+            self._broken = True  # a torn record may end this segment: nothing more is appended to it
+            self.write_errors += 1
+            if self.write_errors == 1 or self.write_errors % 1000 == 0:
+                log.error(
+                    "cannot write the outcome spool %s (%s): %d events are published from memory, not safe from "
+                    "a crash until a write succeeds (%d failed writes)",
+                    self._dir,
+                    exc,
+                    len(self._unwritten),
+                    self.write_errors,
+                )
+            return
+        self._buffer.clear()
+        self._unwritten.clear()
+        self._dirty.set()
 
-    def _until_due(self, now: float) -> float | None:
-        """Seconds until the oldest event waiting out its delay is due; None when none waits."""
-        if self._write_delay_s <= 0:
-            return None
-        first = next((self._due[p] for p in self._to_write), None)  # in submit order: the oldest first
-        return None if first is None else max(0.0, first - now)
+    def _new_segment(self, *, carry: bool = False) -> bool:
+        """Start writing to a new segment; ``carry``: what is buffered goes there (the last one broke).
+        False (logged) when it cannot be created: the current one stays in use."""
+        if not carry and self._segments:
+            self._write()  # what is buffered was counted in the current segment
+        path = f"{self._prefix}-{next(self._numbers):08d}{SUFFIX}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        except OSError as exc:
+            self.write_errors += 1
+            log.error("cannot create an outcome spool segment %s: %s", path, exc)
+            return False
+        segment = _Segment(path, fd)
+        if carry:
+            old = self._segments[-1]
+            segment.size = sum(len(r) for r in self._buffer)
+            for event in self._unwritten:
+                if old.live.pop(event.seq, None) is not None:
+                    old.live_bytes -= event.size
+                    segment.live[event.seq] = event
+                    segment.live_bytes += event.size
+                    event.segment = segment
+            self._broken = False
+        if self._segments:
+            self._retire(self._segments[-1])
+        self._segments.append(segment)
+        return True
 
-    def _do_io(self, writes: list[tuple[str, bytes]], deletes: list[str]) -> dict[str, OSError]:
-        """In the worker thread: write and delete files; returns the writes that failed."""
-        failed: dict[str, OSError] = {}
-        for path, data in writes:
-            # Written under a temporary name, then renamed: a process killed between the create and the
-            # write left an empty event file (bench.chaos); a rename is atomic for a dying process.
-            tmp = path + TMP
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                try:
-                    if os.write(fd, data) != len(data):
-                        raise OSError(errno.ENOSPC, "short write")
-                finally:
-                    os.close(fd)
-                os.rename(tmp, path)
-            except OSError as exc:
-                failed[path] = exc
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-        for path in deletes:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        return failed
+    def _retire(self, segment: _Segment) -> None:
+        """A segment no longer written to: fsynced (unless ``never``) and closed in the thread."""
+        self._run(_sync_and_close, segment.fd, self._fsync != "never")
+        segment.fd = -1
+
+    def _compact(self) -> None:
+        """The oldest segments with less than half their bytes live: those events again in the newest."""
+        while len(self._segments) > 1 and self._segments[0].live_bytes * 2 < self._segments[0].size:
+            oldest = self._segments[0]
+            for event in list(oldest.live.values()):
+                del oldest.live[event.seq]
+                kind = HELD if event.held else EVENT
+                self._append(encode(kind, event.seq, event.subject, event.msg_id, event.payload), event)
+            oldest.live_bytes = 0
+            self._trim()
+
+    def _trim(self) -> None:
+        """Delete the oldest segments while none of their events is live (never the one written to)."""
+        gone = []
+        while len(self._segments) > 1 and not self._segments[0].live:
+            gone.append(self._segments.popleft().path)
+        if gone:
+            self._write()  # what compaction copied, and the DONE records, before the files go
+            active = self._segments[-1].fd if self._fsync != "never" else None
+            self._run(_delete, gone, active, self._dir)
+
+    def _run(self, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        assert self._loop is not None
+        job = self._loop.run_in_executor(self._executor, fn, *args)
+        self._jobs.add(job)
+        job.add_done_callback(self._job_done)
+
+    def _job_done(self, job: asyncio.Future[None]) -> None:
+        self._jobs.discard(job)
+        if not job.cancelled() and (exc := job.exception()) is not None:
+            log.error("outcome spool %s: %s", self._dir, exc)
 
     async def _sync_loop(self) -> None:
-        """``always``: fsync what was written as soon as the last fsync is done; ``batch``: every interval."""
+        """``always``: fsync the segment written to as soon as the last fsync is done; ``batch``: every interval."""
         loop = asyncio.get_running_loop()
         while True:
             await self._dirty.wait()
             if self._fsync == "batch":
                 await asyncio.sleep(self._fsync_interval_s)
-            if paths := self._take_unsynced():
-                await loop.run_in_executor(self._sync_executor, self._sync, paths)
+            self._dirty.clear()
+            # In the executor, after any close of it: a retired segment's fd is closed by a later job.
+            await loop.run_in_executor(self._executor, _fsync_quietly, self._segments[-1].fd)
 
-    def _take_unsynced(self) -> list[str]:
-        paths, self._unsynced = self._unsynced, []
-        self._dirty.clear()
-        return [p for p in paths if p in self._sizes]  # acknowledged meanwhile: nothing to keep
 
-    def _sync(self, paths: list[str]) -> None:
-        if not paths:
-            return
-        for path in paths:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        dir_fd = os.open(self._dir, os.O_RDONLY)  # the file names themselves
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+def _nothing() -> None:
+    pass
+
+
+def _sync_and_close(fd: int, sync: bool) -> None:
+    try:
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _delete(paths: list[str], active_fd: int | None, directory: str) -> None:
+    """Delete segments, after the one written to is on the disk (it may hold copies of their events)."""
+    if active_fd is not None:
+        _fsync_quietly(active_fd)
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    if active_fd is not None:
+        _fsync_dir(directory)
+
+
+def _fsync_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):  # EBADF: the segment was closed meanwhile (already fsynced then)
+        os.fsync(fd)
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

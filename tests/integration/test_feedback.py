@@ -61,14 +61,14 @@ async def test_an_id_is_known_while_its_record_is_pending_and_then_on_every_gate
     try:
         js = nc.jetstream()
         await ensure_seen_stream(js, settings)
-        serving = OutcomePublisher(nc, spool=Spool(tmp_path / "here", max_bytes=1 << 20))  # not started yet
+        serving = OutcomePublisher(nc, spool=Spool(tmp_path / "here", max_bytes=1 << 20))
+        serving.start()
         here = SeenRequests(nc, publisher=serving, settings=settings)
         other = OutcomePublisher(nc, spool=Spool(tmp_path / "elsewhere", max_bytes=1 << 20))
         elsewhere = SeenRequests(nc, publisher=other, settings=settings)
         here.record("r-1")
+        assert serving.is_pending("seen:r-1")
         assert await here.seen("r-1")  # feedback that overtakes the asynchronous write is not refused
-        assert not await elsewhere.seen("r-1")
-        serving.start()
         await serving.close()  # waits until JetStream acknowledged the record
         assert await elsewhere.seen("r-1") and await here.seen("r-1")
         assert not await elsewhere.seen("r-2")

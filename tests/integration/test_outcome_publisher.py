@@ -15,7 +15,7 @@ from services.core import subjects
 from services.core.nats import connect_nats
 from services.core.settings import OutcomeSettings
 from services.outcomes import OutcomePublisher, Spool, ensure_stream
-from services.outcomes.spool import SUFFIX
+from services.outcomes.spool import read_journal
 from tests.support.system import eventually, make_settings, openai_tier, read_outcomes, run_system
 
 SETTINGS = OutcomeSettings()
@@ -124,7 +124,7 @@ async def test_close_gives_up_after_its_timeout_and_leaves_every_event_in_the_sp
     await publisher.close(timeout_s=0.5)
     # The ones being retried count too, not only those still queued; all stay for the next start.
     assert "3 outcome events not acknowledged at shutdown" in caplog.text
-    assert len(list((tmp_path / "spool").glob(f"*{SUFFIX}"))) == 3
+    assert len(read_journal(tmp_path / "spool").events) == 3
 
 
 async def test_the_gateway_flushes_its_outcomes_when_it_stops(nats_server, fake_openai, js):

@@ -28,26 +28,19 @@ from services.core.nats import NatsServer, connect_nats, free_port
 from services.core.settings import CascadeSettings
 from services.gateway.server import GatewayService
 from services.outcomes import read_events
-from services.outcomes.spool import SUFFIX, decode
+from services.outcomes.spool import SUFFIX, SpooledEvent, read_journal
 from tests.support.scripted_tier import ScriptedTier
 from tests.support.system import make_settings, openai_tier, run_system
 
 
 def spool_files(directory: Path) -> list[Path]:
-    """Every event file in the spool: outcomes, and the request-id records behind Feedback's NOT_FOUND."""
+    """The journal's segment files: outcomes, and the request-id records behind Feedback's NOT_FOUND."""
     return sorted(directory.glob(f"*{SUFFIX}"))
 
 
-def spooled(directory: Path) -> list[Path]:
-    """The spooled outcome events (a file the worker thread is still writing is not counted yet)."""
-    found = []
-    for path in spool_files(directory):
-        try:
-            if decode(str(path), path.read_bytes()).subject == subjects.OUTCOMES:
-                found.append(path)
-        except (OSError, ValueError):  # being written (or deleted) right now
-            continue
-    return found
+def spooled(directory: Path) -> list[SpooledEvent]:
+    """The outcome events the next gateway on the directory would publish (read as it would read them)."""
+    return [e for e in read_journal(directory).events if e.subject == subjects.OUTCOMES]
 
 
 async def eventually(check, what: str, tries: int = 300) -> None:  # type: ignore[no-untyped-def]
@@ -96,9 +89,24 @@ async def test_outcomes_of_an_outage_are_stored_once_nats_returns(system, nats_s
 
     await nats_server.start()
     await eventually(lambda: system.gateway.outcomes.pending == 0, "the spool drained")
-    assert spool_files(spool_dir) == []
+    await system.gateway.outcomes.spool.flush()
+    assert read_journal(spool_dir).events == []  # every one marked done
     stored = await stored_request_ids(system.nats_url, system.settings.outcomes.stream)
     assert stored == Counter(ids)  # each exactly once
+
+
+async def test_an_answer_is_sent_only_once_its_outcome_is_written(system, nats_server, monkeypatch):
+    """Answered means recorded, not waiting for JetStream: with NATS away (the publisher only looks at the
+    spool every 0.1 s) and the end-of-turn write switched off, only the gateway's own write before it
+    answers puts the outcome on disk by the time the caller has the answer."""
+    spool = system.gateway.outcomes.spool
+    monkeypatch.setattr(spool, "_write_soon", lambda: None)
+    await nats_server.stop()
+    await eventually(lambda: not system.gateway._nc.is_connected, "the gateway noticed NATS is gone")
+    for i in range(5):
+        err = await generate_fails(system.target, f"written-{i}")
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        assert f"outcome:written-{i}" in [e.msg_id for e in spooled(spool.directory)]
 
 
 async def test_beyond_the_spool_bound_new_outcomes_are_dropped_and_the_spooled_ones_kept(nats_server, fake_openai):
@@ -240,13 +248,13 @@ async def test_a_killed_gateways_spooled_events_are_published_by_the_next_one(tm
         await fail_requests_during_an_outage(nats_server, proc, ids, spool_dir)
         os.kill(proc.pid, signal.SIGKILL)
         await asyncio.to_thread(proc.wait)
-    files = spooled(spool_dir)
-    assert len(files) == len(ids)
+    events = spooled(spool_dir)
+    assert len(events) == len(ids)
 
     await nats_server.start()
     # As if the killed gateway had got JetStream's ack for the first event but died before deleting its file:
     # the next gateway republishes it, and its message id keeps it from being stored twice.
-    already = decode(str(files[0]), files[0].read_bytes())
+    already = events[0]
     admin = await connect_nats(nats_server.url, name="test-admin")
     try:
         await admin.jetstream().publish(already.subject, already.payload, headers={"Nats-Msg-Id": already.msg_id})
@@ -258,17 +266,16 @@ async def test_a_killed_gateways_spooled_events_are_published_by_the_next_one(tm
 
 
 async def test_a_gateway_killed_right_after_it_answered_loses_no_outcome(tmp_path, nats_server):
-    """The caller hears how its request ended only once the outcome is on disk (or in JetStream): with
-    NATS away and a long spool write delay, the answer waits for the write, so a SIGKILL the moment
-    the caller has it leaves the outcome in the spool for the next gateway (bench.chaos lost some)."""
+    """The caller hears how its request ended only once the outcome is in the journal: a SIGKILL the
+    moment the caller has it leaves the outcome for the next gateway (bench.chaos lost some)."""
     spool_dir = tmp_path / "spool"
-    async with gateway_process(tmp_path, nats_server.url, spool_dir, spool_write_delay_ms=1500) as proc:
+    async with gateway_process(tmp_path, nats_server.url, spool_dir) as proc:
         await nats_server.stop()
         err = await generate_fails(proc.target, "answered-then-killed")
         assert err.code() == grpc.StatusCode.UNAVAILABLE
         os.kill(proc.pid, signal.SIGKILL)
         await asyncio.to_thread(proc.wait)
-    assert [decode(str(f), f.read_bytes()).msg_id for f in spooled(spool_dir)] == ["outcome:answered-then-killed"]
+    assert [e.msg_id for e in spooled(spool_dir)] == ["outcome:answered-then-killed"]
 
 
 async def test_sigterm_publishes_the_spool_before_the_gateway_exits(tmp_path, nats_server):
@@ -312,4 +319,4 @@ async def test_a_request_in_flight_when_its_gateway_is_killed_still_gets_an_outc
     [event] = [e for e in events if e.request_id == "cut-1"]
     assert event.error.code == events_pb2.ERROR_CODE_UNAVAILABLE
     assert "the gateway stopped before the request finished" in event.error.message
-    assert list(spool_dir.glob("*.held")) == []
+    assert read_journal(spool_dir).events == []
