@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from cascade.v1 import common_pb2, events_pb2
 from services.core import subjects
@@ -78,8 +79,12 @@ async def test_a_stopping_router_answers_every_request_delivered_then_takes_no_m
         )
         await router.stop()
         decided = [events_pb2.RouteDecision.FromString((await replies.next_msg(timeout=10)).data) for _ in range(N)]
-        with pytest.raises(NoRespondersError):  # stopped: its subscription is gone
-            await watch.request(subjects.ROUTE, _with_id(request, "late"), timeout=5)
+        # Stopped: nothing answers a later request. The server usually says so at once (no
+        # responders), but about 1 run in 15 it stays silent although its connz lists no
+        # subscription left on the subject (nats-server 2.x, a queue group's last member gone):
+        # the request then times out. Either way, it must not be answered.
+        with pytest.raises((NoRespondersError, NatsTimeoutError)):
+            await watch.request(subjects.ROUTE, _with_id(request, "late"), timeout=2)
     finally:
         await watch.drain()
         await router_nc.drain()
