@@ -38,7 +38,7 @@ async def spool_costs(directory: Path, *, events: int, payload: bytes, fsync: st
         event = spool.submit(subjects.OUTCOMES, f"outcome:{i}", payload)
         t1 = time.perf_counter()
         assert event is not None
-        spool.settled(event)
+        spool.settled()
         t2 = time.perf_counter()
         submit_s.append(t1 - t0)
         settle_s.append(t2 - t1)

@@ -27,8 +27,15 @@ from services.gateway.redact import Redactor
 from services.gateway.routing import EmbeddedRouter
 from services.gateway.servicer import CascadeServicer
 from services.gateway.tiers import GatewayTiers
-from services.outcomes import OutcomePublisher, SeenRequests, Spool, ensure_seen_stream, ensure_stream, outcome_id
-from services.outcomes.spool import SpooledEvent
+from services.outcomes import (
+    OutcomePublisher,
+    SeenRequests,
+    Spool,
+    SpooledEvent,
+    ensure_seen_stream,
+    ensure_stream,
+    outcome_id,
+)
 from services.registry import store
 from services.registry.follow import Follower
 

@@ -17,7 +17,7 @@ from services.gateway.cascade import Cascade
 from services.gateway.domain import TextChunk
 from services.gateway.record import RequestRecord
 from services.gateway.requests import CascadeRequest, parse_feedback, parse_generate
-from services.outcomes import OutcomePublisher, SeenRequests, outcome_id
+from services.outcomes import OutcomePublisher, SeenRequests
 
 
 class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
@@ -95,10 +95,10 @@ class CascadeServicer(cascade_pb2_grpc.CascadeServicer):
             # must not lose its outcome (bench.chaos).
             async for item in self._cascade.run(parsed, timeout_s=timeout_s):
                 if isinstance(item, RequestRecord):
-                    self._outcomes.settled(outcome_id(parsed.request_id))
+                    self._outcomes.settled()
                 yield item
         except CascadeError:
-            self._outcomes.settled(outcome_id(parsed.request_id))
+            self._outcomes.settled()
             raise
         finally:
             self._in_flight -= 1

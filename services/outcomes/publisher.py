@@ -65,7 +65,6 @@ class OutcomePublisher:
         self._task: asyncio.Task[None] | None = None
         # Message ids submitted here and not yet acknowledged (the seen-id check reads it: is_pending).
         self._pending: Counter[str] = Counter()
-        self._handles: dict[str, SpooledEvent] = {}  # message id -> its latest pending event in the spool
 
     def start(self) -> None:
         """Open the spool (events an earlier gateway left are published first) and start publishing."""
@@ -74,16 +73,14 @@ class OutcomePublisher:
 
     def submit(self, subject: str, msg_id: str, payload: bytes) -> None:
         """Spool the event for publishing; never blocks and never raises (a full spool logs and counts)."""
-        if handle := self.spool.submit(subject, msg_id, payload):
+        if self.spool.submit(subject, msg_id, payload):
             self._empty.clear()
             self._pending[msg_id] += 1
-            self._handles[msg_id] = handle
 
-    def settled(self, msg_id: str) -> None:
-        """Make sure the event submitted with this id survives this process (Spool.settled: its record
-        written, not waiting for JetStream)."""
-        if (handle := self._handles.get(msg_id)) is not None:
-            self.spool.settled(handle)
+    def settled(self) -> None:
+        """Make sure every event submitted so far survives this process (Spool.settled: written, not
+        waiting for JetStream)."""
+        self.spool.settled()
 
     def hold(self, subject: str, msg_id: str, payload: bytes) -> SpooledEvent | None:
         """Spool an event that only the next gateway publishes, if this one dies before ``release`` (Spool.hold)."""
@@ -121,7 +118,6 @@ class OutcomePublisher:
             self._pending[msg_id] = count - 1
         else:
             self._pending.pop(msg_id, None)
-            self._handles.pop(msg_id, None)
 
     @property
     def pending(self) -> int:

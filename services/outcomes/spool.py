@@ -361,8 +361,8 @@ class Spool:
         self._write()
         return list(itertools.islice(self._pending.values(), limit))
 
-    def settled(self, event: SpooledEvent) -> None:
-        """Make sure the event survives this process: its record written (at once, if still buffered).
+    def settled(self) -> None:
+        """Make sure every event submitted so far survives this process: what is buffered written now.
         The gateway answers a request only then, so a SIGKILL never loses the outcome of a request its
         caller saw answered (bench.chaos found some)."""
         if self._buffer:

@@ -43,7 +43,7 @@ async def test_every_event_is_written_before_it_is_published_or_settled(tmp_path
     assert on_disk(tmp_path) == [(HELD, held.seq, "outcome:r1"), (EVENT, seen.seq, "seen:r1")]
     real = spool.submit(SUBJECT, "outcome:r1", b"real")
     assert real is not None
-    spool.settled(real)  # the gateway answers only after this: no await, no acknowledgement waited for
+    spool.settled()  # the gateway answers only after this: no await, no acknowledgement waited for
     assert on_disk(tmp_path)[-1] == (EVENT, real.seq, "outcome:r1")
     await spool.close()
 
