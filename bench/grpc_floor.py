@@ -6,6 +6,7 @@ The floor under bench/overhead's grpc path: a server process (uvloop, grpc.aio, 
 answering Generate with a fixed GenerateResponse) and the same closed-loop SDK client, both on these
 cores. Its round trip at concurrency 1 is what any Python gRPC front of the cascade pays before routing,
 calling a tier or recording an outcome; its requests/s at concurrency 32 bound one gateway process.
+bench.overhead measures the same server as its ``floor`` path, interleaved with the cascade's paths.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ async def measure(port: int, seconds: float, levels: list[int]) -> None:
             print(f"| {n} | {level.rps:.0f} | {p50:.2f} | {level.percentile(0.99):.2f} |")
 
 
+def start_server(port: int) -> subprocess.Popen[bytes]:
+    """The do-nothing server in a process of its own, as bench.overhead's ``floor`` path uses it."""
+    return subprocess.Popen([sys.executable, "-m", "bench.grpc_floor", "--serve", str(port)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -70,7 +76,7 @@ def main() -> None:
         uvloop.run(serve(args.serve))
         return
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bench.grpc_floor", "--serve", str(port)])
+    server = start_server(port)
     try:
         uvloop.run(measure(port, args.seconds, args.concurrency))
     finally:

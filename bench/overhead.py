@@ -1,7 +1,7 @@
 """The cascade's own cost and capacity: added latency at concurrency 1, latency against throughput up to saturation.
 
     python -m bench.overhead [--seconds 3] [--concurrency 1 2 4 8 16 32 64 128 256]
-                             [--paths direct grpc http] [--policy route] [--max-tokens 16]
+                             [--paths direct floor grpc http] [--policy route] [--max-tokens 16]
                              [--router-mode service|embedded] [--tier-mode worker|embedded] [--stages 1000]
                              [--png docs/capacity.png [--save RUN.json] [--baseline BEFORE.json] [--replot RUN.json]]
                              [--profile-at 32 [--profile-path grpc|http] --profile-dir DIR]
@@ -14,9 +14,12 @@ over 10,000 requests/s on these cores, so what saturates is the cascade, not the
 Paths, each a closed loop of ``concurrency`` callers for ``--seconds`` per level:
   direct  the upstream straight through the tier's own client (OpenAIBackend), the reference, asked
           for a whole answer as the cascade asks for a unary caller's (Generation.whole);
+  floor   the SDK's ``generate`` -> a bare grpc.aio server answering at once (bench.grpc_floor): what
+          gRPC alone costs on this machine, so a run says how fast the machine is;
   grpc    the SDK's ``generate`` -> gateway -> NATS -> router -> tier worker -> upstream;
   http    ``POST /v1/chat/completions`` (not streamed) -> HTTP front door -> the grpc path.
-"added" at concurrency 1 is a path's latency minus the direct path's, measured back to back.
+"added" at concurrency 1 is a path's latency minus the direct path's, measured back to back; "beyond
+the floor" subtracts the floor path's round trip too: what the cascade itself adds on top of gRPC.
 Every process (load generator included) shares the machine's cores; the load average is printed.
 
 --policy: route (default) asks the router, never escalates; cascade also scores each small answer
@@ -45,7 +48,7 @@ from pathlib import Path
 import uvloop
 import yaml
 
-from bench import profile
+from bench import grpc_floor, profile
 from bench.load import Call, HttpPool, Level, closed_loop
 from bench.processes import up_children
 from bench.upstream import start_upstream
@@ -56,6 +59,7 @@ from services.tier.backends.openai import OpenAIBackend
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+PATHS = ["direct", "floor", "grpc", "http"]
 _HTTP_MODELS = {"cascade": "cascade", "route": "cascade:route", "small": "cascade:small", "large": "cascade:large"}
 
 
@@ -103,10 +107,13 @@ class Bench:
     max_tokens: int
     services: dict[str, int]  # `cascade up`'s processes by name -> pid
     upstream: list[int]
+    floor: AsyncCascadeClient | None = None  # bench.grpc_floor's server, when the floor path is measured
+    floor_pid: int | None = None
 
     @property
     def processes(self) -> dict[str, int]:
-        return {**self.services, **{f"upstream-{i}": pid for i, pid in enumerate(self.upstream)}}
+        floor = {"floor server": self.floor_pid} if self.floor_pid else {}
+        return {**self.services, **{f"upstream-{i}": pid for i, pid in enumerate(self.upstream)}, **floor}
 
     async def direct(self, i: int) -> None:
         # Asked as the cascade asks for a unary caller's answer: whole, in one response (Generation.whole).
@@ -126,6 +133,15 @@ class Bench:
 
         return call
 
+    def bare(self, policy: str) -> Call:
+        assert self.floor is not None, "the floor path needs running_cascade(floor=True)"
+        floor = self.floor
+
+        async def call(i: int) -> None:
+            assert (await floor.generate(prompt(i), policy=policy, max_tokens=self.max_tokens)).text
+
+        return call
+
     def via_http(self, policy: str) -> Call:
         async def call(i: int) -> None:
             body = {
@@ -139,6 +155,8 @@ class Bench:
         return call
 
     def path(self, name: str, policy: str) -> Call:
+        if name == "floor":
+            return self.bare(policy)
         return {"direct": self.direct, "grpc": self.through(policy), "http": self.via_http(policy)}[name]
 
     async def compare(self, policy: str, *, requests: int, concurrency: int) -> dict[str, tuple[float, float, float]]:
@@ -158,8 +176,11 @@ async def running_cascade(
     upstream_processes: int = 1,
     router_mode: str = "service",
     tier_mode: str = "worker",
+    floor: bool = False,
 ) -> AsyncIterator[Bench]:
     upstream = start_upstream(processes=upstream_processes)
+    floor_port = free_port()
+    floor_server = grpc_floor.start_server(floor_port) if floor else None
     workdir = Path(tempfile.mkdtemp(prefix="cascade-bench-"))
     config, grpc_port, http_port = write_config(upstream.base_url, workdir, confidence, router_mode, tier_mode)
     env = {**os.environ, "CASCADE_LOG_LEVEL": "WARNING"}
@@ -167,7 +188,14 @@ async def running_cascade(
     backend = OpenAIBackend(base_url=upstream.base_url, model="fake-model")
     http = HttpPool("127.0.0.1", http_port)
     try:
-        async with AsyncCascadeClient(target=f"127.0.0.1:{grpc_port}", timeout=60) as cascade:
+        async with contextlib.AsyncExitStack() as clients:
+            cascade = await clients.enter_async_context(AsyncCascadeClient(target=f"127.0.0.1:{grpc_port}", timeout=60))
+            bare = None
+            if floor_server is not None:
+                bare = await clients.enter_async_context(
+                    AsyncCascadeClient(target=f"127.0.0.1:{floor_port}", timeout=60)
+                )
+                await bare.wait_ready(timeout=60)
             await cascade.wait_ready(timeout=120)
             await _wait_http(http)
             bench = Bench(
@@ -177,9 +205,12 @@ async def running_cascade(
                 max_tokens=max_tokens,
                 services=up_children(up.pid),
                 upstream=upstream.pids(),
+                floor=bare,
+                floor_pid=floor_server.pid if floor_server else None,
             )
-            for warm in (bench.direct, bench.through("cascade"), bench.via_http("cascade")):
-                await closed_loop(warm, concurrency=8, seconds=0, min_requests=200)
+            warm = [bench.direct, bench.through("cascade"), bench.via_http("cascade")]
+            for call in warm + ([bench.bare("route")] if bare else []):
+                await closed_loop(call, concurrency=8, seconds=0, min_requests=200)
             yield bench
     finally:
         await http.aclose()
@@ -187,6 +218,9 @@ async def running_cascade(
         up.terminate()
         up.wait(60)
         upstream.stop()
+        if floor_server is not None:
+            floor_server.terminate()
+            floor_server.wait(10)
 
 
 async def _wait_http(http: HttpPool, timeout_s: float = 60.0) -> None:
@@ -234,7 +268,7 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, list[Leve
                 continue
             call = bench.path(name, args.policy)
             profiling = name == args.profile_path and concurrency == args.profile_at
-            python = {k: v for k, v in bench.services.items() if k != "nats-server"}
+            python = {k: v for k, v in bench.services.items() if k != "nats-server"}  # py-spy reads Python only
             samplers = profile.start(python, args.profile_dir, seconds=args.seconds) if profiling else []
             before = cpu_seconds(bench.processes)
             level = await closed_loop(call, concurrency=concurrency, seconds=args.seconds, min_requests=concurrency)
@@ -278,15 +312,22 @@ async def measure_added(bench: Bench, args: argparse.Namespace) -> dict[str, lis
 
 
 def report_added(pooled: dict[str, list[float]], rounds: int) -> None:
+    """Each path's latency at concurrency 1; for the cascade's paths, what they add to the direct call, and
+    what they add beyond the floor's round trip too (bare gRPC: the machine's own share)."""
     if "direct" not in pooled:
         return
     d50, d99 = statistics.median(pooled["direct"]), percentile(pooled["direct"], 0.99)
+    f50 = statistics.median(pooled["floor"]) if pooled.get("floor") else None
     print(f"\nadded latency at concurrency 1 (path minus direct; {rounds} interleaved rounds of 1 s per path)")
-    print("| path | requests | p50 ms | p99 ms | added p50 ms | added p99 ms |")
-    print("|---|---|---|---|---|---|")
+    print("| path | requests | p50 ms | p99 ms | added p50 ms | added p99 ms | added p50 beyond the floor ms |")
+    print("|---|---|---|---|---|---|---|")
     for name, latencies in pooled.items():
         p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
-        added = "| |" if name == "direct" else f"| {p50 - d50:.2f} | {p99 - d99:.2f} |"
+        if name in ("direct", "floor"):
+            added = "| | | |"
+        else:
+            beyond = f"{p50 - d50 - f50:.2f}" if f50 is not None else ""
+            added = f"| {p50 - d50:.2f} | {p99 - d99:.2f} | {beyond} |"
         print(f"| {name} | {len(latencies)} | {p50:.2f} | {p99:.2f} {added}")
 
 
@@ -324,7 +365,7 @@ def plot(runs: dict[str, Points], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"direct": "tab:gray", "grpc": "tab:blue", "http": "tab:orange"}
+    colors = {"direct": "tab:gray", "floor": "tab:green", "grpc": "tab:blue", "http": "tab:orange"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     for (label, run), style in zip(runs.items(), ("o:", "o-"), strict=False):
         faded = style == "o:" and len(runs) > 1
@@ -358,6 +399,7 @@ async def run(args: argparse.Namespace) -> None:
         upstream_processes=args.upstream_processes,
         router_mode=args.router_mode,
         tier_mode=args.tier_mode,
+        floor="floor" in args.paths,
     ) as bench:
         print(
             f"policy={args.policy} router.mode={args.router_mode} tiers' mode={args.tier_mode} "
@@ -397,7 +439,7 @@ def main() -> None:
     parser.add_argument(
         "--stages", type=int, default=0, help="requests for the stage breakdown at concurrency 1 (0: none)"
     )
-    parser.add_argument("--paths", nargs="+", default=["direct", "grpc", "http"], choices=["direct", "grpc", "http"])
+    parser.add_argument("--paths", nargs="+", default=PATHS, choices=PATHS)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument(
         "--policy",

@@ -103,3 +103,18 @@ async def test_the_grpc_floor_bench_answers_through_the_sdk_and_prints_its_table
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [int(r.split("|")[1]) for r in rows] == [1, 2]
     assert all(float(r.split("|")[2]) > 0 for r in rows)  # requests/s
+
+
+def test_the_capacity_table_subtracts_the_direct_call_and_the_grpc_floor(capsys) -> None:
+    from bench.overhead import report_added
+
+    pooled = {"direct": [1.0, 1.0, 1.0], "floor": [0.5, 0.5, 0.5], "grpc": [3.0, 3.0, 3.0], "http": [4.0, 4.0, 4.0]}
+    report_added(pooled, rounds=1)
+    rows = {
+        r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+        for r in capsys.readouterr().out.splitlines()
+        if r.startswith("| ") and not r.startswith("| path")
+    }
+    assert rows["grpc"][3:] == ["2.00", "2.00", "1.50"]  # added p50, added p99, beyond the floor's 0.5 ms
+    assert rows["http"][3:] == ["3.00", "3.00", "2.50"]
+    assert rows["floor"][3:] == ["", "", ""] and rows["direct"][3:] == ["", "", ""]
