@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -91,6 +92,8 @@ def write_config(
         # Threshold 0: every answer is scored but none escalates, so the figure is the decision's cost.
         "escalation": {"confidence": confidence, "min_confidence": 0.0},
         "tiers": {"small": tier, "large": tier},
+        # Its own spool: events another run left in ./.cascade/spool would be drained during this one.
+        "outcomes": {"spool_dir": str(workdir / "spool")},
     }
     path = workdir / "bench.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -221,6 +224,7 @@ async def running_cascade(
         if floor_server is not None:
             floor_server.terminate()
             floor_server.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)  # NATS's data and the spool of this run
 
 
 async def _wait_http(http: HttpPool, timeout_s: float = 60.0) -> None:
