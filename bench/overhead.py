@@ -182,7 +182,7 @@ async def running_cascade(
     floor: bool = False,
 ) -> AsyncIterator[Bench]:
     upstream = start_upstream(processes=upstream_processes)
-    floor_port = free_port()
+    floor_port = free_port() if floor else 0
     floor_server = grpc_floor.start_server(floor_port) if floor else None
     workdir = Path(tempfile.mkdtemp(prefix="cascade-bench-"))
     config, grpc_port, http_port = write_config(upstream.base_url, workdir, confidence, router_mode, tier_mode)
@@ -212,7 +212,9 @@ async def running_cascade(
                 floor_pid=floor_server.pid if floor_server else None,
             )
             warm = [bench.direct, bench.through("cascade"), bench.via_http("cascade")]
-            for call in warm + ([bench.bare("route")] if bare else []):
+            if bare is not None:
+                warm.append(bench.bare("route"))
+            for call in warm:
                 await closed_loop(call, concurrency=8, seconds=0, min_requests=200)
             yield bench
     finally:
